@@ -1,0 +1,159 @@
+"""Learners, their tutor sessions and the CEFR assessments teachers review (DESIGN section 6)."""
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from tutor.cefr import LEVEL_NAMES, LEVELS
+
+
+class CEFRLevel(models.TextChoices):
+    A1 = "A1", f"A1 {LEVEL_NAMES['A1']}"
+    A2 = "A2", f"A2 {LEVEL_NAMES['A2']}"
+    B1 = "B1", f"B1 {LEVEL_NAMES['B1']}"
+    B2 = "B2", f"B2 {LEVEL_NAMES['B2']}"
+    C1 = "C1", f"C1 {LEVEL_NAMES['C1']}"
+    C2 = "C2", f"C2 {LEVEL_NAMES['C2']}"
+
+
+assert tuple(CEFRLevel.values) == LEVELS  # one scale: the pure core's and the database's agree
+
+
+class Language(models.TextChoices):
+    SPANISH = "es", "Spanish"
+    FRENCH = "fr", "French"
+    GERMAN = "de", "German"
+    ITALIAN = "it", "Italian"
+    ENGLISH = "en", "English"
+    PORTUGUESE = "pt", "Portuguese"
+
+
+class Learner(models.Model):
+    """Profile of a Django user who learns with Parla."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="learner")
+    target_language = models.CharField(max_length=8, choices=Language.choices, default=Language.SPANISH)
+    native_language = models.CharField(max_length=8, choices=Language.choices, default=Language.ENGLISH)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["user__username"]
+
+    def __str__(self):
+        return f"{self.user.get_username()} ({self.get_target_language_display()})"
+
+
+class TutorSession(models.Model):
+    """One live conversation between a learner and the tutor."""
+
+    class Upstream(models.TextChoices):
+        SIMULATOR = "simulator", "Bundled simulator (demo mode)"
+        OPENAI = "openai", "OpenAI Realtime API"
+
+    class EndReason(models.TextChoices):
+        CEILING = "ceiling", "Ceiling reached"
+        TOP = "top", "Top level sustained"
+        TIME_CAP = "time_cap", "Session time cap"
+        LEARNER_LEFT = "learner_left", "Learner left"
+        LEARNER_STOPPED = "learner_stopped", "Learner stopped"
+        UPSTREAM_ERROR = "upstream_error", "Upstream error"
+        UPSTREAM_EXPIRED = "upstream_expired", "Upstream session expired"
+
+    learner = models.ForeignKey(Learner, on_delete=models.CASCADE, related_name="sessions")
+    upstream = models.CharField(max_length=16, choices=Upstream.choices)
+    model = models.CharField(max_length=64)
+    target_language = models.CharField(max_length=8, choices=Language.choices)
+    upstream_session_id = models.CharField(max_length=64, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=20, choices=EndReason.choices, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self):
+        return f"Session {self.pk} of {self.learner} at {self.started_at:%Y-%m-%d %H:%M}"
+
+
+class Turn(models.Model):
+    """A finished utterance of the session, as text."""
+
+    class Role(models.TextChoices):
+        LEARNER = "learner", "Learner"
+        TUTOR = "tutor", "Tutor"
+        NARRATOR = "narrator", "Narrator"
+
+    session = models.ForeignKey(TutorSession, on_delete=models.CASCADE, related_name="turns")
+    role = models.CharField(max_length=10, choices=Role.choices)
+    text = models.TextField()
+    item_id = models.CharField(max_length=64, blank=True)
+    level = models.CharField(max_length=2, choices=CEFRLevel.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self):
+        return f"{self.get_role_display()}: {self.text[:60]}"
+
+
+class Probe(models.Model):
+    """One `record_probe` call of the tutor: did the learner sustain a task at this level?"""
+
+    class Outcome(models.TextChoices):
+        SUSTAINED = "sustained", "Sustained"
+        BREAKDOWN = "breakdown", "Breakdown"
+
+    session = models.ForeignKey(TutorSession, on_delete=models.CASCADE, related_name="probes")
+    level = models.CharField(max_length=2, choices=CEFRLevel.choices)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    evidence = models.TextField(blank=True)
+    call_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self):
+        return f"{self.level} {self.outcome}"
+
+
+class Assessment(models.Model):
+    """The CEFR rating of a session, persisted the moment placement ends."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending (grading)"
+        GRADED = "graded", "Graded"
+        DELIVERED = "delivered", "Delivered to learner"
+        DELIVERY_FAILED = "delivery_failed", "Delivery failed (shown as text)"
+
+    learner = models.ForeignKey(Learner, on_delete=models.CASCADE, related_name="assessments")
+    session = models.OneToOneField(TutorSession, on_delete=models.CASCADE, related_name="assessment")
+    # The floor placement found; the grader may confirm it, its criteria explain it.
+    level = models.CharField(max_length=2, choices=CEFRLevel.choices)
+    partial = models.BooleanField(
+        default=False, help_text="Placement ended before the ceiling (time cap or the learner left)."
+    )
+    criteria = models.JSONField(default=dict, blank=True)
+    summary = models.TextField(blank=True)
+    grader = models.CharField(max_length=32, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    failure_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    graded_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    # Teacher review
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    teacher_level = models.CharField(max_length=2, choices=CEFRLevel.choices, blank=True)
+    notes = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [("review_assessment", "Can review assessments (teacher level and notes)")]
+
+    def __str__(self):
+        return f"{self.learner}: {self.level} ({self.get_status_display()})"

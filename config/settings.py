@@ -1,0 +1,152 @@
+"""Parla settings.
+
+Everything is read from the environment with embedded defaults that work offline on a fresh
+machine: SQLite, the in-memory channel layer and the bundled realtime simulator. The README's
+configuration table lists every variable read here (a test compares the two).
+"""
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env, env_bool, env_float, env_int, env_list
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DEBUG", True)
+
+_DEV_SECRET_KEY = "parla-dev-only-insecure-key-do-not-use-in-production"
+SECRET_KEY = env("SECRET_KEY", _DEV_SECRET_KEY)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+if not DEBUG:
+    # Refuse to start rather than run a production server with a public key or no host check.
+    if SECRET_KEY == _DEV_SECRET_KEY or len(SECRET_KEY) < 32:
+        raise ImproperlyConfigured(
+            "DEBUG is off: set SECRET_KEY to a random string of at least 32 characters "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(50))')."
+        )
+    if not ALLOWED_HOSTS:
+        raise ImproperlyConfigured(
+            "DEBUG is off: set ALLOWED_HOSTS to the comma-separated host names Parla is served on."
+        )
+    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+INSTALLED_APPS = [
+    "daphne",  # first: its runserver serves HTTP and websockets through config.asgi
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "assessments",
+    "tutor",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "tutor.context_processors.parla",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"), conn_max_age=0
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env("REDIS_URL", "")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": env("CHANNELS_PREFIX", "parla")},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "tutor:session"
+LOGOUT_REDIRECT_URL = "home"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"structured": {"()": "config.logging.StructuredFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django": {"level": "INFO"},
+        "daphne": {"level": "WARNING"},
+        "websockets": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+    },
+}
+
+# --- Parla -----------------------------------------------------------------------------------
+# Upstream: the real OpenAI Realtime API when a key is set, else the bundled simulator.
+OPENAI_API_KEY = env("OPENAI_API_KEY", "")
+PARLA_REALTIME_URL = env(
+    "PARLA_REALTIME_URL", "wss://api.openai.com/v1/realtime" if OPENAI_API_KEY else ""
+)  # empty = start the bundled simulator inside the server process (demo mode)
+PARLA_DEMO_MODE = not OPENAI_API_KEY
+PARLA_REALTIME_MODEL = env("PARLA_REALTIME_MODEL", "gpt-realtime")
+PARLA_TUTOR_VOICE = env("PARLA_TUTOR_VOICE", "marin")
+PARLA_SUMMARY_VOICE = env("PARLA_SUMMARY_VOICE", "alloy")
+PARLA_TARGET_LANGUAGE = env("PARLA_TARGET_LANGUAGE", "es")
+PARLA_TRANSCRIPTION_MODEL = env("PARLA_TRANSCRIPTION_MODEL", "gpt-4o-mini-transcribe")
+# Output speech speed by level: slower for beginners (0.25..1.5, applied between turns).
+PARLA_SPEED_BEGINNER = env_float("PARLA_SPEED_BEGINNER", 0.85)
+PARLA_SPEED_DEFAULT = env_float("PARLA_SPEED_DEFAULT", 1.0)
+PARLA_SESSION_MAX_MINUTES = env_int("PARLA_SESSION_MAX_MINUTES", 20)
+PARLA_GRADER = env("PARLA_GRADER", "openai" if OPENAI_API_KEY else "rules")
+PARLA_GRADER_MODEL = env("PARLA_GRADER_MODEL", "gpt-4.1-mini")
+PARLA_GRADER_TIMEOUT = env_float("PARLA_GRADER_TIMEOUT", 20.0)
+PARLA_STEP_TIMEOUT = env_float("PARLA_STEP_TIMEOUT", 5.0)
+PARLA_SIMULATOR_PACE = env_float("PARLA_SIMULATOR_PACE", 1.0)
