@@ -1,5 +1,10 @@
 from django.urls import path
-from django.views.generic import TemplateView
+
+from tutor import views
 
 app_name = "tutor"
-urlpatterns = [path("", TemplateView.as_view(template_name="home.html"), name="session")]
+urlpatterns = [
+    path("session/", views.session, name="session"),
+    path("history/", views.history, name="history"),
+    path("history/<int:pk>/", views.history_detail, name="history_detail"),
+]

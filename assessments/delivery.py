@@ -1,0 +1,402 @@
+"""AssessmentDelivery: hand the live session from the tutor to the spoken assessment summary.
+
+The protocol of DESIGN section 3, each step confirmed by a server event and bounded by a timeout:
+
+    1 freeze      turn detection off (session.updated) and learner audio no longer forwarded
+    2 keepalive   heartbeat to the browser + websocket ping upstream while the grader works
+    3 cancel      only a response the tracker knows is active; wait for *its* response.done
+    4 clear       browser flush -> truncate the real item at the played ms -> input buffer cleared
+    5 voice       same session if it never spoke (session.updated shows the voice), else the narrator
+                  session that was opened while grading ran
+    6 speak       response.create with the summary; wait for its response.done -> delivered
+
+Steps 3-4 (tutor session) and the narrator's step 6 run side by side: they are different upstream
+sessions, and what the learner hears is ordered by the browser flush, which is sent before the narrator
+is asked to speak. Nothing here sleeps to "let the server settle": every wait is for an event.
+
+The assessment row exists before this worker starts (status pending). Its status is written after
+each stage; whatever fails, the learner gets the summary as text and the row says why it was not spoken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from assessments.grading import Grader, GradeInput, GradeResult, fallback_grade, grade_by_rules
+from tutor import persona
+from tutor.realtime import RealtimeClient, RealtimeError, RealtimeRequestError
+from tutor.relay import LearnerPort, PlaybackPosition, SpeechRelay
+from tutor.tasks import cancel_and_wait
+
+logger = logging.getLogger(__name__)
+
+CANCEL_NOT_ACTIVE = "response_cancel_not_active"
+
+
+@dataclass(frozen=True)
+class HandoverConfig:
+    summary_voice: str = "alloy"
+    step_timeout: float = 5.0  # one confirmed protocol step
+    grade_timeout: float = 30.0  # the grader has its own, shorter timeout and fallback
+    speak_timeout: float = 120.0  # the whole summary, spoken in real time
+    keepalive_interval: float = 1.0
+    expected_grading_seconds: float = 8.0  # only shapes the progress bar
+
+
+class StepFailed(RealtimeError):
+    def __init__(self, step: str, cause: BaseException | str):
+        self.step = step
+        text = cause if isinstance(cause, str) else (str(cause) or type(cause).__name__)
+        super().__init__(f"{step}: {text}")
+
+
+class AssessmentStore:
+    """Where the worker records the assessment's progress. Subclasses implement every method."""
+
+    async def graded(self, assessment_id: int, result: GradeResult) -> None:
+        raise NotImplementedError("AssessmentStore subclasses must implement graded()")
+
+    async def delivered(self, assessment_id: int, notes: str) -> None:
+        raise NotImplementedError("AssessmentStore subclasses must implement delivered()")
+
+    async def failed(self, assessment_id: int, reason: str) -> None:
+        raise NotImplementedError("AssessmentStore subclasses must implement failed()")
+
+
+class TutorLink:
+    """What the worker needs of the live tutor session. The session runtime implements it."""
+
+    client: RealtimeClient  # the tutor's upstream session
+    relay: SpeechRelay  # forwards the tutor's speech to the learner
+
+    def stop_learner_audio(self) -> None:
+        raise NotImplementedError("TutorLink subclasses must implement stop_learner_audio()")
+
+    async def open_narrator(self, voice: str) -> tuple[RealtimeClient, SpeechRelay]:
+        """A second upstream session, configured with `voice` (session.updated seen), relaying to the learner."""
+        raise NotImplementedError("TutorLink subclasses must implement open_narrator()")
+
+
+@dataclass
+class DeliveryOutcome:
+    status: str  # "delivered" | "delivery_failed"
+    result: GradeResult
+    speaker: str = ""  # "narrator" | "tutor" | ""
+    problems: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # loop.time() of: grade_ready, first_audio
+
+
+class AssessmentDelivery:
+    """The owned worker task of one assessment; `run()` is the whole handover."""
+
+    def __init__(
+        self,
+        *,
+        assessment_id: int,
+        grade_input: GradeInput,
+        grader: Grader,
+        tutor: TutorLink,
+        learner: LearnerPort,
+        store: AssessmentStore,
+        config: HandoverConfig,
+    ):
+        self.assessment_id = assessment_id
+        self.grade_input = grade_input
+        self.grader = grader
+        self.tutor = tutor
+        self.client = tutor.client
+        self.learner = learner
+        self.store = store
+        self.config = config
+        self.problems: list[str] = []
+        self.timings: dict[str, float] = {}
+        self.keepalive_sent: list[float] = []  # loop times of heartbeats (tests check none follow stop)
+        self._narrator: tuple[RealtimeClient, SpeechRelay] | None = None
+        self._loop = asyncio.get_running_loop()
+
+    @property
+    def _log(self) -> dict[str, Any]:
+        return {"assessment_id": self.assessment_id, "upstream": self.client.name}
+
+    async def run(self) -> DeliveryOutcome:
+        narrator = asyncio.create_task(self._open_narrator(), name=f"narrator-open-{self.assessment_id}")
+        result: GradeResult | None = None
+        try:
+            await self.freeze()
+            async with self.keepalive():
+                result = await self.grade()
+            await self.store.graded(self.assessment_id, result)
+            await self._send_card(result, "graded")
+            self.timings["grade_ready"] = self._loop.time()
+            speaker = await self.hand_over(result.summary, narrator)
+        except Exception as exc:  # any failure: the summary stays stored and is shown as text
+            return await self._fail(result, exc)
+        finally:
+            await self._dispose_narrator(narrator)
+        await self.store.delivered(self.assessment_id, "; ".join(self.problems))
+        await self._send_card(result, "delivered")
+        logger.info("assessment delivered", extra={**self._log, "speaker": speaker, "level": result.level})
+        return DeliveryOutcome("delivered", result, speaker, self.problems, self.timings)
+
+    # --- 1. freeze -----------------------------------------------------------------------------------
+
+    async def freeze(self) -> None:
+        """No new response can start: learner audio stops here, turn detection stops upstream."""
+        self.tutor.stop_learner_audio()
+        try:
+            await self.client.request(
+                {"type": "session.update", "session": persona.frozen_session_update()},
+                expect="session.updated",
+                timeout=self.config.step_timeout,
+            )
+            logger.info("session frozen", extra=self._log)
+        except (RealtimeError, TimeoutError) as exc:
+            # Without VAD nothing new starts anyway (learner audio is no longer forwarded): go on.
+            self._problem(StepFailed("freeze", exc))
+
+    # --- 2. keepalive while grading -----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def keepalive(self):
+        task = asyncio.create_task(self._keepalive(), name=f"keepalive-{self.assessment_id}")
+        try:
+            yield
+        finally:
+            await cancel_and_wait(task)
+            logger.info("keepalive stopped", extra={**self._log, "heartbeats": len(self.keepalive_sent)})
+
+    async def _keepalive(self) -> None:
+        started = self._loop.time()
+        interval = self.config.keepalive_interval
+        while True:
+            elapsed = self._loop.time() - started
+            progress = min(0.95, elapsed / max(self.config.expected_grading_seconds, 0.001))
+            self.keepalive_sent.append(self._loop.time())
+            await self.learner.send_event(
+                {"type": "assessing", "progress": round(progress, 3), "elapsed_ms": int(elapsed * 1000)}
+            )
+            if self.client.is_open:
+                try:
+                    await self.client.ping(timeout=interval)
+                except (TimeoutError, RealtimeError, ConnectionError) as exc:
+                    logger.warning("upstream ping failed", extra={**self._log, "error": str(exc)})
+            await asyncio.sleep(interval)  # heartbeat period, not a wait for the server
+
+    async def grade(self) -> GradeResult:
+        try:
+            async with asyncio.timeout(self.config.grade_timeout):
+                return await self.grader.grade(self.grade_input)
+        except Exception as exc:  # the rules grader is pure and always has an answer
+            self._problem(StepFailed("grade", exc))
+            return fallback_grade(self.grade_input, exc)
+
+    # --- 3-6. the handover ---------------------------------------------------------------------------
+
+    async def hand_over(self, summary: str, narrator: asyncio.Task) -> str:
+        """Quiet the tutor and speak `summary` in the summary voice; returns who spoke it."""
+        self.tutor.relay.mute()  # no tutor audio reaches the learner after the flush below
+        flushed = await self.learner.request_flush()
+        quiet = asyncio.create_task(self.quiet_tutor(flushed), name=f"quiet-tutor-{self.assessment_id}")
+        try:
+            if self.client.tracker.may_produce_audio:
+                # The tutor spoke (or may be about to): its voice can no longer change. The narrator
+                # session has been opening since grading began; it need not wait for steps 3-4.
+                client = await self._narrator_ready(narrator)
+                speaker = "narrator"
+            else:
+                await quiet  # same session: nothing may be active when the voice changes
+                await self.switch_voice()
+                self.tutor.relay.unmute(role="narrator")
+                client, speaker = self.client, "tutor"
+            await self.speak(client, summary)
+        finally:
+            await self._finish(quiet)
+        return speaker
+
+    async def quiet_tutor(self, flushed: asyncio.Future) -> None:
+        """Steps 3 and 4 on the tutor session."""
+        await self.cancel_active_response()
+        await self.clear(flushed)
+
+    async def cancel_active_response(self) -> None:
+        tracker = self.client.tracker
+        if tracker.pending_creates and not tracker.has_active_response:
+            # A response.create is in flight: wait until the server starts it (then cancel it) or refuses it.
+            await self._step(
+                "cancel",
+                self.client.wait_for(
+                    lambda e: e.type == "response.created" or tracker.pending_creates == 0,
+                    self.config.step_timeout,
+                ),
+            )
+        response_id = tracker.active_response_id
+        if response_id is None:
+            logger.info("no active response to cancel", extra=self._log)
+            return
+        try:
+            done = await self.client.request(
+                {"type": "response.cancel", "response_id": response_id},
+                expect=lambda e: e.type == "response.done" and e.response.id == response_id,
+                timeout=self.config.step_timeout,
+                tolerate=frozenset({CANCEL_NOT_ACTIVE}),
+            )
+            logger.info(
+                "response cancelled",
+                extra={**self._log, "response_id": response_id, "status": done.response.status},
+            )
+        except RealtimeRequestError as exc:
+            if exc.code != CANCEL_NOT_ACTIVE:
+                raise StepFailed("cancel", exc) from exc
+            # It finished before our cancel arrived: that is what we wanted.
+            tracker.mark_finished(response_id)
+            logger.info("response already finished", extra={**self._log, "response_id": response_id})
+        except (TimeoutError, RealtimeError) as exc:
+            raise StepFailed("cancel", exc) from exc
+
+    async def clear(self, flushed: asyncio.Future) -> None:
+        position: PlaybackPosition = await self._step("flush", self._within(flushed, self.config.step_timeout))
+        if self.client.tracker.is_truncatable(position.item_id, position.played_ms):
+            await self._step(
+                "truncate",
+                self.client.request(
+                    {
+                        "type": "conversation.item.truncate",
+                        "item_id": position.item_id,
+                        "content_index": 0,
+                        "audio_end_ms": position.played_ms,
+                    },
+                    expect=lambda e: e.type == "conversation.item.truncated" and e.item_id == position.item_id,
+                    timeout=self.config.step_timeout,
+                ),
+            )
+            logger.info(
+                "item truncated", extra={**self._log, "item_id": position.item_id, "audio_end_ms": position.played_ms}
+            )
+        await self._step(
+            "clear",
+            self.client.request(
+                {"type": "input_audio_buffer.clear"}, expect="input_audio_buffer.cleared", timeout=self.config.step_timeout
+            ),
+        )
+
+    async def switch_voice(self) -> None:
+        voice = self.config.summary_voice
+        if self.client.tracker.assistant_audio_produced:  # cannot happen after quiet: checked to be sure
+            raise StepFailed("voice", "the tutor session already produced audio")
+        await self._step(
+            "voice",
+            self.client.request(
+                {"type": "session.update", "session": persona.voice_session_update(voice)},
+                expect="session.updated",
+                timeout=self.config.step_timeout,
+            ),
+        )
+        if self.client.tracker.voice != voice:
+            raise StepFailed("voice", f"session.updated shows voice {self.client.tracker.voice!r}")
+        logger.info("voice switched", extra={**self._log, "voice": voice})
+
+    async def speak(self, client: RealtimeClient, summary: str) -> None:
+        """response.create with the summary; returns when its response.done arrives."""
+        ids: dict[str, str] = {}
+
+        def created(event: Any) -> bool:
+            if event.type == "response.created":
+                ids["response"] = event.response.id
+                return True
+            return False
+
+        def first_audio(event: Any) -> bool:
+            if event.type == "response.output_audio.delta" and event.response_id == ids.get("response"):
+                self.timings.setdefault("first_audio", self._loop.time())
+                return True
+            return False
+
+        # Registered before the request: with a fast upstream the whole response can arrive at once.
+        audio = client.expect(first_audio)
+        done = client.expect(lambda e: e.type == "response.done" and e.response.id == ids.get("response"))
+        try:
+            await self._step(
+                "speak",
+                client.request(
+                    {"type": "response.create", "response": persona.summary_response(summary)},
+                    expect=created,
+                    timeout=self.config.step_timeout,
+                ),
+            )
+            finished = await self._step("speak", client.wait(done, self.config.speak_timeout))
+        finally:
+            audio.cancel()
+            done.cancel()
+        if finished.response.status != "completed":
+            raise StepFailed("speak", f"summary response ended {finished.response.status}")
+        logger.info("summary spoken", extra={**self._log, "response_id": ids["response"], "speaker": client.name})
+
+    # --- internals -----------------------------------------------------------------------------------
+
+    async def _open_narrator(self) -> tuple[RealtimeClient, SpeechRelay]:
+        self._narrator = await self.tutor.open_narrator(self.config.summary_voice)
+        return self._narrator
+
+    async def _narrator_ready(self, narrator: asyncio.Task) -> RealtimeClient:
+        client, _relay = await self._step("narrator", self._within(narrator, self.config.step_timeout))
+        return client
+
+    @staticmethod
+    async def _within(future: asyncio.Future, timeout: float) -> Any:
+        """`future`'s result within `timeout`; the future itself is left alone on timeout (shielded)."""
+        async with asyncio.timeout(timeout):
+            return await asyncio.shield(future)
+
+    async def _dispose_narrator(self, narrator: asyncio.Task) -> None:
+        await cancel_and_wait(narrator)  # a narrator that failed to open has nothing to close
+        if self._narrator is not None:
+            await self._narrator[0].close()
+            self._narrator = None
+
+    async def _finish(self, quiet: asyncio.Task) -> None:
+        """Await the tutor-side steps; their failure is recorded, it does not unsay the summary."""
+        try:
+            await quiet
+        except Exception as exc:
+            self._problem(exc if isinstance(exc, StepFailed) else StepFailed("quiet", exc))
+
+    async def _step(self, step: str, awaitable: Awaitable[Any]) -> Any:
+        try:
+            return await awaitable
+        except StepFailed:
+            raise
+        except (RealtimeError, TimeoutError, ConnectionError) as exc:
+            raise StepFailed(step, exc) from exc
+
+    def _problem(self, exc: StepFailed) -> None:
+        self.problems.append(str(exc))
+        logger.warning("handover step failed", extra={**self._log, "step": exc.step, "error": str(exc)})
+
+    async def _fail(self, result: GradeResult | None, exc: Exception) -> DeliveryOutcome:
+        if result is None:
+            result = grade_by_rules(self.grade_input)
+            await self.store.graded(self.assessment_id, result)
+        reason = "; ".join([*self.problems, str(exc)])
+        await self.store.failed(self.assessment_id, reason)
+        await self._send_card(result, "delivery_failed")
+        logger.warning("assessment delivery failed", extra={**self._log, "reason": reason})
+        return DeliveryOutcome("delivery_failed", result, "", [*self.problems, str(exc)], self.timings)
+
+    async def _send_card(self, result: GradeResult, status: str) -> None:
+        await self.learner.send_event(
+            {
+                "type": "assessment",
+                "id": self.assessment_id,
+                "level": result.level,
+                "criteria": result.criteria,
+                "summary": result.summary,
+                "grader": result.grader,
+                "status": status,
+                "partial": self.grade_input.partial,
+            }
+        )

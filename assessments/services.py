@@ -1,0 +1,102 @@
+"""Database work of a tutor session, as plain synchronous functions (wrapped for async callers).
+
+The consumer and the session runtime never touch the ORM directly: they call these through
+`database_sync_to_async`, the way Channels' docs and production Channels apps do.
+"""
+
+from __future__ import annotations
+
+from channels.db import database_sync_to_async
+from django.db import transaction
+from django.utils import timezone
+
+from assessments.delivery import AssessmentStore
+from assessments.grading import GradeResult
+from assessments.models import Assessment, Probe, TutorSession, Turn
+
+
+def start_session(learner_id: int, *, upstream: str, model: str, target_language: str) -> int:
+    return TutorSession.objects.create(
+        learner_id=learner_id, upstream=upstream, model=model, target_language=target_language
+    ).pk
+
+
+def set_upstream_session_id(session_id: int, upstream_session_id: str) -> None:
+    TutorSession.objects.filter(pk=session_id).update(upstream_session_id=upstream_session_id[:64])
+
+
+def end_session(session_id: int, reason: str) -> None:
+    """Record the end once; a later call (disconnect after an orderly end) keeps the first reason."""
+    TutorSession.objects.filter(pk=session_id, ended_at__isnull=True).update(
+        ended_at=timezone.now(), end_reason=reason
+    )
+
+
+def record_turn(session_id: int, role: str, text: str, item_id: str, level: str) -> None:
+    Turn.objects.create(session_id=session_id, role=role, text=text, item_id=item_id[:64], level=level)
+
+
+def record_probe(session_id: int, level: str, outcome: str, evidence: str, call_id: str) -> None:
+    Probe.objects.create(session_id=session_id, level=level, outcome=outcome, evidence=evidence, call_id=call_id[:64])
+
+
+def create_assessment(session_id: int, level: str, partial: bool) -> int:
+    """Persist the placement result (status pending) before anything else can fail."""
+    with transaction.atomic():
+        session = TutorSession.objects.select_for_update().get(pk=session_id)
+        assessment, _ = Assessment.objects.get_or_create(
+            session=session, defaults={"learner_id": session.learner_id, "level": level, "partial": partial}
+        )
+    return assessment.pk
+
+
+def save_grade(assessment_id: int, result: GradeResult) -> None:
+    Assessment.objects.filter(pk=assessment_id).update(
+        level=result.level,
+        criteria=result.criteria,
+        summary=result.summary,
+        grader=result.grader[:32],
+        status=Assessment.Status.GRADED,
+        graded_at=timezone.now(),
+    )
+
+
+def mark_delivered(assessment_id: int, notes: str) -> None:
+    Assessment.objects.filter(pk=assessment_id).update(
+        status=Assessment.Status.DELIVERED, delivered_at=timezone.now(), failure_reason=notes
+    )
+
+
+def mark_delivery_failed(assessment_id: int, reason: str) -> None:
+    Assessment.objects.filter(pk=assessment_id).exclude(status=Assessment.Status.DELIVERED).update(
+        status=Assessment.Status.DELIVERY_FAILED, failed_at=timezone.now(), failure_reason=reason
+    )
+
+
+class DjangoAssessmentStore(AssessmentStore):
+    """AssessmentStore on the Assessment model."""
+
+    async def graded(self, assessment_id: int, result: GradeResult) -> None:
+        await database_sync_to_async(save_grade)(assessment_id, result)
+
+    async def delivered(self, assessment_id: int, notes: str) -> None:
+        await database_sync_to_async(mark_delivered)(assessment_id, notes)
+
+    async def failed(self, assessment_id: int, reason: str) -> None:
+        await database_sync_to_async(mark_delivery_failed)(assessment_id, reason)
+
+
+def keep_undelivered(assessment_id: int, fallback: GradeResult, reason: str) -> bool:
+    """The learner left before the summary was delivered: keep the assessment, graded.
+
+    A pending assessment gets the rules grade; anything not delivered is marked delivery_failed
+    with `reason`. Returns False when it had been delivered already (nothing to do).
+    """
+    with transaction.atomic():
+        assessment = Assessment.objects.select_for_update().get(pk=assessment_id)
+        if assessment.status == Assessment.Status.DELIVERED:
+            return False
+        if assessment.status == Assessment.Status.PENDING:
+            save_grade(assessment_id, fallback)
+        mark_delivery_failed(assessment_id, reason)
+    return True

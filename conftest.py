@@ -1,0 +1,64 @@
+"""Repo-wide pytest fixtures, grouped by concern. Add yours under a section of its own."""
+
+import pytest
+
+# --- Users and logins ------------------------------------------------------------------------
+# The Origin/Host a browser on `scripts/run`'s server sends; both are in the default ALLOWED_HOSTS.
+BROWSER_ORIGIN = "http://127.0.0.1:8000"
+
+
+@pytest.fixture
+def make_user(db):
+    """make_user(username, *, learner=False, teacher=False, **fields) -> User.
+
+    learner=True adds a Learner profile (target Spanish); teacher=True makes a staff user in the
+    Teachers group.
+    """
+    from django.contrib.auth import get_user_model
+
+    from assessments.models import Learner
+    from assessments.roles import ensure_teachers_group
+
+    def make(username, *, learner=False, teacher=False, password="correct horse battery", **fields):
+        fields.setdefault("is_staff", teacher)
+        user = get_user_model().objects.create_user(username=username, password=password, **fields)
+        if learner:
+            Learner.objects.create(user=user)
+        if teacher:
+            user.groups.add(ensure_teachers_group())
+        return user
+
+    return make
+
+
+@pytest.fixture
+def learner_user(make_user):
+    return make_user("ana", learner=True)
+
+
+@pytest.fixture
+def teacher_user(make_user):
+    return make_user("tomas", teacher=True)
+
+
+@pytest.fixture
+def session_cookie_headers(db):
+    """session_cookie_headers(user=None) -> ASGI headers of a browser on 127.0.0.1:8000.
+
+    With a user, logs them in (Django test client) and adds their session cookie, as a browser
+    opening /ws/tutor/ from the tutor page would send. It touches the database synchronously: call
+    it from a sync fixture, or with `await sync_to_async(session_cookie_headers)(user)`.
+    """
+    from django.conf import settings
+    from django.test import Client
+
+    def headers(user=None, *, origin=BROWSER_ORIGIN):
+        result = [(b"host", b"127.0.0.1:8000"), (b"origin", origin.encode())]
+        if user is not None:
+            client = Client()
+            client.force_login(user)
+            cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+            result.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
+        return result
+
+    return headers

@@ -1,0 +1,153 @@
+"""An in-memory learner and a bare tutor link: the handover without a browser or a database.
+
+Used by the handover's tests and by `bench/handover.py`. `MemoryLearner` behaves like the page's
+playback worklet: it plays each assistant item in real time from its first frame, flushes at once when
+asked and reports how many ms of the item it played. It keeps a timeline of everything it received, so
+tests can check what the learner would have heard, and in which order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from assessments.delivery import AssessmentStore
+from tutor import persona
+from tutor.realtime import RealtimeClient
+from tutor.relay import LearnerPort, PlaybackPosition, SpeechRelay
+from tutor.tracker import audio_ms
+from tutor.upstream import Upstream, open_narrator, relay_with_errors_logged
+
+
+@dataclass
+class HeardItem:
+    item_id: str
+    role: str
+    voice: str | None
+    started_at: float
+    audio: bytearray = field(default_factory=bytearray)
+    flushed: bool = False
+    frames_after_flush: int = 0
+
+
+class MemoryLearner(LearnerPort):
+    """A browser stand-in that answers `playback.flush` like the page does."""
+
+    def __init__(self, flush_delay: float = 0.0):
+        self.events: list[dict] = []
+        self.timeline: list[tuple[str, Any]] = []  # ("event", dict) | ("audio", item_id)
+        self.items: dict[str, HeardItem] = {}
+        self.current: HeardItem | None = None
+        self.flush_delay = flush_delay  # browser round trip; the answer comes back after it
+        self._loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task] = set()
+
+    async def send_event(self, event: dict) -> None:
+        self.events.append(event)
+        self.timeline.append(("event", event))
+        if event["type"] == "audio.start":
+            self.current = self.items[event["item_id"]] = HeardItem(
+                event["item_id"], event["role"], event["voice"], self._loop.time()
+            )
+
+    async def send_audio(self, pcm: bytes) -> None:
+        item = self.current
+        self.timeline.append(("audio", item.item_id if item else None))
+        if item is None:
+            return
+        if item.flushed:
+            item.frames_after_flush += 1
+        item.audio += pcm
+
+    async def request_flush(self) -> asyncio.Future:
+        await self.send_event({"type": "playback.flush", "request_id": f"flush_{len(self.events)}"})
+        position = self._flush()
+        future = self._loop.create_future()
+        if self.flush_delay:
+            task = self._loop.create_task(self._answer_later(future, position))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            future.set_result(position)
+        return future
+
+    async def _answer_later(self, future: asyncio.Future, position: PlaybackPosition) -> None:
+        await asyncio.sleep(self.flush_delay)  # the browser's answer travelling back
+        if not future.done():
+            future.set_result(position)
+
+    def _flush(self) -> PlaybackPosition:
+        item, self.current = self.current, None
+        if item is None:
+            return PlaybackPosition(None, 0)
+        item.flushed = True
+        elapsed_ms = int((self._loop.time() - item.started_at) * 1000)
+        return PlaybackPosition(item.item_id, min(audio_ms(len(item.audio)), elapsed_ms))
+
+    def of_role(self, role: str) -> list[HeardItem]:
+        return [item for item in self.items.values() if item.role == role]
+
+    def index_of(self, event_type: str) -> int:
+        return next(i for i, (kind, e) in enumerate(self.timeline) if kind == "event" and e["type"] == event_type)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class BareTutorLink:
+    """A tutor session without placement or database: enough for the handover (a TutorLink)."""
+
+    def __init__(self, upstream: Upstream, learner: LearnerPort, *, voice: str = "marin", step_timeout: float = 5.0):
+        self.upstream = upstream
+        self.learner = learner
+        self.voice = voice
+        self.step_timeout = step_timeout
+        self.learner_audio_on = True
+        self.client = RealtimeClient(upstream.url, api_key=upstream.api_key, model=upstream.model, name="tutor")
+        self.relay = SpeechRelay(learner, role="tutor", voice=lambda: self.client.tracker.voice)
+        self.client.handler = relay_with_errors_logged(self.relay, "tutor")
+
+    async def connect(self, level: str = "A2", language: str = "es") -> None:
+        await self.client.connect()
+        session = persona.tutor_session_config(
+            target_language=language,
+            native_language="en",
+            level=level,
+            voice=self.voice,
+            transcription_model="gpt-4o-mini-transcribe",
+            speed_beginner=1.0,
+            speed_default=1.0,
+        )
+        await self.client.request({"type": "session.update", "session": session}, "session.updated", self.step_timeout)
+
+    def stop_learner_audio(self) -> None:
+        self.learner_audio_on = False
+
+    async def open_narrator(self, voice: str) -> tuple[RealtimeClient, SpeechRelay]:
+        return await open_narrator(self.upstream, voice, self.learner, self.step_timeout)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class MemoryStore(AssessmentStore):
+    """An AssessmentStore in memory: the statuses an assessment went through, in order."""
+
+    def __init__(self) -> None:
+        self.history: list[tuple[str, Any]] = []
+
+    async def graded(self, assessment_id: int, result) -> None:
+        self.history.append(("graded", result))
+
+    async def delivered(self, assessment_id: int, notes: str) -> None:
+        self.history.append(("delivered", notes))
+
+    async def failed(self, assessment_id: int, reason: str) -> None:
+        self.history.append(("delivery_failed", reason))
+
+    @property
+    def statuses(self) -> list[str]:
+        return [status for status, _ in self.history]

@@ -1,0 +1,301 @@
+"""RealtimeClient: one websocket session with the OpenAI Realtime API (or the bundled simulator).
+
+One send path and one parse path (STYLE.md, after pipecat): every client event gets an `event_id` and
+goes through `send`; every server event is parsed with the `openai.types.realtime` models, fed to the
+session's `ResponseTracker`, offered to whoever waits for it, then handed to the event handler.
+
+Waiting is for events, never for time: `request()` sends an event and returns the server event that
+confirms it, raises `RealtimeRequestError` when an `error` names our `event_id`, and `TimeoutError`
+when neither arrives in time. An `error` is not fatal: it is matched to the client event that caused it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
+
+import websockets
+from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
+from pydantic import TypeAdapter, ValidationError
+
+from tutor.tasks import cancel_and_wait
+from tutor.tracker import ResponseTracker
+
+logger = logging.getLogger(__name__)
+
+_server_events = TypeAdapter(RealtimeServerEvent)
+_client_events = TypeAdapter(RealtimeClientEvent)
+
+EventHandler = Callable[[Any], Awaitable[None]]
+Predicate = Callable[[Any], bool]
+
+
+class RealtimeError(Exception):
+    """Base class of the realtime client's errors."""
+
+
+class RealtimeRequestError(RealtimeError):
+    """The server answered one of our client events with an `error` event."""
+
+    def __init__(self, error: Any):
+        self.error = error
+        self.code = error.code
+        self.event_id = error.event_id
+        super().__init__(f"{error.code or error.type}: {error.message}")
+
+
+class RealtimeClosed(RealtimeError):
+    """The upstream socket closed while we were waiting for an event."""
+
+    def __init__(self, code: int | None, reason: str):
+        self.code = code
+        self.reason = reason
+        super().__init__(f"upstream closed (code={code}, reason={reason!r})")
+
+
+def parse_server_event(raw: str | bytes) -> Any:
+    """A server event as its `openai.types.realtime` model (ValidationError if it is none of them)."""
+    return _server_events.validate_json(raw)
+
+
+def validate_client_event(event: dict) -> Any:
+    """The `openai.types.realtime` model of a client event we are about to send."""
+    return _client_events.validate_python(event)
+
+
+def with_model(url: str, model: str | None) -> str:
+    """`url` with `?model=` set, keeping any other query parameters."""
+    if not model:
+        return url
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("model", model)
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+@dataclass
+class _Waiter:
+    predicate: Predicate
+    future: asyncio.Future
+    event_id: str | None = None  # an error carrying this event_id fails the waiter
+
+
+class RealtimeClient:
+    """A Realtime API session over websockets; owns its reader task."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str | None = None,
+        model: str | None = None,
+        name: str = "tutor",
+        handler: EventHandler | None = None,
+        validate_sent: bool = False,
+        open_timeout: float = 10.0,
+    ):
+        self.url = with_model(url, model)
+        self.name = name
+        self.api_key = api_key or "parla-simulator"
+        self.tracker = ResponseTracker()
+        self.handler = handler
+        self.validate_sent = validate_sent
+        self.open_timeout = open_timeout
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._ws: Any = None
+        self._reader: asyncio.Task | None = None
+        self._waiters: list[_Waiter] = []
+        # event_id -> error codes that mean success for that request even after it was answered
+        # (e.g. a cancel that raced the response's own completion).
+        self._tolerated: dict[str, frozenset[str]] = {}
+        self._ids = itertools.count(1)
+        self._prefix = f"evt_parla_{secrets.token_hex(4)}_"
+        self.closed = asyncio.Event()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def connect(self) -> Any:
+        """Open the socket and return the `session.created` event."""
+        self._ws = await websockets.connect(
+            self.url,
+            additional_headers={"Authorization": f"Bearer {self.api_key}"},
+            open_timeout=self.open_timeout,
+            max_size=None,  # audio deltas can be large; the API is trusted to frame them
+            ping_interval=None,  # the handover's keepalive pings while grading; the API does not need more
+        )
+        created = asyncio.get_running_loop().create_future()
+        self._waiters.append(_Waiter(lambda e: e.type == "session.created", created))
+        self._reader = asyncio.create_task(self._read(), name=f"realtime-reader-{self.name}")
+        event = await self._wait(created, self.open_timeout)
+        logger.info(
+            "upstream session created",
+            extra={"upstream": self.name, "session_id": event.session.id if event.session else None},
+        )
+        return event
+
+    async def close(self) -> None:
+        """Close the socket and cancel and await the reader task (idempotent)."""
+        if self._ws is not None:
+            await self._ws.close()
+        await cancel_and_wait(self._reader)
+        self._reader = None
+        self._fail_waiters(RealtimeClosed(self.close_code, self.close_reason))
+        self.closed.set()
+
+    async def __aenter__(self) -> "RealtimeClient":
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._ws is not None and not self.closed.is_set()
+
+    # --- sending ---------------------------------------------------------------------------------
+
+    def next_event_id(self) -> str:
+        return f"{self._prefix}{next(self._ids)}"
+
+    async def send(self, event: dict) -> str:
+        """Send one client event (an `event_id` is added if missing) and return its `event_id`."""
+        event = {**event}
+        event.setdefault("event_id", self.next_event_id())
+        if self.validate_sent:
+            validate_client_event(event)
+        if self.closed.is_set():
+            raise RealtimeClosed(self.close_code, self.close_reason)
+        self.tracker.sent(event)
+        try:
+            await self._ws.send(json.dumps(event))
+        except websockets.ConnectionClosed as exc:
+            raise RealtimeClosed(exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else "") from exc
+        return event["event_id"]
+
+    async def send_audio(self, pcm: bytes) -> str:
+        """Append PCM16 24 kHz mono audio to the input buffer."""
+        return await self.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()})
+
+    async def request(
+        self, event: dict, expect: str | Predicate, timeout: float, tolerate: frozenset[str] = frozenset()
+    ) -> Any:
+        """Send `event` and wait for the server event that confirms it.
+
+        `expect` is an event type or a predicate over parsed events. The waiter is registered before
+        the event is sent, so a fast answer cannot be missed. Raises RealtimeRequestError if an `error`
+        event names this event's id, TimeoutError if nothing arrives within `timeout` seconds.
+        """
+        event = {**event}
+        event_id = event.setdefault("event_id", self.next_event_id())
+        future = self._expect(expect, event_id)
+        if tolerate:
+            self._tolerated[event_id] = tolerate
+        try:
+            await self.send(event)
+        except BaseException:
+            future.cancel()
+            raise
+        return await self._wait(future, timeout)
+
+    async def wait_for(self, expect: str | Predicate, timeout: float) -> Any:
+        """The next server event matching `expect` (TimeoutError after `timeout` seconds)."""
+        return await self._wait(self._expect(expect, None), timeout)
+
+    def expect(self, expect: str | Predicate, event_id: str | None = None) -> asyncio.Future:
+        """A future for the next matching event, registered now (await it with `wait`)."""
+        return self._expect(expect, event_id)
+
+    async def wait(self, future: asyncio.Future, timeout: float) -> Any:
+        return await self._wait(future, timeout)
+
+    async def ping(self, timeout: float) -> float:
+        """Websocket ping upstream; returns the round trip in seconds once the pong arrives."""
+        pong = await self._ws.ping()
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+        # arrives as the awaited future completes, and then the caller's task never stops.
+        async with asyncio.timeout(timeout):
+            return await pong
+
+    # --- receiving -------------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self._ws:
+                try:
+                    event = parse_server_event(raw)
+                except ValidationError as exc:
+                    logger.warning(
+                        "unparsable upstream event",
+                        extra={"upstream": self.name, "error": str(exc).splitlines()[0], "raw": str(raw)[:200]},
+                    )
+                    continue
+                self.tracker.feed(event)
+                claimed = self._resolve(event)
+                if self.handler is not None and not claimed:
+                    await self.handler(event)
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            rcvd = getattr(self._ws, "close_code", None)
+            self.close_code = rcvd
+            self.close_reason = getattr(self._ws, "close_reason", "") or ""
+            self.closed.set()
+            self._fail_waiters(RealtimeClosed(self.close_code, self.close_reason))
+            logger.info(
+                "upstream closed",
+                extra={"upstream": self.name, "code": self.close_code, "reason": self.close_reason},
+            )
+
+    def _expect(self, expect: str | Predicate, event_id: str | None) -> asyncio.Future:
+        predicate = (lambda e, t=expect: e.type == t) if isinstance(expect, str) else expect
+        future = asyncio.get_running_loop().create_future()
+        if self.closed.is_set():
+            future.set_exception(RealtimeClosed(self.close_code, self.close_reason))
+        else:
+            self._waiters.append(_Waiter(predicate, future, event_id))
+        return future
+
+    def _resolve(self, event: Any) -> bool:
+        """Hand `event` to the waiters it answers; True if it was an error a request claimed."""
+        claimed = False
+        if event.type == "error" and event.error.code in self._tolerated.get(event.error.event_id, ()):
+            claimed = True
+        remaining = []
+        for waiter in self._waiters:
+            if waiter.future.done():
+                continue
+            if event.type == "error" and waiter.event_id and event.error.event_id == waiter.event_id:
+                waiter.future.set_exception(RealtimeRequestError(event.error))
+                claimed = True
+            elif waiter.predicate(event):
+                waiter.future.set_result(event)
+            else:
+                remaining.append(waiter)
+        self._waiters = remaining
+        return claimed
+
+    def _fail_waiters(self, exc: Exception) -> None:
+        for waiter in self._waiters:
+            if not waiter.future.done():
+                waiter.future.set_exception(exc)
+                waiter.future.exception()  # retrieved: whoever awaits it still gets the error
+        self._waiters = []
+
+    async def _wait(self, future: asyncio.Future, timeout: float) -> Any:
+        try:
+            async with asyncio.timeout(timeout):  # not wait_for: see ping()
+                return await future
+        finally:
+            if not future.done():
+                future.cancel()
+            self._waiters = [w for w in self._waiters if w.future is not future]

@@ -1,0 +1,163 @@
+"""The learner side of a session: what the browser must be able to do, and the speech relay.
+
+`LearnerPort` is the interface the tutor session and the handover talk to; the consumer implements it
+over the `/ws/tutor/` socket (tests and the benchmark implement it in memory). `SpeechRelay` forwards one
+upstream session's assistant speech (audio deltas and transcripts) to a `LearnerPort`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlaybackPosition:
+    """What the browser reported after flushing: the item it was playing and how much of it it played."""
+
+    item_id: str | None
+    played_ms: int
+
+
+class LearnerPort:
+    """What a learner's browser offers the session. Subclasses implement every method."""
+
+    async def send_event(self, event: dict) -> None:
+        raise NotImplementedError("LearnerPort subclasses must implement send_event()")
+
+    async def send_audio(self, pcm: bytes) -> None:
+        raise NotImplementedError("LearnerPort subclasses must implement send_audio()")
+
+    async def request_flush(self) -> asyncio.Future:
+        """Tell the browser to drop queued assistant audio at once.
+
+        Returns, as soon as the request is sent, a future resolved with the browser's
+        `PlaybackPosition` when it answers (`playback.flushed`).
+        """
+        raise NotImplementedError("LearnerPort subclasses must implement request_flush()")
+
+
+class FlushRequests:
+    """Outstanding `playback.flush` requests of one browser, matched to answers by `request_id`."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, asyncio.Future] = {}
+        self._ids = itertools.count(1)
+
+    async def request(self, send_event: Callable[[dict], Awaitable[None]]) -> asyncio.Future:
+        request_id = f"flush_{next(self._ids)}"
+        future = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        future.add_done_callback(lambda _f: self._pending.pop(request_id, None))
+        await send_event({"type": "playback.flush", "request_id": request_id})
+        return future
+
+    def answer(self, request_id: str, item_id: str | None, played_ms: int) -> bool:
+        """Resolve the request; False if it is unknown (late, duplicate or made up)."""
+        future = self._pending.pop(request_id, None)
+        if future is None or future.done():
+            return False
+        future.set_result(PlaybackPosition(item_id or None, played_ms))
+        return True
+
+
+TranscriptCallback = Callable[[str, str, str], Awaitable[None]]  # (role, item_id, text)
+
+
+class SpeechRelay:
+    """Forwards assistant audio and transcripts of one upstream session to the learner.
+
+    `muted` stops forwarding at once (the handover mutes the tutor before it flushes the browser, so
+    no tutor audio reaches the learner after the flush). `role` says whose speech it is on the wire.
+    """
+
+    def __init__(
+        self,
+        learner: LearnerPort,
+        role: str,
+        voice: Callable[[], str | None],
+        on_transcript: TranscriptCallback | None = None,
+    ):
+        self.learner = learner
+        self.role = role
+        self.voice = voice
+        self.on_transcript = on_transcript
+        self.muted = False
+        self.audio_frames = 0
+        self._current_item: str | None = None
+        self._silenced: set[str] = set()  # items cut off by a barge-in: their late deltas are dropped
+        self._handlers = {
+            "response.output_audio.delta": self.on_output_audio_delta,
+            "response.output_audio.done": self.on_output_audio_done,
+            "response.output_audio_transcript.delta": self.on_output_audio_transcript_delta,
+            "response.output_audio_transcript.done": self.on_output_audio_transcript_done,
+        }
+
+    async def handle(self, event: Any) -> bool:
+        """Relay `event` if it is assistant speech; True if it was."""
+        handler = self._handlers.get(event.type)
+        if handler is None:
+            return False
+        await handler(event)
+        return True
+
+    def mute(self) -> None:
+        self.muted = True
+        self._current_item = None
+
+    def silence_current(self) -> str | None:
+        """Stop relaying the item being spoken now (the learner interrupted it); returns its id."""
+        item_id = self._current_item
+        if item_id:
+            self._silenced.add(item_id)
+        self._current_item = None
+        return item_id
+
+    @property
+    def speaking_item(self) -> str | None:
+        return self._current_item
+
+    def unmute(self, role: str | None = None) -> None:
+        self.muted = False
+        if role:
+            self.role = role
+
+    async def on_output_audio_delta(self, event: Any) -> None:
+        if self.muted or event.item_id in self._silenced:
+            return
+        if event.item_id != self._current_item:
+            self._current_item = event.item_id
+            await self.learner.send_event(
+                {"type": "audio.start", "item_id": event.item_id, "voice": self.voice(), "role": self.role}
+            )
+        self.audio_frames += 1
+        await self.learner.send_audio(base64.b64decode(event.delta))
+
+    async def on_output_audio_done(self, event: Any) -> None:
+        if self.muted or event.item_id != self._current_item:
+            return
+        self._current_item = None
+        await self.learner.send_event({"type": "audio.end", "item_id": event.item_id})
+
+    async def on_output_audio_transcript_delta(self, event: Any) -> None:
+        if self.muted or event.item_id in self._silenced:
+            return
+        await self.learner.send_event(
+            {"type": "transcript", "role": self.role, "item_id": event.item_id, "text": event.delta, "final": False}
+        )
+
+    async def on_output_audio_transcript_done(self, event: Any) -> None:
+        # The final transcript is stored even when muted: it is what the model said, heard or not.
+        if not self.muted:
+            await self.learner.send_event(
+                {"type": "transcript", "role": self.role, "item_id": event.item_id, "text": event.transcript, "final": True}
+            )
+        if self.on_transcript is not None:
+            await self.on_transcript(self.role, event.item_id, event.transcript)

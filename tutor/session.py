@@ -1,0 +1,470 @@
+"""TutorSessionRuntime: one learner's live session, between the consumer and the upstream.
+
+It owns everything a session runs: the tutor's RealtimeClient (whose reader task is the upstream read
+loop), the placement ladder, the time cap, probe follow-ups and the AssessmentDelivery worker. Every task
+it starts is tracked and, in `close()`, cancelled and awaited: after a session ends none of its tasks
+remains. The consumer stays thin: it validates browser frames and calls the methods here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from assessments import services
+from assessments.delivery import AssessmentDelivery, HandoverConfig, TutorLink
+from assessments.grading import Grader, GradeInput, get_grader, grade_by_rules
+from assessments.services import DjangoAssessmentStore
+from tutor import persona
+from tutor.exceptions import ClientError
+from tutor.placement import Placement, PlacementFinished
+from tutor.realtime import RealtimeClient, RealtimeError, RealtimeRequestError
+from tutor.relay import LearnerPort, SpeechRelay
+from tutor.tasks import cancel_and_wait
+from tutor.upstream import Upstream, open_narrator, resolve_upstream
+
+logger = logging.getLogger(__name__)
+
+db = database_sync_to_async
+EXPIRED_CLOSE_CODE = 1001  # the API closes an expired session with 1001 "going away"
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    target_language: str
+    native_language: str
+    tutor_voice: str
+    summary_voice: str
+    transcription_model: str
+    speed_beginner: float
+    speed_default: float
+    max_seconds: float
+    step_timeout: float
+    grader: Grader = field(hash=False)
+
+    @classmethod
+    def for_learner(cls, learner) -> "SessionConfig":
+        return cls(
+            target_language=learner.target_language,
+            native_language=learner.native_language,
+            tutor_voice=settings.PARLA_TUTOR_VOICE,
+            summary_voice=settings.PARLA_SUMMARY_VOICE,
+            transcription_model=settings.PARLA_TRANSCRIPTION_MODEL,
+            speed_beginner=settings.PARLA_SPEED_BEGINNER,
+            speed_default=settings.PARLA_SPEED_DEFAULT,
+            max_seconds=settings.PARLA_SESSION_MAX_MINUTES * 60,
+            step_timeout=settings.PARLA_STEP_TIMEOUT,
+            grader=get_grader(),
+        )
+
+    @property
+    def handover(self) -> HandoverConfig:
+        return HandoverConfig(summary_voice=self.summary_voice, step_timeout=self.step_timeout)
+
+
+class TutorSessionRuntime(TutorLink):
+    """The live session of one learner connection."""
+
+    def __init__(self, learner: LearnerPort, learner_id: int, config: SessionConfig, upstream: Upstream | None = None):
+        self.learner = learner
+        self.learner_id = learner_id
+        self.config = config
+        self.upstream = upstream
+        self.placement = Placement()
+        self.session_id: int | None = None
+        self.assessment_id: int | None = None
+        self.state = "ready"
+        self.client: RealtimeClient | None = None
+        self.relay: SpeechRelay | None = None
+        self.learner_turns: list[str] = []
+        self.tutor_turns: list[str] = []
+        self.delivery: AssessmentDelivery | None = None
+        self._accepting_audio = False
+        self._closing = False
+        self._ended = False
+        self._tasks: set[asyncio.Task] = set()
+        self._response_lock = asyncio.Lock()
+        self._handlers = {
+            "response.created": self.on_response_created,
+            "response.done": self.on_response_done,
+            "input_audio_buffer.speech_started": self.on_speech_started,
+            "conversation.item.input_audio_transcription.completed": self.on_input_transcription_completed,
+            "response.function_call_arguments.done": self.on_function_call_arguments_done,
+            "error": self.on_error,
+        }
+
+    @property
+    def _log(self) -> dict[str, Any]:
+        return {"session_id": self.session_id, "learner_id": self.learner_id}
+
+    # --- lifecycle (called by the consumer) ------------------------------------------------------
+
+    def launch(self) -> None:
+        """Start the session in an owned task: the consumer's receive loop is never held up."""
+        if self.session_id is not None or self._tasks:
+            raise ClientError("already_started", "The session has already started.")
+        self._spawn(self._start(), "start")
+
+    async def _start(self) -> None:
+        await self.set_state("connecting")
+        try:
+            self.upstream = self.upstream or await resolve_upstream()
+            self.session_id = await db(services.start_session)(
+                self.learner_id,
+                upstream=self.upstream.kind,
+                model=self.upstream.model,
+                target_language=self.config.target_language,
+            )
+            self.client = RealtimeClient(
+                self.upstream.url,
+                api_key=self.upstream.api_key,
+                model=self.upstream.model,
+                name="tutor",
+                handler=self.on_upstream_event,
+            )
+            self.relay = SpeechRelay(
+                self.learner, role="tutor", voice=lambda: self.client.tracker.voice, on_transcript=self._tutor_said
+            )
+            created = await self.client.connect()
+            await db(services.set_upstream_session_id)(self.session_id, created.session.id or "")
+            await self.client.request(
+                {"type": "session.update", "session": self._tutor_session(initial=True)},
+                expect="session.updated",
+                timeout=self.config.step_timeout,
+            )
+        except (RealtimeError, TimeoutError, OSError) as exc:
+            logger.warning("upstream unavailable", extra={**self._log, "error": str(exc)})
+            await self.learner.send_event(
+                {"type": "error", "code": "upstream_unavailable", "message": "The tutor could not be reached. Please try again."}
+            )
+            await self._end("upstream_error")
+            return
+        logger.info("tutor session started", extra={**self._log, "upstream": self.upstream.kind})
+        self._spawn(self._watch_upstream(), "watch-upstream")
+        self._spawn(self._time_cap(), "time-cap")
+        await self._send_level()
+        self._accepting_audio = True
+        await self.set_state("listening")
+        await self._create_response()  # the tutor greets and asks the first question
+
+    async def stop(self) -> None:
+        """The learner pressed Stop: assess what is known (or just end if nothing was probed)."""
+        if self.assessment_id is not None or self._ended:
+            return
+        if self.client is None:
+            await self._end("learner_stopped")
+            return
+        self.placement.finish_early("learner_stopped")
+        await self.begin_assessment()
+
+    async def close(self, reason: str = "learner_left") -> None:
+        """The learner's socket is gone: cancel and await every task, keep what was learned."""
+        self._closing = True
+        self._accepting_audio = False
+        current = asyncio.current_task()
+        await cancel_and_wait(*[t for t in self._tasks if t is not current])
+        if self.client is not None:
+            await self.client.close()
+        if self.session_id is not None:
+            await self._keep_undelivered(reason)
+            await db(services.end_session)(self.session_id, reason)
+        logger.info("tutor session closed", extra={**self._log, "reason": reason})
+
+    # --- learner input ----------------------------------------------------------------------------
+
+    async def learner_audio(self, pcm: bytes) -> None:
+        if self._accepting_audio and self.client is not None and self.client.is_open:
+            await self.client.send_audio(pcm)
+
+    async def answer_text(self, text: str) -> None:
+        if not self._accepting_audio:
+            raise ClientError("not_listening", "The tutor is not listening right now.")
+        await self._learner_said(text, item_id="")
+        await self.client.send(
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
+            }
+        )
+        await self._create_response(interrupt=True)
+
+    # --- TutorLink (used by the handover) -------------------------------------------------------------
+
+    def stop_learner_audio(self) -> None:
+        self._accepting_audio = False
+
+    async def open_narrator(self, voice: str):
+        return await open_narrator(self.upstream, voice, self.learner, self.config.step_timeout)
+
+    # --- upstream events (dispatched from the client's reader task: never await a request here) -----
+
+    async def on_upstream_event(self, event: Any) -> None:
+        if await self.relay.handle(event):
+            return
+        handler = self._handlers.get(event.type)
+        if handler is not None:
+            await handler(event)
+
+    async def on_response_created(self, event: Any) -> None:
+        if self.assessment_id is None:
+            await self.set_state("tutor_speaking")
+
+    async def on_response_done(self, event: Any) -> None:
+        if self.assessment_id is None and not self.client.tracker.has_active_response:
+            await self.set_state("listening")
+
+    async def on_speech_started(self, event: Any) -> None:
+        # Barge-in: the server cancels the response (interrupt_response); the browser must stop playing
+        # it now and the item be cut where the learner stopped hearing it.
+        item_id = self.relay.silence_current()
+        if item_id and self.assessment_id is None:
+            self._spawn(self._truncate_interrupted(), "barge-in")
+
+    async def on_input_transcription_completed(self, event: Any) -> None:
+        await self._learner_said(event.transcript, item_id=event.item_id)
+
+    async def on_function_call_arguments_done(self, event: Any) -> None:
+        self._spawn(self._probe(event.call_id, event.name, event.arguments), "probe")
+
+    async def on_error(self, event: Any) -> None:
+        error = event.error
+        logger.warning(
+            "upstream error", extra={**self._log, "code": error.code, "message": error.message, "event_id": error.event_id}
+        )
+        await self.learner.send_event({"type": "error", "code": "upstream_error", "message": error.message})
+
+    # --- placement ----------------------------------------------------------------------------------
+
+    async def _probe(self, call_id: str, name: str, arguments: str) -> None:
+        try:
+            if name != "record_probe":
+                raise ValueError(f"unknown tool {name!r}")
+            args = json.loads(arguments)
+            update = self.placement.record(args["level"], args["outcome"], args.get("evidence", ""))
+        except (ValueError, KeyError, TypeError, PlacementFinished) as exc:
+            logger.warning("probe rejected", extra={**self._log, "call_id": call_id, "error": str(exc)})
+            await self._function_output(call_id, {"ok": False, "error": str(exc)})
+            await self._create_response()
+            return
+        probe = self.placement.probes[-1]
+        await db(services.record_probe)(self.session_id, probe.level, probe.outcome, probe.evidence, call_id)
+        logger.info(
+            "probe recorded",
+            extra={**self._log, "level": probe.level, "outcome": probe.outcome, "current": update.current_level},
+        )
+        await self._send_level()
+        if update.finished:
+            await self.begin_assessment()
+            return
+        if update.level_changed:
+            await self.client.request(
+                {"type": "session.update", "session": self._tutor_session(initial=False)},
+                expect="session.updated",
+                timeout=self.config.step_timeout,
+            )
+            logger.info("level changed", extra={**self._log, "level": update.current_level})
+        await self._function_output(call_id, {"ok": True, "current_level": update.current_level})
+        await self._create_response()
+
+    async def begin_assessment(self) -> None:
+        """Persist the assessment first, then hand it to the delivery worker (idempotent)."""
+        if self.assessment_id is not None:
+            return
+        self.assessment_id = await db(services.create_assessment)(
+            self.session_id, self.placement.rating, self.placement.partial
+        )
+        logger.info(
+            "assessment created",
+            extra={**self._log, "assessment_id": self.assessment_id, "level": self.placement.rating},
+        )
+        await self.set_state("assessing")
+        self.delivery = AssessmentDelivery(
+            assessment_id=self.assessment_id,
+            grade_input=self._grade_input(),
+            grader=self.config.grader,
+            tutor=self,
+            learner=self.learner,
+            store=DjangoAssessmentStore(),
+            config=self.config.handover,
+        )
+        self._spawn(self._deliver(), "delivery")
+
+    async def _deliver(self) -> None:
+        outcome = await self.delivery.run()
+        logger.info("handover finished", extra={**self._log, "status": outcome.status, "speaker": outcome.speaker})
+        await self._end(self.placement.end_reason or "ceiling")
+
+    # --- timers and upstream health -------------------------------------------------------------------
+
+    async def _time_cap(self) -> None:
+        await asyncio.sleep(self.config.max_seconds)  # the session's time budget, not a settle wait
+        if self.assessment_id is None:
+            logger.info("session time cap reached", extra=self._log)
+            self.placement.finish_early("time_cap")
+            await self.begin_assessment()
+
+    async def _watch_upstream(self) -> None:
+        await self.client.closed.wait()
+        if self._closing or self._ended:
+            return
+        reason = "upstream_expired" if self.client.close_code == EXPIRED_CLOSE_CODE else "upstream_error"
+        logger.warning(
+            "upstream session ended", extra={**self._log, "code": self.client.close_code, "reason": self.client.close_reason}
+        )
+        if self.assessment_id is None:
+            self.placement.finish_early(reason)
+            await self.begin_assessment()  # the delivery falls back to text when the tutor is gone
+
+    # --- helpers ----------------------------------------------------------------------------------------
+
+    async def _create_response(self, interrupt: bool = False) -> None:
+        """response.create once no response is active (one at a time, like the API demands)."""
+        async with self._response_lock:
+            if self.assessment_id is not None or not self.client.is_open:
+                return
+            active = self.client.tracker.active_response_id
+            if active is not None:
+                done = lambda e: e.type == "response.done" and e.response.id == active  # noqa: E731
+                if interrupt:
+                    self.relay.silence_current()
+                    await self.learner.request_flush()
+                    try:
+                        await self.client.request(
+                            {"type": "response.cancel", "response_id": active},
+                            expect=done,
+                            timeout=self.config.step_timeout,
+                            tolerate=frozenset({"response_cancel_not_active"}),
+                        )
+                    except RealtimeRequestError as exc:
+                        if exc.code != "response_cancel_not_active":
+                            raise
+                else:
+                    await self.client.wait_for(done, self.config.step_timeout * 6)
+            await self.client.send({"type": "response.create"})
+
+    async def _function_output(self, call_id: str, output: dict) -> None:
+        await self.client.send(
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "function_call_output", "call_id": call_id, "output": json.dumps(output)},
+            }
+        )
+
+    async def _truncate_interrupted(self) -> None:
+        flushed = await self.learner.request_flush()
+        async with asyncio.timeout(self.config.step_timeout):
+            position = await flushed
+        if self.client.tracker.is_truncatable(position.item_id, position.played_ms):
+            await self.client.request(
+                {
+                    "type": "conversation.item.truncate",
+                    "item_id": position.item_id,
+                    "content_index": 0,
+                    "audio_end_ms": position.played_ms,
+                },
+                expect=lambda e: e.type == "conversation.item.truncated" and e.item_id == position.item_id,
+                timeout=self.config.step_timeout,
+            )
+            logger.info("item truncated", extra={**self._log, "item_id": position.item_id, "audio_end_ms": position.played_ms})
+
+    def _tutor_session(self, *, initial: bool) -> dict:
+        session = persona.tutor_session_config(
+            target_language=self.config.target_language,
+            native_language=self.config.native_language,
+            level=self.placement.current_level,
+            voice=self.config.tutor_voice,
+            transcription_model=self.config.transcription_model,
+            speed_beginner=self.config.speed_beginner,
+            speed_default=self.config.speed_default,
+        )
+        if not initial:
+            # The voice is fixed once the tutor has spoken: a level update never mentions it.
+            del session["audio"]["output"]["voice"]
+        return session
+
+    def _grade_input(self) -> GradeInput:
+        return GradeInput.from_placement(
+            self.placement,
+            target_language=self.config.target_language,
+            native_language=self.config.native_language,
+            learner_turns=self.learner_turns,
+            tutor_turns=self.tutor_turns,
+        )
+
+    async def _learner_said(self, text: str, item_id: str) -> None:
+        text = (text or "").strip()
+        if not text:
+            return
+        self.learner_turns.append(text)
+        await self.learner.send_event({"type": "transcript", "role": "learner", "item_id": item_id, "text": text, "final": True})
+        await db(services.record_turn)(self.session_id, "learner", text, item_id, self.placement.current_level)
+
+    async def _tutor_said(self, role: str, item_id: str, text: str) -> None:
+        if text.strip():
+            if role == "tutor":
+                self.tutor_turns.append(text)
+            await db(services.record_turn)(self.session_id, role, text, item_id, self.placement.current_level)
+
+    async def _send_level(self) -> None:
+        await self.learner.send_event(
+            {"type": "level", "level": self.placement.current_level, "ladder": self.placement.ladder()}
+        )
+
+    async def set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            await self.learner.send_event({"type": "state", "state": state})
+
+    async def _end(self, reason: str) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._accepting_audio = False
+        if self.session_id is not None:
+            await db(services.end_session)(self.session_id, reason)
+        await self.set_state("ended")
+        if self.client is not None and not self._closing:
+            await self.client.close()
+        logger.info("tutor session ended", extra={**self._log, "reason": reason})
+
+    async def _keep_undelivered(self, reason: str) -> None:
+        """On disconnect: an assessment that was not delivered is graded by the rules and kept."""
+        if self.assessment_id is None and self.placement.probes and not self._ended:
+            self.placement.finish_early("learner_left")
+            self.assessment_id = await db(services.create_assessment)(
+                self.session_id, self.placement.rating, self.placement.partial
+            )
+        if self.assessment_id is not None:
+            kept = await db(services.keep_undelivered)(
+                self.assessment_id, grade_by_rules(self._grade_input()), f"learner disconnected ({reason})"
+            )
+            if kept:
+                logger.info("undelivered assessment kept", extra={**self._log, "assessment_id": self.assessment_id})
+
+    def _spawn(self, coro: Coroutine, name: str) -> asyncio.Task:
+        task = asyncio.create_task(self._guard(coro, name), name=f"{name}-{id(self):x}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _guard(self, coro: Coroutine, name: str) -> None:
+        """Run an owned task; an unexpected failure is logged and reported, never silently lost."""
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except ClientError as exc:
+            await self.learner.send_event(exc.as_event())
+        except Exception as exc:
+            logger.exception("session task failed", extra={**self._log, "task": name})
+            if not self._closing:
+                await self.learner.send_event(
+                    {"type": "error", "code": "session_error", "message": f"Something went wrong ({name}): {exc}"}
+                )

@@ -1,0 +1,109 @@
+"""Simulator knobs: one dataclass, defaults, and per-connection query-string overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from tutor.cefr import LEVELS
+
+# The real API accepts `input_audio_buffer.append` events of up to 15 MiB (observed limit,
+# public capture notes "gpt-live-transcribe" spike: "15MiB is the per-append limit").
+DEFAULT_MAX_MESSAGE_BYTES = 15 * 1024 * 1024
+
+# Knobs a client may not change from its own query string: they protect the simulator itself.
+SERVER_ONLY_KNOBS = frozenset({"require_auth", "api_key"})
+
+
+class KnobError(ValueError):
+    """A knob value (from a query string or a command-line flag) is not valid."""
+
+
+@dataclass(frozen=True)
+class SimulatorKnobs:
+    """Everything that changes how the simulator behaves; see docs/internal-contracts.md."""
+
+    pace: float = 1.0  # audio speed: 1.0 = real time, 2.0 = twice as fast, 0 = as fast as possible
+    latency_ms: float = 0.0  # one-way delay applied to every event, both directions
+    jitter_ms: float = 0.0  # +/- uniform jitter on that delay (seeded, never reorders)
+    seed: int = 0
+    drop_after_events: int | None = None  # abort the TCP connection after N server events
+    drop_after_seconds: float | None = None  # abort the TCP connection after this long
+    session_max_seconds: float = 3600.0  # expiry: close 1001 naming this duration
+    audio_ms_per_response: int | None = None  # fixed audio length per spoken response
+    true_level: str | None = None  # simulated learner: probes at or below it are sustained
+    require_auth: bool = True
+    api_key: str | None = None  # when set, the bearer token must equal it
+    validate_output: bool = False  # validate each outgoing event against the openai models
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+
+    def __post_init__(self) -> None:
+        if self.pace < 0:
+            raise KnobError("pace must be >= 0")
+        if self.latency_ms < 0 or self.jitter_ms < 0:
+            raise KnobError("latency_ms and jitter_ms must be >= 0")
+        if self.session_max_seconds <= 0:
+            raise KnobError("session_max_seconds must be > 0")
+        if self.true_level is not None and self.true_level not in LEVELS:
+            raise KnobError(f"true_level must be one of {', '.join(LEVELS)}")
+        if self.audio_ms_per_response is not None and self.audio_ms_per_response <= 0:
+            raise KnobError("audio_ms_per_response must be > 0")
+        if self.max_message_bytes <= 0:
+            raise KnobError("max_message_bytes must be > 0")
+
+    def with_overrides(self, values: Mapping[str, str], *, allow_server_only: bool = False) -> SimulatorKnobs:
+        """A copy with string `values` (query string, CLI) parsed onto the matching fields.
+
+        Keys that are not knobs (e.g. `model`) are ignored. Raises KnobError on a bad value.
+        """
+        changes: dict[str, object] = {}
+        for field in dataclasses.fields(self):
+            if field.name not in values:
+                continue
+            if field.name in SERVER_ONLY_KNOBS and not allow_server_only:
+                raise KnobError(f"{field.name} cannot be set per connection")
+            changes[field.name] = _parse(field.name, values[field.name])
+        return dataclasses.replace(self, **changes)  # __post_init__ validates the result
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def knob_base_type(name: str) -> tuple[type, bool]:
+    """(int|float|str|bool, optional?) for knob `name`; used to build CLI flags."""
+    hint = typing.get_type_hints(SimulatorKnobs)[name]
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        base = next(a for a in args if a is not type(None))
+        return base, True
+    return hint, False  # type: ignore[return-value]
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_NONE = {"", "none", "null"}
+
+
+def _parse(name: str, raw: str) -> object:
+    base, optional = knob_base_type(name)
+    text = raw.strip()
+    if optional and text.lower() in _NONE:
+        return None
+    try:
+        if base is bool:
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ValueError(text)
+        if base is int:
+            return int(text)
+        if base is float:
+            return float(text)
+        return text
+    except ValueError:
+        raise KnobError(f"invalid value for {name}: {raw!r}") from None

@@ -1,0 +1,477 @@
+"""The scripted tutor and the simulated learner (pure: no I/O, deterministic under a seed).
+
+The tutor reads Parla's instruction markers (docs/internal-contracts.md), asks level-appropriate
+questions in the target language, and after each learner turn calls `record_probe`. The
+simulated learner (`true_level`) decides each probe's outcome; without it a length heuristic
+judges a real human's answer.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from tutor.cefr import level_index
+
+PROBE_TOOL = "record_probe"
+DEFAULT_LANGUAGE = "en"
+DEFAULT_LEVEL = "A1"
+
+_TARGET_LANGUAGE = re.compile(r"^\s*Target language:\s*([A-Za-z]{2})\b", re.MULTILINE)
+_CURRENT_LEVEL = re.compile(r"^\s*Current CEFR level:\s*([ABC][12])\b", re.MULTILINE)
+_NARRATOR = re.compile(r"^\s*Role:\s*narrator\b", re.MULTILINE | re.IGNORECASE)
+_VERBATIM = re.compile(r"Read aloud verbatim:[ \t]*(.+)")
+
+# Questions per language and level: the tutor cycles through them (start offset from the seed).
+QUESTIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "es": {
+        "A1": ("¿Cómo te llamas?", "¿De dónde eres?", "¿Qué te gusta comer?"),
+        "A2": (
+            "¿Qué hiciste el fin de semana pasado?",
+            "Describe tu casa, por favor.",
+            "¿Cómo es un día normal para ti?",
+        ),
+        "B1": (
+            "¿Qué harías si ganaras un viaje a cualquier país?",
+            "Cuéntame una experiencia que te cambió la vida.",
+            "¿Qué ventajas y desventajas tiene vivir en una ciudad grande?",
+        ),
+        "B2": (
+            "¿Crees que las redes sociales han mejorado la comunicación? Justifica tu opinión.",
+            "¿Qué medidas tomarías para reducir la contaminación en tu ciudad?",
+            "Compara la educación de hoy con la de hace treinta años.",
+        ),
+        "C1": (
+            "¿Hasta qué punto debería el Estado regular la inteligencia artificial?",
+            "Analiza las consecuencias del teletrabajo para la vida social.",
+            "¿Cómo influye la lengua que hablamos en nuestra manera de pensar?",
+        ),
+        "C2": (
+            "Si la memoria colectiva es selectiva, ¿quién decide lo que una sociedad recuerda?",
+            "Defiende una postura que no compartes sobre la globalización cultural.",
+            "¿Qué matices se pierden al traducir la ironía de una lengua a otra?",
+        ),
+    },
+    "fr": {
+        "A1": ("Comment tu t'appelles ?", "Tu viens d'où ?", "Qu'est-ce que tu aimes manger ?"),
+        "A2": (
+            "Qu'est-ce que tu as fait le week-end dernier ?",
+            "Décris ta maison, s'il te plaît.",
+            "Comment se passe une journée normale pour toi ?",
+        ),
+        "B1": (
+            "Que ferais-tu si tu gagnais un voyage dans n'importe quel pays ?",
+            "Raconte-moi une expérience qui a changé ta vie.",
+            "Quels sont les avantages et les inconvénients de la vie dans une grande ville ?",
+        ),
+        "B2": (
+            "Penses-tu que les réseaux sociaux ont amélioré la communication ? Justifie ton avis.",
+            "Quelles mesures prendrais-tu pour réduire la pollution dans ta ville ?",
+            "Compare l'éducation d'aujourd'hui avec celle d'il y a trente ans.",
+        ),
+        "C1": (
+            "Dans quelle mesure l'État devrait-il réguler l'intelligence artificielle ?",
+            "Analyse les conséquences du télétravail sur la vie sociale.",
+            "Comment la langue que nous parlons influence-t-elle notre façon de penser ?",
+        ),
+        "C2": (
+            "Si la mémoire collective est sélective, qui décide de ce dont une société se souvient ?",
+            "Défends une position que tu ne partages pas sur la mondialisation culturelle.",
+            "Quelles nuances se perdent quand on traduit l'ironie d'une langue à l'autre ?",
+        ),
+    },
+    "de": {
+        "A1": ("Wie heißt du?", "Woher kommst du?", "Was isst du gern?"),
+        "A2": (
+            "Was hast du letztes Wochenende gemacht?",
+            "Beschreib bitte deine Wohnung.",
+            "Wie sieht ein normaler Tag für dich aus?",
+        ),
+        "B1": (
+            "Was würdest du machen, wenn du eine Reise in ein beliebiges Land gewinnen würdest?",
+            "Erzähl mir von einem Erlebnis, das dein Leben verändert hat.",
+            "Welche Vor- und Nachteile hat das Leben in einer Großstadt?",
+        ),
+        "B2": (
+            "Haben soziale Netzwerke die Kommunikation verbessert? Begründe deine Meinung.",
+            "Welche Maßnahmen würdest du gegen die Luftverschmutzung in deiner Stadt ergreifen?",
+            "Vergleiche die Schulbildung von heute mit der vor dreißig Jahren.",
+        ),
+        "C1": (
+            "Inwieweit sollte der Staat künstliche Intelligenz regulieren?",
+            "Analysiere die Folgen der Arbeit im Homeoffice für das soziale Leben.",
+            "Wie beeinflusst die Sprache, die wir sprechen, unser Denken?",
+        ),
+        "C2": (
+            "Wenn das kollektive Gedächtnis selektiv ist, wer entscheidet, woran sich eine Gesellschaft erinnert?",
+            "Verteidige einen Standpunkt zur kulturellen Globalisierung, den du nicht teilst.",
+            "Welche Nuancen gehen verloren, wenn man Ironie von einer Sprache in eine andere übersetzt?",
+        ),
+    },
+    "it": {
+        "A1": ("Come ti chiami?", "Di dove sei?", "Che cosa ti piace mangiare?"),
+        "A2": (
+            "Che cosa hai fatto lo scorso fine settimana?",
+            "Descrivi la tua casa, per favore.",
+            "Com'è una giornata normale per te?",
+        ),
+        "B1": (
+            "Che cosa faresti se vincessi un viaggio in un paese qualsiasi?",
+            "Raccontami un'esperienza che ti ha cambiato la vita.",
+            "Quali sono i vantaggi e gli svantaggi di vivere in una grande città?",
+        ),
+        "B2": (
+            "Pensi che i social network abbiano migliorato la comunicazione? Motiva la tua opinione.",
+            "Quali misure prenderesti per ridurre l'inquinamento nella tua città?",
+            "Confronta la scuola di oggi con quella di trent'anni fa.",
+        ),
+        "C1": (
+            "Fino a che punto lo Stato dovrebbe regolamentare l'intelligenza artificiale?",
+            "Analizza le conseguenze del lavoro da remoto sulla vita sociale.",
+            "In che modo la lingua che parliamo influenza il nostro modo di pensare?",
+        ),
+        "C2": (
+            "Se la memoria collettiva è selettiva, chi decide che cosa una società ricorda?",
+            "Difendi una posizione che non condividi sulla globalizzazione culturale.",
+            "Quali sfumature si perdono quando si traduce l'ironia da una lingua all'altra?",
+        ),
+    },
+    "en": {
+        "A1": ("What is your name?", "Where are you from?", "What food do you like?"),
+        "A2": (
+            "What did you do last weekend?",
+            "Please describe your home.",
+            "What is a normal day like for you?",
+        ),
+        "B1": (
+            "What would you do if you won a trip to any country?",
+            "Tell me about an experience that changed your life.",
+            "What are the pros and cons of living in a big city?",
+        ),
+        "B2": (
+            "Have social networks improved communication? Give reasons for your view.",
+            "What would you do to reduce pollution in your city?",
+            "Compare education today with education thirty years ago.",
+        ),
+        "C1": (
+            "To what extent should governments regulate artificial intelligence?",
+            "Analyse the consequences of remote work for social life.",
+            "How does the language we speak shape the way we think?",
+        ),
+        "C2": (
+            "If collective memory is selective, who decides what a society remembers?",
+            "Argue for a position on cultural globalisation that you do not share.",
+            "Which nuances are lost when irony is translated from one language to another?",
+        ),
+    },
+}
+
+GREETINGS = {
+    "es": "¡Hola! Soy tu tutora de español. Vamos a conversar un poco.",
+    "fr": "Bonjour ! Je suis ta tutrice de français. Discutons un peu.",
+    "de": "Hallo! Ich bin deine Deutschtutorin. Lass uns ein bisschen sprechen.",
+    "it": "Ciao! Sono la tua tutor di italiano. Facciamo due chiacchiere.",
+    "en": "Hello! I am your English tutor. Let's have a little chat.",
+}
+
+ACKNOWLEDGEMENTS = {
+    "es": ("Muy bien.", "Gracias.", "De acuerdo."),
+    "fr": ("Très bien.", "Merci.", "D'accord."),
+    "de": ("Sehr gut.", "Danke.", "Alles klar."),
+    "it": ("Molto bene.", "Grazie.", "D'accordo."),
+    "en": ("Very good.", "Thank you.", "All right."),
+}
+
+# What the simulated learner "said" (the input transcription of a committed audio turn).
+LEARNER_UTTERANCES: dict[str, dict[str, tuple[str, ...]]] = {
+    "es": {
+        "A1": ("Me llamo Ana. Soy de México.", "Me gusta la pizza y el café."),
+        "A2": (
+            "El sábado fui al parque con mis amigos y comimos helado.",
+            "Mi casa es pequeña, pero tiene un jardín bonito.",
+        ),
+        "B1": (
+            "Si ganara un viaje, iría a Japón porque me interesa mucho su cultura.",
+            "Vivir en una ciudad grande es cómodo, aunque hay demasiado ruido.",
+        ),
+        "B2": (
+            "Creo que las redes sociales nos acercan, pero también difunden bulos si no contrastamos las fuentes.",
+            "Yo ampliaría el transporte público y limitaría el tráfico en el centro histórico.",
+        ),
+        "C1": (
+            "Sin una regulación clara, la inteligencia artificial podría agravar desigualdades que ya existen.",
+            "El teletrabajo nos ha dado autonomía, pero ha debilitado los vínculos informales entre colegas.",
+        ),
+        "C2": (
+            "La memoria colectiva no es un archivo neutral: se negocia entre instituciones, medios y silencios deliberados.",
+            "Traducir la ironía exige reconstruir un sobreentendido cultural que rara vez tiene equivalente exacto.",
+        ),
+    },
+    "fr": {
+        "A1": ("Je m'appelle Paul. J'habite à Lyon.", "J'aime le pain et le fromage."),
+        "A2": (
+            "Samedi, je suis allé au cinéma avec ma sœur.",
+            "Ma maison est petite mais il y a un beau jardin.",
+        ),
+        "B1": (
+            "Si je gagnais un voyage, j'irais au Canada parce que j'adore la nature.",
+            "La vie en ville est pratique, même s'il y a trop de bruit.",
+        ),
+        "B2": (
+            "Les réseaux sociaux nous rapprochent, mais ils favorisent aussi la désinformation.",
+            "Je développerais les transports en commun et je limiterais les voitures au centre.",
+        ),
+        "C1": (
+            "Faute de règles claires, l'intelligence artificielle risque de creuser les inégalités existantes.",
+            "Le télétravail offre de l'autonomie, mais il affaiblit les liens informels entre collègues.",
+        ),
+        "C2": (
+            "La mémoire collective n'a rien d'une archive neutre : elle se négocie entre institutions, médias et silences.",
+            "Traduire l'ironie suppose de reconstruire un implicite culturel rarement transposable tel quel.",
+        ),
+    },
+    "de": {
+        "A1": ("Ich heiße Jonas. Ich komme aus Berlin.", "Ich esse gern Nudeln und Äpfel."),
+        "A2": (
+            "Am Samstag war ich mit meinen Freunden im Park.",
+            "Meine Wohnung ist klein, aber sie hat einen Balkon.",
+        ),
+        "B1": (
+            "Wenn ich eine Reise gewinnen würde, würde ich nach Norwegen fahren, weil ich die Natur liebe.",
+            "Das Leben in der Stadt ist praktisch, obwohl es oft zu laut ist.",
+        ),
+        "B2": (
+            "Soziale Netzwerke bringen uns näher zusammen, fördern aber auch die Verbreitung von Falschmeldungen.",
+            "Ich würde den Nahverkehr ausbauen und Autos aus der Innenstadt fernhalten.",
+        ),
+        "C1": (
+            "Ohne klare Regeln könnte künstliche Intelligenz bestehende Ungleichheiten noch verschärfen.",
+            "Das Homeoffice schafft Freiräume, schwächt aber die informellen Kontakte unter Kollegen.",
+        ),
+        "C2": (
+            "Das kollektive Gedächtnis ist kein neutrales Archiv, sondern wird zwischen Institutionen, Medien und bewusstem Schweigen ausgehandelt.",
+            "Wer Ironie übersetzt, muss ein kulturelles Vorverständnis nachbauen, für das es selten eine genaue Entsprechung gibt.",
+        ),
+    },
+    "it": {
+        "A1": ("Mi chiamo Luca. Sono di Roma.", "Mi piace la pasta e il gelato."),
+        "A2": (
+            "Sabato sono andato al mare con i miei amici.",
+            "La mia casa è piccola, ma ha un bel giardino.",
+        ),
+        "B1": (
+            "Se vincessi un viaggio, andrei in Giappone perché mi interessa molto la sua cultura.",
+            "Vivere in una grande città è comodo, anche se c'è troppo rumore.",
+        ),
+        "B2": (
+            "Secondo me i social ci avvicinano, ma favoriscono anche la diffusione di notizie false.",
+            "Potenzierei i trasporti pubblici e limiterei il traffico nel centro storico.",
+        ),
+        "C1": (
+            "Senza regole chiare, l'intelligenza artificiale rischia di aggravare le disuguaglianze esistenti.",
+            "Il lavoro da remoto ci ha dato autonomia, ma ha indebolito i rapporti informali tra colleghi.",
+        ),
+        "C2": (
+            "La memoria collettiva non è un archivio neutrale: si negozia tra istituzioni, media e silenzi deliberati.",
+            "Tradurre l'ironia significa ricostruire un sottinteso culturale che raramente ha un equivalente esatto.",
+        ),
+    },
+    "en": {
+        "A1": ("My name is Sam. I am from Leeds.", "I like rice and apples."),
+        "A2": (
+            "Last Saturday I went to the park with my friends.",
+            "My flat is small, but it has a nice balcony.",
+        ),
+        "B1": (
+            "If I won a trip, I would go to Japan because I am very interested in its culture.",
+            "Living in a big city is convenient, although it is often too noisy.",
+        ),
+        "B2": (
+            "Social networks bring us closer, but they also make it easier for misinformation to spread.",
+            "I would expand public transport and keep cars out of the city centre.",
+        ),
+        "C1": (
+            "Without clear rules, artificial intelligence could deepen inequalities that already exist.",
+            "Remote work has given us autonomy, but it has weakened the informal ties between colleagues.",
+        ),
+        "C2": (
+            "Collective memory is no neutral archive; it is negotiated between institutions, the media and deliberate silences.",
+            "Translating irony means rebuilding a cultural subtext that rarely has an exact equivalent.",
+        ),
+    },
+}
+
+NARRATOR_LINE = "Here is your assessment summary."
+
+# Heuristic for a real human (no `true_level`): an answer sustains a level when it is at least
+# this long. Text answers are measured in words, audio answers in voiced milliseconds.
+MIN_WORDS = {"A1": 2, "A2": 5, "B1": 9, "B2": 14, "C1": 20, "C2": 28}
+MIN_SPEECH_MS = {"A1": 800, "A2": 1500, "B1": 2500, "B2": 4000, "C1": 6000, "C2": 8000}
+
+_EVIDENCE = {
+    "sustained": (
+        "answered the task fully and intelligibly",
+        "handled the task with only minor slips",
+        "gave a relevant, well-formed answer",
+    ),
+    "breakdown": (
+        "could not complete the task at this level",
+        "answer broke down into fragments",
+        "lost control of structure and vocabulary",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class TutorContext:
+    """What the session instructions tell the tutor."""
+
+    language: str = DEFAULT_LANGUAGE
+    level: str = DEFAULT_LEVEL
+    narrator: bool = False
+
+
+def parse_instructions(instructions: str | None) -> TutorContext:
+    """Read the `Target language:`, `Current CEFR level:` and `Role: narrator` markers."""
+    text = instructions or ""
+    language = _TARGET_LANGUAGE.search(text)
+    level = _CURRENT_LEVEL.search(text)
+    return TutorContext(
+        language=language.group(1).lower() if language else DEFAULT_LANGUAGE,
+        level=level.group(1) if level else DEFAULT_LEVEL,
+        narrator=bool(_NARRATOR.search(text)),
+    )
+
+
+def verbatim_text(instructions: str | None) -> str | None:
+    """The text after `Read aloud verbatim:` (same line), if the instructions carry one."""
+    match = _VERBATIM.search(instructions or "")
+    return match.group(1).strip() if match else None
+
+
+@dataclass(frozen=True)
+class LearnerTurn:
+    """One learner answer: typed text, or committed audio (voiced length + transcript)."""
+
+    kind: str  # "text" | "audio"
+    text: str = ""
+    speech_ms: int = 0
+
+    @property
+    def words(self) -> int:
+        return len(self.text.split())
+
+
+def probe_outcome(level: str, turn: LearnerTurn, true_level: str | None) -> str:
+    """`sustained` or `breakdown`: decided by the simulated learner, else by answer length."""
+    if true_level is not None:
+        return "sustained" if level_index(level) <= level_index(true_level) else "breakdown"
+    if turn.kind == "text":
+        return "sustained" if turn.words >= MIN_WORDS[level] else "breakdown"
+    return "sustained" if turn.speech_ms >= MIN_SPEECH_MS[level] else "breakdown"
+
+
+@dataclass(frozen=True)
+class Speech:
+    """The response speaks `text` (audio + transcript)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """The response is one function call."""
+
+    name: str
+    arguments: dict[str, Any]
+
+
+def _bank_language(language: str) -> str:
+    return language if language in QUESTIONS else DEFAULT_LANGUAGE
+
+
+def _has_tool(tools: list[dict[str, Any]] | None, name: str) -> bool:
+    return any(isinstance(t, dict) and t.get("name") == name for t in tools or ())
+
+
+@dataclass
+class ScriptedTutor:
+    """Per-session script: what the next response says or calls."""
+
+    rng: random.Random
+    true_level: str | None = None
+    unprobed_turn: LearnerTurn | None = None
+    pending_call_id: str | None = None
+    spoken: int = 0
+    _next_question: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def learner_turn(self, turn: LearnerTurn) -> None:
+        """A learner answer arrived (several before a response are judged together)."""
+        if self.unprobed_turn is None:
+            self.unprobed_turn = turn
+        else:
+            previous = self.unprobed_turn
+            self.unprobed_turn = LearnerTurn(
+                turn.kind, f"{previous.text} {turn.text}".strip(), previous.speech_ms + turn.speech_ms
+            )
+
+    def function_output(self, call_id: str) -> None:
+        if call_id == self.pending_call_id:
+            self.pending_call_id = None
+
+    def plan(
+        self,
+        session_instructions: str | None,
+        response_instructions: str | None,
+        tools: list[dict[str, Any]] | None,
+        tool_choice: object,
+        out_of_band: bool,
+    ) -> Speech | ToolCall:
+        """Decide the next response (see DESIGN section 4 and the contracts)."""
+        verbatim = verbatim_text(response_instructions) or verbatim_text(session_instructions)
+        if verbatim:
+            return Speech(verbatim)
+        context = parse_instructions(session_instructions)
+        if context.narrator:
+            return Speech(response_instructions.strip() if response_instructions else NARRATOR_LINE)
+        if out_of_band:
+            return Speech(self._question(context, advance=False))
+        if self.unprobed_turn is not None and tool_choice != "none" and _has_tool(tools, PROBE_TOOL):
+            return self._probe(context)
+        return Speech(self._speak_next(context))
+
+    def _probe(self, context: TutorContext) -> ToolCall:
+        turn, self.unprobed_turn = self.unprobed_turn, None
+        assert turn is not None
+        outcome = probe_outcome(context.level, turn, self.true_level)
+        measure = f"{turn.words} words" if turn.kind == "text" else f"{turn.speech_ms / 1000:.1f} s of speech"
+        evidence = f"{measure}; {self.rng.choice(_EVIDENCE[outcome])}"
+        return ToolCall(PROBE_TOOL, {"level": context.level, "outcome": outcome, "evidence": evidence})
+
+    def _speak_next(self, context: TutorContext) -> str:
+        language = _bank_language(context.language)
+        if self.spoken == 0:
+            opener = GREETINGS[language]
+        else:
+            opener = self.rng.choice(ACKNOWLEDGEMENTS[language])
+        self.spoken += 1
+        return f"{opener} {self._question(context, advance=True)}"
+
+    def _question(self, context: TutorContext, *, advance: bool) -> str:
+        language = _bank_language(context.language)
+        bank = QUESTIONS[language][context.level]
+        key = (language, context.level)
+        if key not in self._next_question:
+            self._next_question[key] = self.rng.randrange(len(bank))
+        index = self._next_question[key]
+        if advance:
+            self._next_question[key] = index + 1
+        return bank[index % len(bank)]
+
+    def learner_utterance(self, language: str, level: str) -> str:
+        """A plausible learner sentence at `level` (the simulated learner's, when set)."""
+        bank = LEARNER_UTTERANCES[_bank_language(language)]
+        return self.rng.choice(bank[self.true_level or level])
+

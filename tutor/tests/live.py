@@ -1,0 +1,131 @@
+"""Live servers for end-to-end tests: a Daphne process serving Parla, and the simulator in a thread.
+
+The Daphne server is a real subprocess (`daphne config.asgi:application` on an ephemeral port) using
+the test database, so what it stores is what the test reads. The simulator runs in the test process
+(its own thread and event loop) so a test can set the simulated learner's true level and see which
+upstream connections are still open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def database_url() -> str:
+    """The URL of the database the tests run on (pytest-django's test database)."""
+    cfg = connection.settings_dict
+    if cfg["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{cfg['NAME']}"
+    user = cfg["USER"] or ""
+    password = f":{cfg['PASSWORD']}" if cfg["PASSWORD"] else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgres://{auth}{cfg['HOST'] or '127.0.0.1'}:{cfg['PORT'] or 5432}/{cfg['NAME']}"
+
+
+class ThreadedSimulator:
+    """The bundled simulator on its own event loop in a background thread."""
+
+    def __init__(self, **knobs):
+        from tutor.simulator import RealtimeSimulator, SimulatorKnobs
+
+        self.loop = asyncio.new_event_loop()
+        self.simulator = RealtimeSimulator(knobs=SimulatorKnobs(**knobs), port=0)
+        self.thread = threading.Thread(target=self.loop.run_forever, name="simulator", daemon=True)
+
+    def __enter__(self) -> "ThreadedSimulator":
+        self.thread.start()
+        self._call(self.simulator.start())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._call(self.simulator.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+    def _call(self, coro, timeout: float = 10):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    @property
+    def url(self) -> str:
+        return self.simulator.url
+
+    def set_knobs(self, **changes) -> None:
+        """New defaults for the connections opened from now on (e.g. the learner's true level)."""
+
+        async def apply():
+            self.simulator.knobs = dataclasses.replace(self.simulator.knobs, **changes)
+
+        self._call(apply())
+
+    def open_connections(self) -> int:
+        async def count():
+            return len(self.simulator.connections)
+
+        return self._call(count())
+
+
+@contextmanager
+def daphne_server(*, realtime_url: str, redis_url: str | None, extra_env: dict | None = None):
+    """Parla served by Daphne on an ephemeral port; yields its base URL (http://127.0.0.1:PORT)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "OPENAI_API_KEY", "DATABASE_URL"}}
+    env.update(
+        DATABASE_URL=database_url(),
+        PARLA_REALTIME_URL=realtime_url,
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DEBUG="1",
+        PARLA_STEP_TIMEOUT="5",
+        LOG_LEVEL="INFO",
+        **(extra_env or {}),
+    )
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+        env["CHANNELS_PREFIX"] = f"parla-test-{port}"
+    log = open(ROOT / "test-output" / f"daphne-{port}.log", "w") if (ROOT / "test-output").is_dir() else subprocess.DEVNULL
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"daphne did not start (exit code {process.poll()})")
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if log is not subprocess.DEVNULL:
+            log.close()

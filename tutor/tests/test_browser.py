@@ -1,0 +1,123 @@
+"""End to end in a real browser: a learner speaks with the tutor and gets assessed.
+
+Debian's headless Chromium with a fake microphone (a WAV of speech-like bursts) opens the tutor page
+of a live Parla server (Daphne, subprocess) whose upstream is `manage.py realtime_simulator` with a
+simulated learner of true level B1. The learner logs in through the login page and presses Start;
+nothing else is scripted: the page's audio worklet streams the fake microphone, the simulator's VAD
+hears the bursts as turns, the tutor probes up the ladder until B2 breaks down, and the summary is
+graded and delivered. Screenshots go to test-output/browser/.
+
+Skip it locally with `-m "not browser"`; CI runs it (scripts/test installs Chromium).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tutor.cefr import LEVELS
+from tutor.tests.browser_support import (  # noqa: F401 (fixtures)
+    browser_output,
+    chromium,
+    fake_mic_wav,
+    live_server,
+    log_in,
+    simulator_command_exists,
+)
+
+pytestmark = pytest.mark.browser
+
+TRUE_LEVEL = "B1"
+STEP_TIMEOUT_MS = 60_000
+ASSESSMENT_TIMEOUT_MS = 150_000
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, browser_output):
+    if not simulator_command_exists():
+        pytest.fail("tutor/management/commands/realtime_simulator.py is missing")
+    workdir = tmp_path_factory.mktemp("e2e")
+    # pace 0.5: the simulator streams the tutor's speech at twice real time (the browser still plays
+    # it in real time, and reports what it really played).
+    with live_server(workdir, true_level=TRUE_LEVEL, pace=0.5) as server:
+        try:
+            yield server
+        finally:
+            shutil.copy(server.log_path, browser_output / "server.log")
+
+
+def level_reached(page) -> int:
+    return LEVELS.index(page.get_attribute("#tutor", "data-level"))
+
+
+def test_learner_speaks_climbs_the_ladder_and_gets_assessed(chromium, server, browser_output):
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    console = []
+    page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
+    page.on("pageerror", lambda exc: console.append(f"pageerror: {exc}"))
+    try:
+        log_in(page, server)
+        page.wait_for_selector("#tutor[data-connection='connected']", timeout=15_000)
+        assert page.get_attribute("#tutor", "data-demo") == "true"
+
+        page.get_by_role("button", name="Start").click()
+
+        # Microphone audio leaves the page in binary frames...
+        page.wait_for_function(
+            "Number(document.querySelector('#tutor').dataset.framesSent) >= 20", timeout=STEP_TIMEOUT_MS
+        )
+        assert page.get_attribute("#tutor", "data-mic") == "on"
+        # ...the tutor speaks (its transcript and its audio arrive)...
+        page.wait_for_selector(".utterance-tutor .utterance-text:not(:empty)", timeout=STEP_TIMEOUT_MS)
+        page.wait_for_function(
+            "Number(document.querySelector('#tutor').dataset.framesReceived) > 0", timeout=STEP_TIMEOUT_MS
+        )
+        # ...and the server heard the learner: the simulator's VAD turned the frames into a turn,
+        # whose transcript comes back to the page.
+        page.wait_for_selector(".utterance-learner .utterance-text:not(:empty)", timeout=STEP_TIMEOUT_MS)
+
+        # The ladder climbs beyond A1.
+        page.wait_for_function(
+            "document.querySelector('#tutor').dataset.level !== 'A1'", timeout=STEP_TIMEOUT_MS
+        )
+        assert level_reached(page) >= 1
+        assert page.get_attribute("#ladder li[data-level='A1']", "data-state") == "sustained"
+        page.screenshot(path=str(browser_output / "session.png"), full_page=True)
+
+        # Grading, then the assessment card with the simulated learner's level.
+        page.wait_for_selector("#assessment:not([hidden])", timeout=ASSESSMENT_TIMEOUT_MS)
+        assert page.text_content("#assessment-level") == TRUE_LEVEL
+        assert page.get_attribute("#assessment", "data-level") == TRUE_LEVEL
+        assert page.text_content("#assessment-summary").strip()
+        assert page.locator("#assessment-criteria .criterion").count() >= 1
+        assert page.get_attribute("#ladder li[data-level='B1']", "data-state") == "sustained"
+        assert page.get_attribute("#ladder li[data-level='B2']", "data-state") == "breakdown"
+        page.locator("#assessment").scroll_into_view_if_needed()
+        page.screenshot(path=str(browser_output / "assessment.png"), full_page=True)
+        page.locator("#assessment").screenshot(path=str(browser_output / "assessment-card.png"))
+
+        page.wait_for_selector("#tutor[data-state='ended']", timeout=STEP_TIMEOUT_MS)
+    except Exception:
+        page.screenshot(path=str(browser_output / "failure.png"), full_page=True)
+        print("--- browser console ---", *console[-40:], sep="\n")
+        print("--- server log (tail) ---", server.log()[-6000:], sep="\n")
+        raise
+    finally:
+        context.close()
+
+    # Server-side evidence, from the live server's database: learner turns from audio (they carry
+    # the upstream's input item id; written answers have none) and the stored assessment.
+    audio_turns = int(
+        server.query(
+            "from assessments.models import Turn; "
+            "print(Turn.objects.filter(role='learner').exclude(item_id='').count())"
+        )
+    )
+    assert audio_turns >= 1
+    stored = server.query(
+        "from assessments.models import Assessment; a = Assessment.objects.get(); print(a.level, a.status)"
+    )
+    assert stored.split()[0] == TRUE_LEVEL
+    assert stored.split()[1] in ("delivered", "delivery_failed", "graded")

@@ -1,0 +1,97 @@
+"""Which upstream a session talks to, and opening its sessions (tutor and narrator).
+
+With OPENAI_API_KEY the real OpenAI Realtime API; otherwise PARLA_REALTIME_URL (e.g. a standalone
+`manage.py realtime_simulator`), or, when that is empty too, the bundled simulator started inside this
+server process on an ephemeral loopback port (demo mode). The API key stays on the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from tutor import persona
+from tutor.realtime import RealtimeClient
+from tutor.relay import LearnerPort, SpeechRelay
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    url: str
+    api_key: str | None
+    model: str
+    kind: str  # "openai" | "simulator" (TutorSession.Upstream values)
+
+
+# One bundled simulator per event loop (the server's), started by the first session that needs it.
+_embedded: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
+
+
+async def _start_embedded_simulator() -> str:
+    from tutor.simulator import RealtimeSimulator, SimulatorKnobs  # only demo mode needs it
+
+    simulator = RealtimeSimulator(knobs=SimulatorKnobs(pace=settings.PARLA_SIMULATOR_PACE), port=0)
+    await simulator.start()
+    logger.info("embedded simulator started", extra={"url": simulator.url})
+    return simulator.url
+
+
+async def _embedded_simulator_url() -> str:
+    """The bundled simulator of this event loop; it lives as long as the server process."""
+    loop = asyncio.get_running_loop()
+    if loop not in _embedded:
+        _embedded[loop] = loop.create_task(_start_embedded_simulator(), name="embedded-simulator-start")
+    return await asyncio.shield(_embedded[loop])
+
+
+async def resolve_upstream() -> Upstream:
+    model = settings.PARLA_REALTIME_MODEL
+    if settings.OPENAI_API_KEY:
+        return Upstream(settings.PARLA_REALTIME_URL, settings.OPENAI_API_KEY, model, "openai")
+    url = settings.PARLA_REALTIME_URL or await _embedded_simulator_url()
+    return Upstream(url, None, model, "simulator")
+
+
+def relay_with_errors_logged(relay: SpeechRelay, name: str):
+    """An event handler: speech goes to the learner, an error nobody claimed is logged."""
+
+    async def handle(event) -> None:
+        if event.type == "error":
+            logger.warning(
+                "upstream error",
+                extra={"upstream": name, "code": event.error.code, "message": event.error.message,
+                       "event_id": event.error.event_id},
+            )
+            return
+        await relay.handle(event)
+
+    return handle
+
+
+async def open_narrator(
+    upstream: Upstream, voice: str, learner: LearnerPort, step_timeout: float
+) -> tuple[RealtimeClient, SpeechRelay]:
+    """A second upstream session that speaks in `voice`, relaying its speech to the learner.
+
+    Ready when it returns: `session.updated` confirmed the narrator configuration and voice.
+    """
+    client = RealtimeClient(upstream.url, api_key=upstream.api_key, model=upstream.model, name="narrator")
+    relay = SpeechRelay(learner, role="narrator", voice=lambda: client.tracker.voice)
+    client.handler = relay_with_errors_logged(relay, "narrator")
+    try:
+        await client.connect()
+        await client.request(
+            {"type": "session.update", "session": persona.narrator_session_config(voice)},
+            expect="session.updated",
+            timeout=step_timeout,
+        )
+    except BaseException:
+        await client.close()
+        raise
+    logger.info("narrator ready", extra={"voice": client.tracker.voice, "session_id": client.tracker.session_id})
+    return client, relay

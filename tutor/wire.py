@@ -1,0 +1,77 @@
+"""The browser wire protocol of `/ws/tutor/`: validation of what the browser sends.
+
+Binary frames are learner microphone audio (PCM16 LE mono 24 kHz); text frames are JSON control
+messages. Anything else gets a `ClientError` with a stable code; the connection stays open and nothing
+of the session is lost. The README's "Browser wire protocol" section documents the same schema.
+"""
+
+from __future__ import annotations
+
+import json
+
+from tutor.exceptions import ClientError
+
+MAX_AUDIO_FRAME_BYTES = 32 * 1024  # ~680 ms of audio; the page sends 100 ms frames
+MAX_CONTROL_BYTES = 8 * 1024
+MAX_TEXT_ANSWER_CHARS = 2000
+MAX_ID_CHARS = 64
+
+# message type -> {field: (python type, required)}
+CONTROL_MESSAGES: dict[str, dict[str, tuple[type, bool]]] = {
+    "session.start": {},
+    "session.stop": {},
+    "answer.text": {"text": (str, True)},
+    "playback.report": {"item_id": (str, True), "played_ms": (int, True)},
+    "playback.flushed": {"request_id": (str, True), "item_id": (str, False), "played_ms": (int, True)},
+}
+
+
+def parse_audio(frame: bytes) -> bytes:
+    if len(frame) > MAX_AUDIO_FRAME_BYTES:
+        raise ClientError(
+            "frame_too_large", f"Audio frames may be at most {MAX_AUDIO_FRAME_BYTES} bytes; got {len(frame)}."
+        )
+    if len(frame) % 2:
+        raise ClientError("bad_audio", "Audio frames must be PCM16: an even number of bytes.")
+    return frame
+
+
+def parse_control(text: str) -> dict:
+    """A validated control message (a dict with `type` and its fields only)."""
+    if len(text.encode()) > MAX_CONTROL_BYTES:
+        raise ClientError("frame_too_large", f"Control messages may be at most {MAX_CONTROL_BYTES} bytes.")
+    try:
+        message = json.loads(text)
+    except ValueError:
+        raise ClientError("malformed", "Control messages must be JSON objects.") from None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ClientError("malformed", "Control messages must be JSON objects with a string 'type'.")
+    kind = message["type"]
+    fields = CONTROL_MESSAGES.get(kind)
+    if fields is None:
+        raise ClientError("unknown_type", f"Unknown message type {kind[:40]!r}; expected one of {', '.join(CONTROL_MESSAGES)}.")
+    clean = {"type": kind}
+    for name, (expected, required) in fields.items():
+        if name not in message or message[name] is None:
+            if required:
+                raise ClientError("missing_field", f"{kind} needs the field {name!r}.")
+            continue
+        value = message[name]
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise ClientError("bad_field", f"{kind}.{name} must be a {expected.__name__}.")
+        clean[name] = _check(kind, name, value)
+    return clean
+
+
+def _check(kind: str, name: str, value):
+    if name == "text":
+        value = value.strip()
+        if not value:
+            raise ClientError("bad_field", "answer.text needs some text.")
+        if len(value) > MAX_TEXT_ANSWER_CHARS:
+            raise ClientError("bad_field", f"Written answers may be at most {MAX_TEXT_ANSWER_CHARS} characters.")
+    elif name == "played_ms" and value < 0:
+        raise ClientError("bad_field", f"{kind}.played_ms must be >= 0.")
+    elif isinstance(value, str) and len(value) > MAX_ID_CHARS:
+        raise ClientError("bad_field", f"{kind}.{name} may be at most {MAX_ID_CHARS} characters.")
+    return value
