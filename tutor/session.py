@@ -201,7 +201,7 @@ class TutorSessionRuntime(TutorLink):
         self._accepting_audio = False
 
     async def open_narrator(self, voice: str):
-        return await open_narrator(self.upstream, voice, self.learner, self.config.step_timeout)
+        return await open_narrator(self.upstream, voice, self.learner, self.config.step_timeout, self._tutor_said)
 
     # --- upstream events (dispatched from the client's reader task: never await a request here) -----
 

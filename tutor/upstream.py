@@ -15,7 +15,7 @@ from django.conf import settings
 
 from tutor import persona
 from tutor.realtime import RealtimeClient
-from tutor.relay import LearnerPort, SpeechRelay
+from tutor.relay import LearnerPort, SpeechRelay, TranscriptCallback
 
 logger = logging.getLogger(__name__)
 
@@ -74,14 +74,18 @@ def relay_with_errors_logged(relay: SpeechRelay, name: str):
 
 
 async def open_narrator(
-    upstream: Upstream, voice: str, learner: LearnerPort, step_timeout: float
+    upstream: Upstream,
+    voice: str,
+    learner: LearnerPort,
+    step_timeout: float,
+    on_transcript: TranscriptCallback | None = None,
 ) -> tuple[RealtimeClient, SpeechRelay]:
     """A second upstream session that speaks in `voice`, relaying its speech to the learner.
 
     Ready when it returns: `session.updated` confirmed the narrator configuration and voice.
     """
     client = RealtimeClient(upstream.url, api_key=upstream.api_key, model=upstream.model, name="narrator")
-    relay = SpeechRelay(learner, role="narrator", voice=lambda: client.tracker.voice)
+    relay = SpeechRelay(learner, role="narrator", voice=lambda: client.tracker.voice, on_transcript=on_transcript)
     client.handler = relay_with_errors_logged(relay, "narrator")
     try:
         await client.connect()

@@ -268,7 +268,8 @@ export class SessionView {
     const first = card.hidden;
     card.hidden = false;
     if (first) {
-      card.scrollIntoView({ behavior: "smooth", block: "start" });
+      const calm = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+      card.scrollIntoView({ behavior: calm ? "auto" : "smooth", block: "start" });
       card.querySelector("#assessment-title").focus({ preventScroll: true });
       this.announce(`Your assessed level is ${level}.`);
     }

@@ -619,7 +619,7 @@ class RealtimeSession:
         item.arguments, item.status = arguments, "completed"
         self._close_item(response, item)
         self.tutor.pending_call_id = item.call_id
-        logger.info("function called", extra={"session_id": self.id, "name": plan.name, "arguments": arguments})
+        logger.info("function called", extra={"session_id": self.id, "tool": plan.name, "arguments": arguments})
 
     def _open_item(self, response: Response, item: Item) -> None:
         response.output.append(item)

@@ -179,10 +179,11 @@ def test_each_true_level_is_placed_assessed_and_spoken(simulator, make_user, lay
 def test_disconnect_mid_session_keeps_a_partial_assessment(simulator, make_user):
     simulator.set_knobs(true_level="C2")
     user = make_user("leaver", learner=True)
+    cookie = login_cookie(user)
 
     async def leave_after_two_probes(base_url):
         ws_url = base_url.replace("http", "ws") + "/ws/tutor/"
-        async with websockets.connect(ws_url, additional_headers={"Cookie": login_cookie(user), "Origin": base_url}) as ws:
+        async with websockets.connect(ws_url, additional_headers={"Cookie": cookie, "Origin": base_url}) as ws:
             await ws.send(json.dumps({"type": "session.start"}))
             level_events = 0
             while level_events < 3:  # the initial ladder, then one per recorded probe
@@ -216,10 +217,11 @@ def test_disconnect_mid_session_keeps_a_partial_assessment(simulator, make_user)
 def test_bad_frames_get_clear_errors_and_lose_nothing(simulator, make_user):
     simulator.set_knobs(true_level="A2")
     user = make_user("clumsy", learner=True)
+    cookie = login_cookie(user)
 
     async def scenario(base_url):
         ws_url = base_url.replace("http", "ws") + "/ws/tutor/"
-        async with websockets.connect(ws_url, additional_headers={"Cookie": login_cookie(user), "Origin": base_url}) as ws:
+        async with websockets.connect(ws_url, additional_headers={"Cookie": cookie, "Origin": base_url}) as ws:
             async def next_json():
                 while True:
                     raw = await asyncio.wait_for(ws.recv(), 10)
