@@ -1,6 +1,29 @@
 """Repo-wide pytest fixtures, grouped by concern. Add yours under a section of its own."""
 
+import os
+
 import pytest
+
+# --- Test database -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """On PostgreSQL, a test database of this run's own (`test_<name>_<pid>`): runs that share one
+    server (developers side by side, a CI run beside them) must not drop each other's database."""
+    from django.conf import settings
+
+    for db in settings.DATABASES.values():
+        if db["ENGINE"] == "django.db.backends.postgresql":
+            test = db.setdefault("TEST", {})
+            test["NAME"] = f"{test.get('NAME') or 'test_' + db['NAME']}_{os.getpid()}"
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """Tests create and log in many users; the production hasher's slowness buys nothing here."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
 
 # --- Users and logins ------------------------------------------------------------------------
 # The Origin/Host a browser on `scripts/run`'s server sends; both are in the default ALLOWED_HOSTS.

@@ -238,6 +238,17 @@ class AssessmentDelivery:
         if response_id is None:
             logger.info("no active response to cancel", extra=self._log)
             return
+        if tracker.audio_finished(response_id):
+            # Its audio is complete and only its done events are on the way: a cancel now would race
+            # them (response_cancel_not_active). Wait for its response.done; cancel only if it lingers.
+            try:
+                await self.client.wait_for(
+                    lambda e: e.type == "response.done" and e.response.id == response_id, self.config.step_timeout
+                )
+                logger.info("response finished by itself", extra={**self._log, "response_id": response_id})
+                return
+            except TimeoutError:
+                pass
         try:
             done = await self.client.request(
                 {"type": "response.cancel", "response_id": response_id},

@@ -106,6 +106,7 @@ class BareTutorLink:
         self.voice = voice
         self.step_timeout = step_timeout
         self.learner_audio_on = True
+        self.narrators: list[RealtimeClient] = []  # every narrator session opened (metrics)
         self.client = RealtimeClient(upstream.url, api_key=upstream.api_key, model=upstream.model, name="tutor")
         self.relay = SpeechRelay(learner, role="tutor", voice=lambda: self.client.tracker.voice)
         self.client.handler = relay_with_errors_logged(self.relay, "tutor")
@@ -127,7 +128,17 @@ class BareTutorLink:
         self.learner_audio_on = False
 
     async def open_narrator(self, voice: str) -> tuple[RealtimeClient, SpeechRelay]:
-        return await open_narrator(self.upstream, voice, self.learner, self.step_timeout)
+        client, relay = await open_narrator(self.upstream, voice, self.learner, self.step_timeout)
+        self.narrators.append(client)
+        return client, relay
+
+    def error_counts(self) -> tuple[int, int]:
+        """(server error events seen by the tutor and narrator sessions, of which tolerated by design)."""
+        clients = [self.client, *self.narrators]
+        return sum(len(c.tracker.error_codes) for c in clients), sum(c.tolerated_errors for c in clients)
+
+    def error_codes(self) -> list[str]:
+        return [code for c in (self.client, *self.narrators) for code in c.tracker.error_codes]
 
     async def close(self) -> None:
         await self.client.close()

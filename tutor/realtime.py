@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
 
 import websockets
+from django.conf import settings
 from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
 from pydantic import TypeAdapter, ValidationError
 
@@ -99,7 +100,7 @@ class RealtimeClient:
         model: str | None = None,
         name: str = "tutor",
         handler: EventHandler | None = None,
-        validate_sent: bool = False,
+        validate_sent: bool | None = None,
         open_timeout: float = 10.0,
     ):
         self.url = with_model(url, model)
@@ -107,7 +108,9 @@ class RealtimeClient:
         self.api_key = api_key or "parla-simulator"
         self.tracker = ResponseTracker()
         self.handler = handler
-        self.validate_sent = validate_sent
+        # Validating what we send against the openai client-event models catches schema mistakes
+        # before the API does; on by default in DEBUG and in the tests (PARLA_VALIDATE_EVENTS).
+        self.validate_sent = settings.PARLA_VALIDATE_EVENTS if validate_sent is None else validate_sent
         self.open_timeout = open_timeout
         self.close_code: int | None = None
         self.close_reason = ""
@@ -117,6 +120,7 @@ class RealtimeClient:
         # event_id -> error codes that mean success for that request even after it was answered
         # (e.g. a cancel that raced the response's own completion).
         self._tolerated: dict[str, frozenset[str]] = {}
+        self.tolerated_errors = 0  # errors that answered a request the way it allowed (metrics)
         self._ids = itertools.count(1)
         self._prefix = f"evt_parla_{secrets.token_hex(4)}_"
         self.closed = asyncio.Event()
@@ -242,7 +246,10 @@ class RealtimeClient:
                 self.tracker.feed(event)
                 claimed = self._resolve(event)
                 if self.handler is not None and not claimed:
-                    await self.handler(event)
+                    try:
+                        await self.handler(event)
+                    except Exception:  # one bad event must not end the session's read loop
+                        logger.exception("event handler failed", extra={"upstream": self.name, "type": event.type})
         except websockets.ConnectionClosed:
             pass
         finally:
@@ -270,6 +277,7 @@ class RealtimeClient:
         claimed = False
         if event.type == "error" and event.error.code in self._tolerated.get(event.error.event_id, ()):
             claimed = True
+            self.tolerated_errors += 1
         remaining = []
         for waiter in self._waiters:
             if waiter.future.done():

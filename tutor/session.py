@@ -236,7 +236,7 @@ class TutorSessionRuntime(TutorLink):
     async def on_error(self, event: Any) -> None:
         error = event.error
         logger.warning(
-            "upstream error", extra={**self._log, "code": error.code, "message": error.message, "event_id": error.event_id}
+            "upstream error", extra={**self._log, "code": error.code, "error_message": error.message, "event_id": error.event_id}
         )
         await self.learner.send_event({"type": "error", "code": "upstream_error", "message": error.message})
 

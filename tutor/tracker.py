@@ -80,6 +80,7 @@ class ResponseTracker:
         # (the server handles client events in order, so the oldest is answered first).
         self.pending_create_ids: list[str] = []
         self.last_audio_item_id: str | None = None
+        self.error_codes: list[str] = []  # every `error` event's code, in order (metrics and tests)
         self._handlers = {
             "session.created": self.on_session_updated,
             "session.updated": self.on_session_updated,
@@ -116,6 +117,14 @@ class ResponseTracker:
     def may_produce_audio(self) -> bool:
         """True if this session spoke, is speaking, or was asked to speak and has not answered yet."""
         return self.assistant_audio_produced or self.has_active_response or self.pending_creates > 0
+
+    def audio_finished(self, response_id: str | None) -> bool:
+        """The response produced audio and every audio item of it is done: only its done events remain."""
+        state = self.responses.get(response_id) if response_id else None
+        if state is None:
+            return False
+        audio = [self.items[i] for i in state.item_ids if self.items[i].audio_bytes > 0]
+        return bool(audio) and all(item.audio_done for item in audio)
 
     @property
     def voice(self) -> str | None:
@@ -223,6 +232,7 @@ class ResponseTracker:
     def on_error(self, event: Any) -> None:
         error = _get(event, "error")
         event_id = _get(error, "event_id")
+        self.error_codes.append(_get(error, "code") or _get(error, "type") or "unknown")
         if event_id in self.pending_create_ids:
             # A refused response.create (e.g. conversation_already_has_active_response) starts nothing.
             self.pending_create_ids.remove(event_id)

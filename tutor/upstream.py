@@ -64,7 +64,7 @@ def relay_with_errors_logged(relay: SpeechRelay, name: str):
         if event.type == "error":
             logger.warning(
                 "upstream error",
-                extra={"upstream": name, "code": event.error.code, "message": event.error.message,
+                extra={"upstream": name, "code": event.error.code, "error_message": event.error.message,
                        "event_id": event.error.event_id},
             )
             return

@@ -26,7 +26,9 @@ class BackgroundSimulator:
 
     def start(self, timeout: float = 5.0) -> str:
         """Start the thread and wait until the simulator listens; returns its URL."""
-        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), name="realtime-simulator", daemon=True)
+        self._thread = threading.Thread(
+            target=asyncio.run, args=(self._main(),), name="realtime-simulator", daemon=True
+        )
         self._thread.start()
         if not self._ready.wait(timeout):
             raise TimeoutError("the realtime simulator did not start in time")

@@ -205,7 +205,8 @@ LEARNER_UTTERANCES: dict[str, dict[str, tuple[str, ...]]] = {
             "El teletrabajo nos ha dado autonomía, pero ha debilitado los vínculos informales entre colegas.",
         ),
         "C2": (
-            "La memoria colectiva no es un archivo neutral: se negocia entre instituciones, medios y silencios deliberados.",
+            "La memoria colectiva no es un archivo neutral: se negocia entre instituciones, medios "
+            "y silencios deliberados.",
             "Traducir la ironía exige reconstruir un sobreentendido cultural que rara vez tiene equivalente exacto.",
         ),
     },
@@ -228,7 +229,8 @@ LEARNER_UTTERANCES: dict[str, dict[str, tuple[str, ...]]] = {
             "Le télétravail offre de l'autonomie, mais il affaiblit les liens informels entre collègues.",
         ),
         "C2": (
-            "La mémoire collective n'a rien d'une archive neutre : elle se négocie entre institutions, médias et silences.",
+            "La mémoire collective n'a rien d'une archive neutre : elle se négocie entre institutions, "
+            "médias et silences.",
             "Traduire l'ironie suppose de reconstruire un implicite culturel rarement transposable tel quel.",
         ),
     },
@@ -251,8 +253,10 @@ LEARNER_UTTERANCES: dict[str, dict[str, tuple[str, ...]]] = {
             "Das Homeoffice schafft Freiräume, schwächt aber die informellen Kontakte unter Kollegen.",
         ),
         "C2": (
-            "Das kollektive Gedächtnis ist kein neutrales Archiv, sondern wird zwischen Institutionen, Medien und bewusstem Schweigen ausgehandelt.",
-            "Wer Ironie übersetzt, muss ein kulturelles Vorverständnis nachbauen, für das es selten eine genaue Entsprechung gibt.",
+            "Das kollektive Gedächtnis ist kein neutrales Archiv, sondern wird zwischen Institutionen, "
+            "Medien und bewusstem Schweigen ausgehandelt.",
+            "Wer Ironie übersetzt, muss ein kulturelles Vorverständnis nachbauen, für das es selten "
+            "eine genaue Entsprechung gibt.",
         ),
     },
     "it": {
@@ -297,7 +301,8 @@ LEARNER_UTTERANCES: dict[str, dict[str, tuple[str, ...]]] = {
             "Remote work has given us autonomy, but it has weakened the informal ties between colleagues.",
         ),
         "C2": (
-            "Collective memory is no neutral archive; it is negotiated between institutions, the media and deliberate silences.",
+            "Collective memory is no neutral archive; it is negotiated between institutions, the media "
+            "and deliberate silences.",
             "Translating irony means rebuilding a cultural subtext that rarely has an exact equivalent.",
         ),
     },

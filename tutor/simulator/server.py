@@ -186,10 +186,10 @@ class SimulatorConnection:
                     self.session.handle_binary()
             except Exception:  # a simulator bug must not kill the session silently
                 logger.exception("client event failed", extra={"session_id": self.id})
-                self.session.send_error(
-                    errors.RealtimeAPIError("The simulator had an error processing the event.", None, None, "server_error"),
-                    None,
+                failure = errors.RealtimeAPIError(
+                    "The simulator had an error processing the event.", None, type="server_error"
                 )
+                self.session.send_error(failure, None)
 
     async def _expire_after(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -203,9 +203,10 @@ class SimulatorConnection:
         self.drop("drop_after_seconds")
 
 
-def _json_http_error(status: HTTPStatus, message: str, code: str | None, err_type: str = "invalid_request_error") -> Response:
+def _json_http_error(status: HTTPStatus, message: str, code: str | None) -> Response:
     """An HTTP error shaped like the OpenAI API's error body."""
-    body = json.dumps({"error": {"message": message, "type": err_type, "param": None, "code": code}}).encode()
+    error = {"message": message, "type": errors.INVALID_REQUEST, "param": None, "code": code}
+    body = json.dumps({"error": error}).encode()
     headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return Response(status.value, status.phrase, headers, body)
 

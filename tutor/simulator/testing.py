@@ -61,7 +61,8 @@ class RealtimeTestClient:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # max_queue=None: a test that stops reading must not stall the closing handshake
         # behind unread frames (websockets would wait close_timeout, 10 s).
-        async with websockets.connect(f"{url}?{query}", additional_headers=headers, max_size=None, max_queue=None) as ws:
+        connecting = websockets.connect(f"{url}?{query}", additional_headers=headers, max_size=None, max_queue=None)
+        async with connecting as ws:
             client = cls(ws)
             if expect_session:
                 created = await client.recv()
@@ -115,4 +116,5 @@ class RealtimeTestClient:
         """Stream PCM16 24 kHz audio as `input_audio_buffer.append` events of `chunk_ms`."""
         step = chunk_ms * 48
         for start in range(0, len(pcm), step):
-            await self.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm[start : start + step]).decode()})
+            chunk = base64.b64encode(pcm[start : start + step]).decode()
+            await self.send({"type": "input_audio_buffer.append", "audio": chunk})

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import time
 
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tutor.cefr import LEVELS, level_index, next_level
+from tutor.cefr import LEVELS, next_level
 from tutor.simulator.audio import estimate_voice, silence, speech_ms, synthesize
 from tutor.simulator.background import BackgroundSimulator
 from tutor.simulator.persona import LEARNER_UTTERANCES, QUESTIONS
@@ -64,7 +65,9 @@ def tutor_instructions(language: str, level: str) -> str:
 
 
 async def update(client: RealtimeTestClient, **session) -> dict:
-    event = await client.request({"type": "session.update", "session": {"type": "realtime", **session}}, "session.updated")
+    event = await client.request(
+        {"type": "session.update", "session": {"type": "realtime", **session}}, "session.updated"
+    )
     assert event["type"] == "session.updated", event
     return event["session"]
 
@@ -117,7 +120,8 @@ async def test_wrong_api_key_is_refused_when_a_key_is_configured():
 
 async def test_wrong_path_is_404(sim):
     with pytest.raises(InvalidStatus) as caught:
-        async with websockets.connect(sim.url.replace("/v1/realtime", "/v1/other"), additional_headers={"Authorization": "Bearer x"}):
+        wrong = sim.url.replace("/v1/realtime", "/v1/other")
+        async with websockets.connect(wrong, additional_headers={"Authorization": "Bearer x"}):
             pass
     assert caught.value.response.status_code == 404
 
@@ -177,10 +181,13 @@ async def test_session_update_returns_the_full_effective_session(sim):
         )
         assert session["instructions"] == tutor_instructions("es", "B1")
         assert session["tools"] == [PROBE_TOOL]
-        assert session["audio"]["output"] == {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "marin", "speed": 0.8}
+        pcm = {"type": "audio/pcm", "rate": 24000}
+        assert session["audio"]["output"] == {"format": pcm, "voice": "marin", "speed": 0.8}
         detection = session["audio"]["input"]["turn_detection"]
-        assert detection["silence_duration_ms"] == 300 and detection["threshold"] == 0.5 and detection["create_response"]
-        assert session["audio"]["input"]["transcription"] == {"model": "gpt-4o-transcribe", "language": "es", "prompt": None}
+        assert detection["silence_duration_ms"] == 300  # given
+        assert (detection["threshold"], detection["create_response"]) == (0.5, True)  # defaults filled in
+        transcription = session["audio"]["input"]["transcription"]
+        assert transcription == {"model": "gpt-4o-transcribe", "language": "es", "prompt": None}
         # Only the fields present change.
         again = await update(client, instructions="Only this changes.")
         assert again["instructions"] == "Only this changes."
@@ -255,11 +262,15 @@ async def test_response_cancel_with_the_active_response_id(sim):
 
 async def test_response_cancel_without_an_active_response_is_an_error_naming_our_event(sim):
     async with RealtimeTestClient.connect(sim.url) as client:
-        error = error_of(await client.request({"type": "response.cancel"}, "response.done"))
-        assert error["type"] == "invalid_request_error"
-        assert error["code"] == "response_cancel_not_active"
-        assert error["message"] == "Cancellation failed: no active response found"
-        assert error["event_id"] == client.received[-1]["error"]["event_id"] and error["event_id"].startswith("evt_")
+        sent = await client.send({"type": "response.cancel"}, event_id="cancel-1")
+        error = error_of(await client.recv())
+        assert error == {
+            "type": "invalid_request_error",
+            "code": "response_cancel_not_active",
+            "message": "Cancellation failed: no active response found",
+            "param": None,
+            "event_id": sent,
+        }
         finished = done_response(await respond(client))
         sent = await client.send({"type": "response.cancel", "response_id": finished["id"]}, event_id="cancel-late")
         error = error_of(await client.wait_for("error"))
@@ -336,8 +347,9 @@ async def test_voice_update_after_audio_is_rejected_as_a_whole(sim):
     async with RealtimeTestClient.connect(sim.url) as client:
         await update(client, instructions="Before.")
         await respond(client)
+        coral = {"output": {"voice": "coral"}}
         sent = await client.send(
-            {"type": "session.update", "session": {"type": "realtime", "instructions": "After.", "audio": {"output": {"voice": "coral"}}}}
+            {"type": "session.update", "session": {"type": "realtime", "instructions": "After.", "audio": coral}}
         )
         error = error_of(await client.wait_for("error"))
         assert error == {
@@ -350,8 +362,7 @@ async def test_voice_update_after_audio_is_rejected_as_a_whole(sim):
         # Clearing buffers does not lift the rule; the rejected update changed nothing.
         await client.request({"type": "input_audio_buffer.clear"}, "input_audio_buffer.cleared")
         again = await client.request(
-            {"type": "session.update", "session": {"type": "realtime", "audio": {"output": {"voice": "coral"}}}},
-            "session.updated",
+            {"type": "session.update", "session": {"type": "realtime", "audio": coral}}, "session.updated"
         )
         assert error_of(again)["code"] == "cannot_update_voice"
         session = await update(client, audio={"output": {"voice": "alloy"}})  # same voice: fine
@@ -439,7 +450,8 @@ async def test_server_vad_detects_speech_commits_transcribes_and_responds(sim):
 
 async def test_semantic_vad_is_accepted_and_detects_speech(sim):
     async with RealtimeTestClient.connect(sim.url) as client:
-        session = await update(client, audio={"input": {"turn_detection": {"type": "semantic_vad", "create_response": False}}})
+        semantic = {"type": "semantic_vad", "create_response": False}
+        session = await update(client, audio={"input": {"turn_detection": semantic}})
         assert session["audio"]["input"]["turn_detection"]["eagerness"] == "auto"
         await client.append_audio(synthesize("hello there", "echo", 600) + silence(700))
         events = await client.collect_until("conversation.item.done")
@@ -468,7 +480,8 @@ async def test_vad_barge_in_cancels_the_active_response_with_turn_detected(sim):
 
 async def test_interrupt_response_false_lets_the_response_finish(sim):
     async with RealtimeTestClient.connect(sim.url, query="model=m&pace=1&audio_ms_per_response=700") as client:
-        await update(client, audio={"input": {"turn_detection": {"type": "server_vad", "interrupt_response": False, "create_response": False}}})
+        detection = {"type": "server_vad", "interrupt_response": False, "create_response": False}
+        await update(client, audio={"input": {"turn_detection": detection}})
         await client.send({"type": "response.create"})
         await client.wait_for("response.output_audio.delta")
         await client.append_audio(synthesize("excuse me", "echo", 300))
@@ -506,22 +519,22 @@ async def test_item_create_delete_and_retrieve(sim):
             "conversation.item.added",
         )
         assert root["previous_item_id"] is None
-        deleted = await client.request({"type": "conversation.item.delete", "item_id": first_id}, "conversation.item.deleted")
-        assert deleted == {**deleted, "type": "conversation.item.deleted", "item_id": first_id}
-        sent = await client.send({"type": "conversation.item.delete", "item_id": first_id})
+        delete = {"type": "conversation.item.delete", "item_id": first_id}
+        deleted = await client.request(delete, "conversation.item.deleted")
+        assert (deleted["type"], deleted["item_id"]) == ("conversation.item.deleted", first_id)
+        sent = await client.send(delete)
         error = error_of(await client.wait_for("error"))
         assert error["code"] == "item_delete_invalid_item_id" and error["event_id"] == sent
         assert error["message"] == f"Error deleting item: the item with id '{first_id}' does not exist."
-        retrieved = await client.request({"type": "conversation.item.retrieve", "item_id": "item_mine_2"}, "conversation.item.retrieved")
+        retrieve = {"type": "conversation.item.retrieve", "item_id": "item_mine_2"}
+        retrieved = await client.request(retrieve, "conversation.item.retrieved")
         assert retrieved["item"]["content"][0]["text"] == "two"
-        error = error_of(await client.request({"type": "conversation.item.retrieve", "item_id": "nope"}, "conversation.item.retrieved"))
+        error = error_of(await client.request({**retrieve, "item_id": "nope"}, "conversation.item.retrieved"))
         assert error["code"] == "item_retrieve_invalid_item_id"
-        error = error_of(await client.request({"type": "conversation.item.create", "item": second}, "conversation.item.added"))
-        assert error["param"] == "item.id"
-        error = error_of(
-            await client.request({"type": "conversation.item.create", "previous_item_id": "gone", "item": first}, "conversation.item.added")
-        )
-        assert error["param"] == "previous_item_id"
+        create = {"type": "conversation.item.create", "item": second}
+        assert error_of(await client.request(create, "conversation.item.added"))["param"] == "item.id"
+        create = {"type": "conversation.item.create", "previous_item_id": "gone", "item": first}
+        assert error_of(await client.request(create, "conversation.item.added"))["param"] == "previous_item_id"
 
 
 async def test_truncate_rules(sim):
@@ -531,17 +544,21 @@ async def test_truncate_rules(sim):
         assistant_item = done_response(await respond(client))["output"][0]["id"]
 
         async def truncate(item_id: str, audio_end_ms: int, content_index: int = 0) -> dict:
-            event = {"type": "conversation.item.truncate", "item_id": item_id, "content_index": content_index, "audio_end_ms": audio_end_ms}
+            event = {"type": "conversation.item.truncate", "item_id": item_id}
+            event.update(content_index=content_index, audio_end_ms=audio_end_ms)
             return await client.request(event, "conversation.item.truncated")
 
         error = error_of(await truncate("dummy", 100))
-        assert (error["code"], error["message"]) == ("item_truncate_invalid_item_id", "Item with item_id not found: dummy")
+        assert error["code"] == "item_truncate_invalid_item_id"
+        assert error["message"] == "Item with item_id not found: dummy"
         error = error_of(await truncate(user_item, 100))
-        assert (error["code"], error["message"]) == ("unsupported_content_type", "Only model output audio messages can be truncated")
+        assert error["code"] == "unsupported_content_type"
+        assert error["message"] == "Only model output audio messages can be truncated"
         error = error_of(await truncate(assistant_item, 100, content_index=1))
         assert (error["code"], error["param"]) == ("invalid_value", "content_index")
         error = error_of(await truncate(assistant_item, 5000))
-        assert (error["code"], error["message"]) == ("invalid_value", "Audio content of 1000ms is already shorter than 5000ms")
+        assert error["code"] == "invalid_value"
+        assert error["message"] == "Audio content of 1000ms is already shorter than 5000ms"
         truncated = await truncate(assistant_item, 400)
         assert {k: truncated[k] for k in ("type", "item_id", "content_index", "audio_end_ms")} == {
             "type": "conversation.item.truncated",
@@ -549,7 +566,8 @@ async def test_truncate_rules(sim):
             "content_index": 0,
             "audio_end_ms": 400,
         }
-        item = (await client.request({"type": "conversation.item.retrieve", "item_id": assistant_item}, "conversation.item.retrieved"))["item"]
+        retrieve = {"type": "conversation.item.retrieve", "item_id": assistant_item}
+        item = (await client.request(retrieve, "conversation.item.retrieved"))["item"]
         assert item["content"][0]["transcript"] is None
         error = error_of(await truncate(assistant_item, 600))
         assert error["message"] == "Audio content of 400ms is already shorter than 600ms"
@@ -558,7 +576,8 @@ async def test_truncate_rules(sim):
 # --- the scripted tutor and function calling ------------------------------------------------------
 
 
-async def test_record_probe_function_call_flow(sim):
+async def test_record_probe_function_call_flow(sim, caplog):
+    caplog.set_level(logging.DEBUG, logger="tutor.simulator")  # structured log records must build
     async with RealtimeTestClient.connect(sim.url, query="model=m&true_level=B1") as client:
         await update(client, instructions=tutor_instructions("de", "A2"), tools=[PROBE_TOOL])
         greeting = done_response(await respond(client))
@@ -590,6 +609,8 @@ async def test_record_probe_function_call_flow(sim):
         await say(client, "Ich glaube, das ist schwierig.")
         arguments = json.loads(done_response(await respond(client))["output"][0]["arguments"])
         assert (arguments["level"], arguments["outcome"]) == ("C1", "breakdown")
+    called = [r for r in caplog.records if r.getMessage() == "function called"]
+    assert len(called) == 2 and called[0].tool == "record_probe"
 
 
 async def test_audio_learner_turn_via_vad_is_probed(sim):
@@ -639,7 +660,7 @@ async def test_simulated_learner_is_placed_at_its_true_level(sim, true_level):
                     break
                 await update(client, instructions=tutor_instructions("es", level))
             await respond(client)
-    assert floor == true_level and level_index(floor) == LEVELS.index(true_level)
+    assert floor == true_level
 
 
 async def test_narrator_speaks_verbatim_and_never_calls_tools(sim):

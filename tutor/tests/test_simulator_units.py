@@ -150,16 +150,29 @@ def test_format_duration_names_the_maximum():
     assert errors.session_expired(3600).message == "Your session hit the maximum duration of 60 minutes."
 
 
+USER_BOGUS_PART = {"type": "message", "role": "user", "content": [{"type": "bogus"}]}
+LOUD_VAD = {"type": "realtime", "audio": {"input": {"turn_detection": {"type": "loud_vad"}}}}
+STRICT_TOOL = {"tools": [{"type": "function", "name": "f", "strict": True}]}
+
+
 @pytest.mark.parametrize(
     "event, code, param",
     [
-        ({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "bogus"}]}}, "invalid_value", "item.content[0].type"),
-        ({"type": "conversation.item.create", "item": {"type": "function_call_output", "output": "x"}}, "missing_required_parameter", "item.call_id"),
+        ({"type": "conversation.item.create", "item": USER_BOGUS_PART}, "invalid_value", "item.content[0].type"),
+        (
+            {"type": "conversation.item.create", "item": {"type": "function_call_output", "output": "x"}},
+            "missing_required_parameter",
+            "item.call_id",
+        ),
         ({"type": "conversation.item.create", "item": {"type": "nope"}}, "invalid_value", "item.type"),
-        ({"type": "conversation.item.truncate", "item_id": "i", "content_index": "zero", "audio_end_ms": 1}, "invalid_type", "content_index"),
-        ({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"turn_detection": {"type": "loud_vad"}}}}}, "invalid_value", "session.audio.input.turn_detection.type"),
+        (
+            {"type": "conversation.item.truncate", "item_id": "i", "content_index": "zero", "audio_end_ms": 1},
+            "invalid_type",
+            "content_index",
+        ),
+        ({"type": "session.update", "session": LOUD_VAD}, "invalid_value", "session.audio.input.turn_detection.type"),
         ({"type": "session.update"}, "missing_required_parameter", "session"),
-        ({"type": "response.create", "response": {"tools": [{"type": "function", "name": "f", "strict": True}]}}, "unknown_parameter", "response.tools[0].strict"),
+        ({"type": "response.create", "response": STRICT_TOOL}, "unknown_parameter", "response.tools[0].strict"),
     ],
 )
 def test_validation_errors_name_the_offending_parameter(event, code, param):
@@ -167,7 +180,8 @@ def test_validation_errors_name_the_offending_parameter(event, code, param):
         parse_client_event(json.dumps(event))
     assert (caught.value.code, caught.value.param) == (code, param)
     # The real API names the parameter in the message, except for "Invalid value: 'x'. Supported ...".
-    assert caught.value.message.startswith("Invalid value: '") if code == "invalid_value" else param in caught.value.message
+    message = caught.value.message
+    assert message.startswith("Invalid value: '") if code == "invalid_value" else param in message
 
 
 def test_one_parse_path_is_the_official_union():
@@ -181,16 +195,17 @@ def test_one_parse_path_is_the_official_union():
 
 
 def test_knob_overrides_parse_by_type():
-    knobs = SimulatorKnobs().with_overrides(
-        {"pace": "0", "latency_ms": "50", "drop_after_events": "7", "true_level": "B2", "validate_output": "yes", "model": "ignored"}
-    )
+    values = {"pace": "0", "latency_ms": "50", "drop_after_events": "7", "true_level": "B2", "validate_output": "yes"}
+    knobs = SimulatorKnobs().with_overrides({**values, "model": "ignored"})
     assert (knobs.pace, knobs.latency_ms, knobs.drop_after_events, knobs.true_level, knobs.validate_output) == (
         0.0, 50.0, 7, "B2", True,
     )
     assert knobs.with_overrides({"drop_after_events": "none"}).drop_after_events is None
 
 
-@pytest.mark.parametrize("values", [{"pace": "-1"}, {"seed": "x"}, {"true_level": "D1"}, {"api_key": "k"}, {"validate_output": "maybe"}])
+@pytest.mark.parametrize(
+    "values", [{"pace": "-1"}, {"seed": "x"}, {"true_level": "D1"}, {"api_key": "k"}, {"validate_output": "maybe"}]
+)
 def test_bad_knob_values_are_refused(values):
     with pytest.raises(KnobError):
         SimulatorKnobs().with_overrides(values)

@@ -1,0 +1,158 @@
+"""RealtimeClient against the simulator: confirmed requests, error correlation, timeouts, closing."""
+
+import asyncio
+
+import pytest
+from pydantic import ValidationError
+
+from tutor import persona
+from tutor.realtime import RealtimeClient, RealtimeClosed, RealtimeRequestError, validate_client_event, with_model
+from tutor.simulator.testing import start_simulator
+
+
+@pytest.fixture
+async def sim():
+    async with start_simulator() as simulator:
+        yield simulator
+
+
+async def connected(sim, **kwargs) -> RealtimeClient:
+    client = RealtimeClient(sim.url, model="gpt-realtime", validate_sent=True, **kwargs)
+    await client.connect()
+    return client
+
+
+def test_with_model_keeps_other_query_parameters():
+    assert with_model("ws://h/v1/realtime?pace=0", "gpt-realtime") == "ws://h/v1/realtime?pace=0&model=gpt-realtime"
+    assert with_model("ws://h/v1/realtime", None) == "ws://h/v1/realtime"
+
+
+async def test_connect_returns_session_created_and_events_get_ids(sim):
+    client = await connected(sim)
+    try:
+        first = await client.send({"type": "input_audio_buffer.clear"})
+        second = await client.send({"type": "input_audio_buffer.clear"})
+        assert first != second and first.startswith("evt_parla_")
+        assert client.tracker.session_id
+    finally:
+        await client.close()
+
+
+async def test_request_returns_the_confirming_event(sim):
+    client = await connected(sim)
+    try:
+        updated = await client.request(
+            {"type": "session.update", "session": persona.narrator_session_config("sage")}, "session.updated", 5
+        )
+        assert updated.type == "session.updated"
+        assert client.tracker.voice == "sage"
+    finally:
+        await client.close()
+
+
+async def test_error_naming_our_event_id_fails_that_request(sim):
+    client = await connected(sim)
+    try:
+        with pytest.raises(RealtimeRequestError) as info:
+            await client.request({"type": "response.cancel"}, "response.done", 5)
+        assert info.value.code == "response_cancel_not_active"
+        assert info.value.error.message == "Cancellation failed: no active response found"
+        assert client.tracker.error_codes == ["response_cancel_not_active"]
+    finally:
+        await client.close()
+
+
+async def test_tolerated_error_is_counted_and_never_reaches_the_handler(sim):
+    seen = []
+
+    async def handler(event):
+        seen.append(event.type)
+
+    client = await connected(sim, handler=handler)
+    try:
+        with pytest.raises(RealtimeRequestError):
+            await client.request(
+                {"type": "response.cancel"}, "response.done", 5, tolerate=frozenset({"response_cancel_not_active"})
+            )
+        assert client.tolerated_errors == 1
+        assert "error" not in seen
+    finally:
+        await client.close()
+
+
+async def test_unclaimed_errors_go_to_the_handler(sim):
+    seen = []
+
+    async def handler(event):
+        seen.append(event)
+
+    client = await connected(sim, handler=handler)
+    try:
+        await client.send({"type": "conversation.item.delete", "item_id": "item_nope"})
+        error = await client.wait_for("error", 5)
+        assert error.error.code is not None
+        await asyncio.sleep(0)  # let the reader hand it on
+        assert any(e.type == "error" for e in seen)
+    finally:
+        await client.close()
+
+
+async def test_a_request_nothing_answers_times_out(sim):
+    client = await connected(sim)
+    try:
+        with pytest.raises(TimeoutError):
+            await client.request({"type": "input_audio_buffer.clear"}, "conversation.item.truncated", 0.2)
+        assert client._waiters == []  # nothing left waiting
+    finally:
+        await client.close()
+
+
+async def test_waiters_fail_when_the_upstream_closes(sim):
+    client = await connected(sim)
+    waiting = asyncio.create_task(client.wait_for("response.done", 10))
+    await asyncio.sleep(0)
+    for connection in list(sim.connections):
+        connection.drop("test")
+    with pytest.raises(RealtimeClosed):
+        await waiting
+    await client.close()
+    with pytest.raises(RealtimeClosed):
+        await client.send({"type": "input_audio_buffer.clear"})
+
+
+async def test_close_leaves_no_task_running(sim):
+    before = set(asyncio.all_tasks())
+    client = await connected(sim)
+    await client.close()
+    await client.close()  # idempotent
+    # (the simulator's own server-side handler may still be finishing its close: not ours)
+    ours = [t for t in asyncio.all_tasks() - before if t.get_name().startswith("realtime-reader")]
+    assert ours == []
+    assert client.closed.is_set()
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "session.update", "session": persona.frozen_session_update()},
+        {"type": "session.update", "session": persona.voice_session_update("alloy")},
+        {"type": "session.update", "session": persona.narrator_session_config("alloy")},
+        {"type": "response.create"},
+        {"type": "response.create", "response": persona.summary_response("You reached B1.")},
+        {"type": "response.cancel", "response_id": "resp_1"},
+        {"type": "conversation.item.truncate", "item_id": "item_1", "content_index": 0, "audio_end_ms": 10},
+        {"type": "input_audio_buffer.clear"},
+        {"type": "input_audio_buffer.append", "audio": "AAAA"},
+        {"type": "conversation.item.create",
+         "item": {"type": "function_call_output", "call_id": "call_1", "output": "{\"ok\": true}"}},
+        {"type": "conversation.item.create",
+         "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hola"}]}},
+    ],
+)
+def test_every_event_parla_sends_is_a_valid_client_event(event):
+    assert validate_client_event({**event, "event_id": "evt_1"}).type == event["type"]
+
+
+def test_invalid_client_event_is_refused_before_sending():
+    with pytest.raises(ValidationError):
+        validate_client_event({"type": "conversation.item.truncate", "item_id": "x"})

@@ -1,0 +1,49 @@
+"""The browser wire protocol: every bad frame gets a clear, stable error code."""
+
+import json
+
+import pytest
+
+from tutor.exceptions import ClientError
+from tutor.wire import MAX_AUDIO_FRAME_BYTES, parse_audio, parse_control
+
+
+def code_of(call, *args):
+    with pytest.raises(ClientError) as info:
+        call(*args)
+    assert info.value.message  # always says what is wrong
+    return info.value.code
+
+
+def test_valid_control_messages_are_returned_clean():
+    assert parse_control('{"type": "session.start", "extra": 1}') == {"type": "session.start"}
+    assert parse_control(json.dumps({"type": "answer.text", "text": "  hola  "})) == {"type": "answer.text", "text": "hola"}
+    assert parse_control(json.dumps({"type": "playback.flushed", "request_id": "flush_1", "played_ms": 40})) == {
+        "type": "playback.flushed", "request_id": "flush_1", "played_ms": 40}
+
+
+@pytest.mark.parametrize(
+    "text, code",
+    [
+        ("{not json", "malformed"),
+        ("[1, 2]", "malformed"),
+        ('{"kind": "x"}', "malformed"),
+        ('{"type": "launch.rockets"}', "unknown_type"),
+        ('{"type": "answer.text"}', "missing_field"),
+        ('{"type": "answer.text", "text": 5}', "bad_field"),
+        ('{"type": "answer.text", "text": "   "}', "bad_field"),
+        (json.dumps({"type": "answer.text", "text": "x" * 2001}), "bad_field"),
+        ('{"type": "playback.report", "item_id": "i", "played_ms": -1}', "bad_field"),
+        ('{"type": "playback.report", "item_id": "i", "played_ms": true}', "bad_field"),
+        (json.dumps({"type": "playback.report", "item_id": "i" * 65, "played_ms": 1}), "bad_field"),
+        (json.dumps({"type": "answer.text", "text": "a" * 9000}), "frame_too_large"),
+    ],
+)
+def test_bad_control_messages(text, code):
+    assert code_of(parse_control, text) == code
+
+
+def test_audio_frames_are_size_and_shape_checked():
+    assert parse_audio(b"\x00\x01" * 2400) == b"\x00\x01" * 2400
+    assert code_of(parse_audio, b"\x00" * (MAX_AUDIO_FRAME_BYTES + 2)) == "frame_too_large"
+    assert code_of(parse_audio, b"\x00\x01\x02") == "bad_audio"
