@@ -11,8 +11,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from assessments.delivery import AssessmentStore
-from assessments.grading import GradeResult
+from assessments.grading import GradeInput, GradeResult
 from assessments.models import Assessment, Probe, TutorSession, Turn
+from tutor.placement import EARLY_END_REASONS, Placement
 
 
 def start_session(learner_id: int, *, upstream: str, model: str, target_language: str) -> int:
@@ -100,3 +101,22 @@ def keep_undelivered(assessment_id: int, fallback: GradeResult, reason: str) -> 
             save_grade(assessment_id, fallback)
         mark_delivery_failed(assessment_id, reason)
     return True
+
+
+def grade_input_from_db(assessment: Assessment) -> GradeInput:
+    """Rebuild what the grader needs from the stored session: its probes replayed through placement."""
+    session = assessment.session
+    placement = Placement()
+    for probe in session.probes.all():
+        if not placement.finished:
+            placement.record(probe.level, probe.outcome, probe.evidence)
+    if not placement.finished:
+        placement.finish_early(session.end_reason if session.end_reason in EARLY_END_REASONS else "learner_left")
+    turns = list(session.turns.values_list("role", "text"))
+    return GradeInput.from_placement(
+        placement,
+        target_language=session.target_language,
+        native_language=assessment.learner.native_language,
+        learner_turns=[text for role, text in turns if role == Turn.Role.LEARNER],
+        tutor_turns=[text for role, text in turns if role == Turn.Role.TUTOR],
+    )

@@ -123,6 +123,7 @@ async def test_waiters_fail_when_the_upstream_closes(sim):
 async def test_close_leaves_no_task_running(sim):
     before = set(asyncio.all_tasks())
     client = await connected(sim)
+    assert any(t.get_name() == "realtime-reader-tutor" for t in asyncio.all_tasks())
     await client.close()
     await client.close()  # idempotent
     # (the simulator's own server-side handler may still be finishing its close: not ours)
