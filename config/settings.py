@@ -5,6 +5,8 @@ machine: SQLite, the in-memory channel layer and the bundled realtime simulator.
 configuration table lists every variable read here (a test compares the two).
 """
 
+import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -86,7 +88,8 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory: the end-to-end tests' Daphne server runs in another process and must see
     # the test database.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
+    # One file per test process, so parallel runs never share it.
+    DATABASES["default"]["TEST"] = {"NAME": os.path.join(tempfile.gettempdir(), f"parla-test-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", "")

@@ -46,7 +46,7 @@ def _own_learner(request):
 def history(request):
     """The learner's own assessments, newest first, with their levels over time as a chart."""
     learner = _own_learner(request)
-    assessments = list(learner.assessments.select_related("session").order_by("created_at", "pk"))
+    assessments = list(learner.assessments.order_by("created_at", "pk"))
     return render(
         request,
         "tutor/history.html",

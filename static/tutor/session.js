@@ -29,7 +29,10 @@ class TutorPage {
 
     this.serverReady = false; // a `state` arrived on the current connection
     this.inSession = false; // session.start sent and the session has not ended
-    this.ended = false; // a session ended on this page (no reconnecting after that)
+    this.ended = false; // the last session ended (no reconnecting after that)
+    this.hadSession = false; // a session ran on this page: a new one starts with a clean slate
+    this.socketUsed = false; // the current connection carried a session (the server allows one)
+    this.interrupted = false; // the connection dropped during a session
     this.pendingStart = false; // Start pressed before the server was ready
     this.stopping = false;
     this.state = "idle";
@@ -84,7 +87,7 @@ class TutorPage {
       canStart: !this.inSession && !this.pendingStart && !this.fatal,
       canStop: active && !MIC_PAUSED_STATES.has(this.state),
       canAnswer: active && this.socket.isOpen && !MIC_PAUSED_STATES.has(this.state),
-      startLabel: this.ended ? "Start a new session" : "Start",
+      startLabel: this.hadSession ? "Start a new session" : "Start",
     });
   }
 
@@ -99,9 +102,7 @@ class TutorPage {
       },
     );
     this.view.clearNotice();
-    // After an ended session, a new one starts on a fresh connection (a fresh server session).
-    const fresh = this.ended;
-    if (fresh) this.resetForNewSession();
+    if (this.hadSession) this.resetForNewSession();
     this.pendingStart = true;
     this.render();
     this.view.setTurn("connecting");
@@ -115,7 +116,8 @@ class TutorPage {
         });
       }
     }
-    if (fresh) {
+    // The server runs one session per connection: a new one after it needs a fresh connection.
+    if (this.socketUsed || !this.socket.active) {
       this.serverReady = false;
       this.socket.reconnectNow(); // sendStart follows the first `state` of the new connection
     } else if (this.serverReady && this.socket.isOpen) {
@@ -152,8 +154,11 @@ class TutorPage {
       return;
     }
     this.inSession = true;
+    this.hadSession = true;
+    this.socketUsed = true;
     this.stopping = false;
     this.ended = false;
+    this.interrupted = false;
     this.state = "connecting";
     this.render();
   }
@@ -200,6 +205,7 @@ class TutorPage {
   // -- socket -----------------------------------------------------------------------------------
 
   onOpen() {
+    this.socketUsed = false;
     this.view.setConnection("connected");
     if (this.wasConnected) this.view.announce("Reconnected.");
     this.wasConnected = true;
@@ -243,6 +249,7 @@ class TutorPage {
       if (interrupted) {
         // The server ends a session whose socket is gone; its audio must not keep playing.
         this.inSession = false;
+        this.interrupted = true;
         this.stopping = false;
         this.audio.stopMicrophone();
         this.view.setMicState("off");
@@ -306,7 +313,13 @@ class TutorPage {
     this.serverReady = true;
     if (typeof msg.demo === "boolean") this.view.setDemo(msg.demo);
     if (first) {
-      if (this.view.notice.dataset.kind === "warning") this.view.clearNotice();
+      if (this.interrupted) {
+        this.view.showNotice("Reconnected. Your session was interrupted: press Start to begin a new one.", {
+          kind: "info",
+        });
+      } else if (this.view.notice.dataset.kind === "warning") {
+        this.view.clearNotice();
+      }
       if (this.pendingStart) {
         this.sendStart();
         return;

@@ -66,6 +66,11 @@ export class TutorSocket {
     };
   }
 
+  /** Open, opening, or waiting to reconnect. */
+  get active() {
+    return this.ws !== null || this.retryTimer !== null;
+  }
+
   get isOpen() {
     return this.ws !== null && this.ws.readyState === WebSocket.OPEN;
   }

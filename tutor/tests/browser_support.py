@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("PARLA_CHROMIUM", "/usr/bin/chromium")
@@ -244,8 +245,6 @@ def log_in(page, server: LiveServer, next_path: str = "/session/") -> None:
 
 
 # -- pytest fixtures (import them into a test module to use them) -----------------------------------
-
-import pytest  # noqa: E402
 
 
 def _unavailable(reason: str):

@@ -269,8 +269,13 @@ def test_unexpected_close_reconnects_with_a_message(page, page_server):
     assert "reconnecting" in page.text_content("#notice").lower()
     tutor.wait(lambda: len(tutor.sockets) == 2, what="a second connection")
     page.wait_for_selector("#tutor[data-connection='connected']")
-    # The old session is over: the learner starts again explicitly.
-    assert page.is_enabled("#start-button")
+    # The old session is over: the page says so, and the learner starts again explicitly, on the
+    # new connection.
+    assert "interrupted" in page.text_content("#notice")
+    page.get_by_role("button", name="Start a new session").click()
+    tutor.wait(lambda: len(tutor.received("session.start")) == 2, what="a second session.start")
+    assert len(tutor.sockets) == 2
+    assert page.locator("#transcript .utterance").count() == 0
 
 
 @pytest.mark.parametrize(
