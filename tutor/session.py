@@ -25,7 +25,7 @@ from assessments.services import DjangoAssessmentStore
 from tutor import persona
 from tutor.exceptions import ClientError
 from tutor.placement import Placement, PlacementFinished
-from tutor.realtime import RealtimeClient, RealtimeError, RealtimeRequestError
+from tutor.realtime import RealtimeClient, RealtimeClosed, RealtimeError, RealtimeRequestError
 from tutor.relay import LearnerPort, SpeechRelay
 from tutor.tasks import cancel_and_wait
 from tutor.upstream import Upstream, open_narrator, resolve_upstream
@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 db = database_sync_to_async
 EXPIRED_CLOSE_CODE = 1001  # the API closes an expired session with 1001 "going away"
+MAX_RESUMES = 3  # 60-minute sessions: three resumes is far beyond any placement's time cap
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,11 @@ class TutorSessionRuntime(TutorLink):
         self.state = "ready"
         self.client: RealtimeClient | None = None
         self.relay: SpeechRelay | None = None
-        self.learner_turns: list[str] = []
-        self.tutor_turns: list[str] = []
+        self.history: list[tuple[str, str]] = []  # (learner|tutor, text): replayed after an expiry
+        self.resumes = 0
         self.delivery: AssessmentDelivery | None = None
         self._accepting_audio = False
+        self._upstream_ready = False  # configured (session.updated) and, after a resume, replayed
         self._closing = False
         self._ended = False
         self._tasks: set[asyncio.Task] = set()
@@ -122,23 +124,10 @@ class TutorSessionRuntime(TutorLink):
                 model=self.upstream.model,
                 target_language=self.config.target_language,
             )
-            self.client = RealtimeClient(
-                self.upstream.url,
-                api_key=self.upstream.api_key,
-                model=self.upstream.model,
-                name="tutor",
-                handler=self.on_upstream_event,
-            )
             self.relay = SpeechRelay(
                 self.learner, role="tutor", voice=lambda: self.client.tracker.voice, on_transcript=self._tutor_said
             )
-            created = await self.client.connect()
-            await db(services.set_upstream_session_id)(self.session_id, created.session.id or "")
-            await self.client.request(
-                {"type": "session.update", "session": self._tutor_session(initial=True)},
-                expect="session.updated",
-                timeout=self.config.step_timeout,
-            )
+            await self._connect_tutor()
         except (RealtimeError, TimeoutError, OSError) as exc:
             logger.warning("upstream unavailable", extra={**self._log, "error": str(exc)})
             await self.learner.send_event(
@@ -150,9 +139,64 @@ class TutorSessionRuntime(TutorLink):
         self._spawn(self._watch_upstream(), "watch-upstream")
         self._spawn(self._time_cap(), "time-cap")
         await self._send_level()
+        self._upstream_ready = True
         self._accepting_audio = True
         await self.set_state("listening")
         await self._create_response()  # the tutor greets and asks the first question
+
+    async def _connect_tutor(self) -> None:
+        """Open and configure the tutor's upstream session (session.updated confirms the config)."""
+        self.client = RealtimeClient(
+            self.upstream.url,
+            api_key=self.upstream.api_key,
+            model=self.upstream.model,
+            name="tutor",
+            handler=self.on_upstream_event,
+        )
+        created = await self.client.connect()
+        await db(services.set_upstream_session_id)(self.session_id, created.session.id or "")
+        await self.client.request(
+            {"type": "session.update", "session": self._tutor_session(initial=True)},
+            expect="session.updated",
+            timeout=self.config.step_timeout,
+        )
+
+    async def _resume(self) -> bool:
+        """A new upstream session after the old one expired: the conversation is replayed as text.
+
+        Audio items cannot be re-created, so each turn goes back as a text message (DESIGN section 2).
+        Nothing else is sent meanwhile: the response lock is held and learner audio waits for
+        `_upstream_ready`, so the new session is configured before it can say anything.
+        """
+        old = self.client
+        await old.close()  # its reader has ended; this awaits it
+        async with self._response_lock:
+            self._upstream_ready = False
+            try:
+                await self._connect_tutor()
+                for role, text in self.history:
+                    await self.client.send(
+                        {
+                            "type": "conversation.item.create",
+                            "item": {
+                                "type": "message",
+                                "role": "user" if role == "learner" else "assistant",
+                                "content": [{"type": "input_text" if role == "learner" else "output_text", "text": text}],
+                            },
+                        }
+                    )
+            except (RealtimeError, TimeoutError, OSError) as exc:
+                logger.warning("upstream resume failed", extra={**self._log, "error": str(exc)})
+                await self.client.close()
+                self.client = old
+                return False
+            self._upstream_ready = True
+            self.resumes += 1
+            logger.info(
+                "upstream session resumed", extra={**self._log, "turns": len(self.history), "resumes": self.resumes}
+            )
+            await self._respond()
+        return True
 
     async def stop(self) -> None:
         """The learner pressed Stop: assess what is known (or just end if nothing was probed)."""
@@ -180,19 +224,22 @@ class TutorSessionRuntime(TutorLink):
     # --- learner input ----------------------------------------------------------------------------
 
     async def learner_audio(self, pcm: bytes) -> None:
-        if self._accepting_audio and self.client is not None and self.client.is_open:
+        if self._accepting_audio and self._upstream_ready and self.client.is_open:
             await self.client.send_audio(pcm)
 
     async def answer_text(self, text: str) -> None:
+        if self.session_id is None or self.client is None:
+            raise ClientError("not_started", "The session is still starting; answer when the tutor asks.")
+        await self._learner_said(text, item_id="")  # kept even when it comes too late for the tutor
         if not self._accepting_audio:
-            raise ClientError("not_listening", "The tutor is not listening right now.")
-        await self._learner_said(text, item_id="")
-        await self.client.send(
-            {
-                "type": "conversation.item.create",
-                "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
-            }
-        )
+            return  # the assessment has begun (or the session ended): the tutor no longer takes answers
+        async with self._response_lock:  # not while a resumed session is being configured
+            await self.client.send(
+                {
+                    "type": "conversation.item.create",
+                    "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
+                }
+            )
         await self._create_response(interrupt=True)
 
     # --- TutorLink (used by the handover) -------------------------------------------------------------
@@ -235,6 +282,8 @@ class TutorSessionRuntime(TutorLink):
 
     async def on_error(self, event: Any) -> None:
         error = event.error
+        if error.code == "session_expired":
+            return  # announced before the 1001 close; _watch_upstream resumes the session
         logger.warning(
             "upstream error", extra={**self._log, "code": error.code, "error_message": error.message, "event_id": error.event_id}
         )
@@ -243,6 +292,8 @@ class TutorSessionRuntime(TutorLink):
     # --- placement ----------------------------------------------------------------------------------
 
     async def _probe(self, call_id: str, name: str, arguments: str) -> None:
+        origin = self.client  # the upstream session that called the tool
+        update = None
         try:
             if name != "record_probe":
                 raise ValueError(f"unknown tool {name!r}")
@@ -250,28 +301,31 @@ class TutorSessionRuntime(TutorLink):
             update = self.placement.record(args["level"], args["outcome"], args.get("evidence", ""))
         except (ValueError, KeyError, TypeError, PlacementFinished) as exc:
             logger.warning("probe rejected", extra={**self._log, "call_id": call_id, "error": str(exc)})
-            await self._function_output(call_id, {"ok": False, "error": str(exc)})
-            await self._create_response()
-            return
-        probe = self.placement.probes[-1]
-        await db(services.record_probe)(self.session_id, probe.level, probe.outcome, probe.evidence, call_id)
-        logger.info(
-            "probe recorded",
-            extra={**self._log, "level": probe.level, "outcome": probe.outcome, "current": update.current_level},
-        )
-        await self._send_level()
-        if update.finished:
-            await self.begin_assessment()
-            return
-        if update.level_changed:
-            await self.client.request(
-                {"type": "session.update", "session": self._tutor_session(initial=False)},
-                expect="session.updated",
-                timeout=self.config.step_timeout,
+            output = {"ok": False, "error": str(exc)}
+        else:
+            probe = self.placement.probes[-1]
+            await db(services.record_probe)(self.session_id, probe.level, probe.outcome, probe.evidence, call_id)
+            logger.info(
+                "probe recorded",
+                extra={**self._log, "level": probe.level, "outcome": probe.outcome, "current": update.current_level},
             )
-            logger.info("level changed", extra={**self._log, "level": update.current_level})
-        await self._function_output(call_id, {"ok": True, "current_level": update.current_level})
-        await self._create_response()
+            await self._send_level()
+            if update.finished:
+                await self.begin_assessment()
+                return
+            output = {"ok": True, "current_level": update.current_level}
+        async with self._response_lock:
+            if origin is not self.client or not origin.is_open:
+                return  # that session expired; the resumed one goes on from the replayed conversation
+            if update is not None and update.level_changed:
+                await origin.request(
+                    {"type": "session.update", "session": self._tutor_session(initial=False)},
+                    expect="session.updated",
+                    timeout=self.config.step_timeout,
+                )
+                logger.info("level changed", extra={**self._log, "level": update.current_level})
+            await self._function_output(call_id, output)
+            await self._respond()
 
     async def begin_assessment(self) -> None:
         """Persist the assessment first, then hand it to the delivery worker (idempotent)."""
@@ -311,43 +365,53 @@ class TutorSessionRuntime(TutorLink):
             await self.begin_assessment()
 
     async def _watch_upstream(self) -> None:
-        await self.client.closed.wait()
-        if self._closing or self._ended:
-            return
-        reason = "upstream_expired" if self.client.close_code == EXPIRED_CLOSE_CODE else "upstream_error"
-        logger.warning(
-            "upstream session ended", extra={**self._log, "code": self.client.close_code, "reason": self.client.close_reason}
-        )
-        if self.assessment_id is None:
-            self.placement.finish_early(reason)
+        while True:
+            await self.client.closed.wait()
+            if self._closing or self._ended:
+                return
+            expired = self.client.close_code == EXPIRED_CLOSE_CODE
+            logger.warning(
+                "upstream session ended",
+                extra={**self._log, "code": self.client.close_code, "reason": self.client.close_reason},
+            )
+            if self.assessment_id is not None:
+                return  # the handover has its own timeouts and falls back to text
+            if expired and self.resumes < MAX_RESUMES and await self._resume():
+                continue
+            self.placement.finish_early("upstream_expired" if expired else "upstream_error")
             await self.begin_assessment()  # the delivery falls back to text when the tutor is gone
+            return
 
     # --- helpers ----------------------------------------------------------------------------------------
 
     async def _create_response(self, interrupt: bool = False) -> None:
         """response.create once no response is active (one at a time, like the API demands)."""
         async with self._response_lock:
-            if self.assessment_id is not None or not self.client.is_open:
-                return
-            active = self.client.tracker.active_response_id
-            if active is not None:
-                done = lambda e: e.type == "response.done" and e.response.id == active  # noqa: E731
-                if interrupt:
-                    self.relay.silence_current()
-                    await self.learner.request_flush()
-                    try:
-                        await self.client.request(
-                            {"type": "response.cancel", "response_id": active},
-                            expect=done,
-                            timeout=self.config.step_timeout,
-                            tolerate=frozenset({"response_cancel_not_active"}),
-                        )
-                    except RealtimeRequestError as exc:
-                        if exc.code != "response_cancel_not_active":
-                            raise
-                else:
-                    await self.client.wait_for(done, self.config.step_timeout * 6)
-            await self.client.send({"type": "response.create"})
+            await self._respond(interrupt)
+
+    async def _respond(self, interrupt: bool = False) -> None:
+        """The body of `_create_response`; the caller holds `_response_lock`."""
+        if self.assessment_id is not None or not self.client.is_open:
+            return
+        active = self.client.tracker.active_response_id
+        if active is not None:
+            done = lambda e: e.type == "response.done" and e.response.id == active  # noqa: E731
+            if interrupt:
+                self.relay.silence_current()
+                await self.learner.request_flush()
+                try:
+                    await self.client.request(
+                        {"type": "response.cancel", "response_id": active},
+                        expect=done,
+                        timeout=self.config.step_timeout,
+                        tolerate=frozenset({"response_cancel_not_active"}),
+                    )
+                except RealtimeRequestError as exc:
+                    if exc.code != "response_cancel_not_active":
+                        raise
+            else:
+                await self.client.wait_for(done, self.config.step_timeout * 6)
+        await self.client.send({"type": "response.create"})
 
     async def _function_output(self, call_id: str, output: dict) -> None:
         await self.client.send(
@@ -394,22 +458,22 @@ class TutorSessionRuntime(TutorLink):
             self.placement,
             target_language=self.config.target_language,
             native_language=self.config.native_language,
-            learner_turns=self.learner_turns,
-            tutor_turns=self.tutor_turns,
+            learner_turns=[text for role, text in self.history if role == "learner"],
+            tutor_turns=[text for role, text in self.history if role == "tutor"],
         )
 
     async def _learner_said(self, text: str, item_id: str) -> None:
         text = (text or "").strip()
         if not text:
             return
-        self.learner_turns.append(text)
+        self.history.append(("learner", text))
         await self.learner.send_event({"type": "transcript", "role": "learner", "item_id": item_id, "text": text, "final": True})
         await db(services.record_turn)(self.session_id, "learner", text, item_id, self.placement.current_level)
 
     async def _tutor_said(self, role: str, item_id: str, text: str) -> None:
         if text.strip():
             if role == "tutor":
-                self.tutor_turns.append(text)
+                self.history.append(("tutor", text))
             await db(services.record_turn)(self.session_id, role, text, item_id, self.placement.current_level)
 
     async def _send_level(self) -> None:
@@ -462,6 +526,9 @@ class TutorSessionRuntime(TutorLink):
             raise
         except ClientError as exc:
             await self.learner.send_event(exc.as_event())
+        except RealtimeClosed:
+            # The upstream went away under this task; _watch_upstream resumes it or ends the session.
+            logger.info("session task stopped: upstream closed", extra={**self._log, "task": name})
         except Exception as exc:
             logger.exception("session task failed", extra={**self._log, "task": name})
             if not self._closing:

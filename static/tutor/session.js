@@ -87,7 +87,7 @@ class TutorPage {
       canStart: !this.inSession && !this.pendingStart && !this.fatal,
       canStop: active && !MIC_PAUSED_STATES.has(this.state),
       canAnswer: active && this.socket.isOpen && !MIC_PAUSED_STATES.has(this.state),
-      startLabel: this.hadSession ? "Start a new session" : "Start",
+      startLabel: this.hadSession && !this.inSession ? "Start a new session" : "Start",
     });
   }
 

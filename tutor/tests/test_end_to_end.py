@@ -69,7 +69,7 @@ class LearnerRun:
         return b"".join(bytes(a) for item, a in self.audio.items() if self.roles[item][0] == role)
 
 
-async def run_learner(base_url: str, cookie: str, *, timeout: float = 90) -> LearnerRun:
+async def run_learner(base_url: str, cookie: str, *, timeout: float = 90, think: float = 0.0) -> LearnerRun:
     run = LearnerRun()
     ws_url = base_url.replace("http", "ws") + "/ws/tutor/"
     answers = 0
@@ -99,6 +99,8 @@ async def run_learner(base_url: str, cookie: str, *, timeout: float = 90) -> Lea
             elif kind == "audio.end" and run.roles.get(event["item_id"], ("",))[0] == "tutor":
                 # The tutor asked a question: answer it, alternately in speech and in writing.
                 answers += 1
+                if think:
+                    await asyncio.sleep(think)  # the learner thinks (lets upstream sessions expire meanwhile)
                 if answers % 2:
                     for frame in speech_then_silence():
                         await ws.send(frame)
@@ -256,3 +258,22 @@ def test_bad_frames_get_clear_errors_and_lose_nothing(simulator, make_user):
         "not_started",
     ]
     assert all(e["type"] == "error" and e["message"] for e in errors)
+
+
+def test_expired_upstream_session_is_resumed_with_the_conversation_as_text(simulator, make_user):
+    simulator.set_knobs(true_level="B1")
+    user = make_user("marathon", learner=True)
+    cookie = login_cookie(user)
+    # Every upstream session expires after 1.2 s; the learner takes 0.3 s to answer each question.
+    url = f"{simulator.url}?session_max_seconds=1.2"
+    with daphne_server(realtime_url=url, redis_url=None) as base_url:
+        run = asyncio.run(run_learner(base_url, cookie, think=0.3))
+    assert run.of_type("error") == []
+    card = run.of_type("assessment")[-1]
+    assessment = Assessment.objects.get(learner__user=user)
+    session = TutorSession.objects.get(learner__user=user)
+    # The placement went on across expiries: full ladder, not a partial rating.
+    assert card["level"] == "B1" and not card["partial"]
+    assert assessment.level == "B1" and not assessment.partial
+    assert session.end_reason == "ceiling"
+    assert Probe.objects.filter(session=session).count() >= 7

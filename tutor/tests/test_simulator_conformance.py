@@ -490,6 +490,19 @@ async def test_interrupt_response_false_lets_the_response_finish(sim):
     assert done_response(events)["status"] == "completed"
 
 
+async def test_vad_threshold_sets_how_loud_speech_must_be(sim):
+    async with RealtimeTestClient.connect(sim.url) as client:
+        await update(client, audio={"input": {"turn_detection": {"type": "server_vad", "threshold": 0.95}}})
+        await client.append_audio(synthesize("a normal voice", "echo", 600) + silence(700))
+        await client.send({"type": "input_audio_buffer.clear"})
+        assert [e["type"] for e in await client.collect_until("input_audio_buffer.cleared")] == [
+            "input_audio_buffer.cleared"
+        ]
+        await update(client, audio={"input": {"turn_detection": {"type": "server_vad", "threshold": 0.2}}})
+        await client.append_audio(synthesize("a normal voice", "echo", 600))
+        assert (await client.recv())["type"] == "input_audio_buffer.speech_started"
+
+
 async def test_turn_detection_null_disables_vad(sim):
     async with RealtimeTestClient.connect(sim.url) as client:
         session = await update(client, **NO_VAD)
