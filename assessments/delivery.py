@@ -29,14 +29,11 @@ from typing import Any
 
 from assessments.grading import Grader, GradeInput, GradeResult, fallback_grade, grade_by_rules
 from tutor import persona
-from tutor.realtime import RealtimeClient, RealtimeError, RealtimeRequestError
+from tutor.realtime import RealtimeClient, RealtimeError
 from tutor.relay import LearnerPort, PlaybackPosition, SpeechRelay
 from tutor.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
-
-CANCEL_NOT_ACTIVE = "response_cancel_not_active"
-
 
 @dataclass(frozen=True)
 class HandoverConfig:
@@ -249,45 +246,14 @@ class AssessmentDelivery:
                 return
             except TimeoutError:
                 pass
-        try:
-            done = await self.client.request(
-                {"type": "response.cancel", "response_id": response_id},
-                expect=lambda e: e.type == "response.done" and e.response.id == response_id,
-                timeout=self.config.step_timeout,
-                tolerate=frozenset({CANCEL_NOT_ACTIVE}),
-            )
-            logger.info(
-                "response cancelled",
-                extra={**self._log, "response_id": response_id, "status": done.response.status},
-            )
-        except RealtimeRequestError as exc:
-            if exc.code != CANCEL_NOT_ACTIVE:
-                raise StepFailed("cancel", exc) from exc
-            # It finished before our cancel arrived: that is what we wanted.
-            tracker.mark_finished(response_id)
-            logger.info("response already finished", extra={**self._log, "response_id": response_id})
-        except (TimeoutError, RealtimeError) as exc:
-            raise StepFailed("cancel", exc) from exc
+        status = await self._step("cancel", self.client.cancel_response(response_id, self.config.step_timeout))
+        logger.info("response cancelled", extra={**self._log, "response_id": response_id, "status": status})
 
     async def clear(self, flushed: asyncio.Future) -> None:
         position: PlaybackPosition = await self._step("flush", self._within(flushed, self.config.step_timeout))
-        if self.client.tracker.is_truncatable(position.item_id, position.played_ms):
-            await self._step(
-                "truncate",
-                self.client.request(
-                    {
-                        "type": "conversation.item.truncate",
-                        "item_id": position.item_id,
-                        "content_index": 0,
-                        "audio_end_ms": position.played_ms,
-                    },
-                    expect=lambda e: e.type == "conversation.item.truncated" and e.item_id == position.item_id,
-                    timeout=self.config.step_timeout,
-                ),
-            )
-            logger.info(
-                "item truncated", extra={**self._log, "item_id": position.item_id, "audio_end_ms": position.played_ms}
-            )
+        await self._step(
+            "truncate", self.client.truncate_played(position.item_id, position.played_ms, self.config.step_timeout)
+        )
         await self._step(
             "clear",
             self.client.request(

@@ -35,7 +35,7 @@ django.setup()
 from assessments.delivery import AssessmentDelivery, HandoverConfig  # noqa: E402
 from assessments.grading import GradeInput, RulesGrader, TimedGrader, grade_by_rules  # noqa: E402
 from tutor import persona  # noqa: E402
-from tutor.loopback import BareTutorLink, MemoryLearner, MemoryStore  # noqa: E402
+from tutor.loopback import BareTutorLink, MemoryLearner, MemoryStore, drive_to  # noqa: E402
 from tutor.simulator import RealtimeSimulator, SimulatorKnobs  # noqa: E402
 from tutor.simulator.audio import estimate_voice  # noqa: E402
 from tutor.upstream import Upstream  # noqa: E402
@@ -57,22 +57,12 @@ class Sample:
     error_codes: list[str] = field(default_factory=list)
 
 
-async def reach(client, moment: str) -> None:
-    await client.send({"type": "response.create"})
-    if moment == "mid_audio":
-        await client.wait_for("response.output_audio.delta", 10)
-    elif moment == "after_last_delta":
-        await client.wait_for("response.output_audio.done", 10)
-    elif moment == "between_responses":
-        await client.wait_for("response.done", 10)
-
-
 async def parla_handover(url: str, moment: str, grading_s: float) -> Sample:
     learner = MemoryLearner()
     link = BareTutorLink(Upstream(url, None, "gpt-realtime", "simulator"), learner)
     try:
         await link.connect()
-        await reach(link.client, moment)
+        await drive_to(link.client, moment)
         delivery = AssessmentDelivery(
             assessment_id=1, grade_input=GRADE, grader=TimedGrader(grading_s, RulesGrader()), tutor=link,
             learner=learner, store=MemoryStore(), config=HandoverConfig(summary_voice=SUMMARY_VOICE),
@@ -108,7 +98,7 @@ async def legacy_handover(url: str, moment: str, grading_s: float) -> Sample:
     first_audio: dict[str, float] = {}
     try:
         await link.connect()
-        await reach(client, moment)
+        await drive_to(client, moment)
         await asyncio.sleep(grading_s)  # "assessment generation"
         grade_ready = time.monotonic()
         summary = grade_by_rules(GRADE).summary

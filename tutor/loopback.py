@@ -16,6 +16,7 @@ from assessments.delivery import AssessmentStore
 from tutor import persona
 from tutor.realtime import RealtimeClient
 from tutor.relay import LearnerPort, PlaybackPosition, SpeechRelay
+from tutor.simulator.audio import synthesize
 from tutor.tracker import audio_ms
 from tutor.upstream import Upstream, open_narrator, relay_with_errors_logged
 
@@ -142,6 +143,28 @@ class BareTutorLink:
 
     async def close(self) -> None:
         await self.client.close()
+
+
+MOMENTS = ("never_spoke", "before_created", "mid_audio", "after_last_delta", "between_responses", "barge_in")
+
+
+async def drive_to(client: RealtimeClient, moment: str, timeout: float = 10) -> None:
+    """Bring a tutor session to `moment` of a response's lifecycle (where a ceiling may land)."""
+    if moment == "never_spoke":
+        return
+    await client.send({"type": "response.create"})
+    if moment == "before_created":
+        return
+    waits = {
+        "mid_audio": "response.output_audio.delta",
+        "after_last_delta": "response.output_audio.done",
+        "between_responses": "response.done",
+        "barge_in": "response.output_audio.delta",
+    }
+    await client.wait_for(waits[moment], timeout)
+    if moment == "barge_in":  # the learner talks over the tutor: server VAD cuts the response
+        await client.send_audio(synthesize("hola hola hola", "learner", 400))
+        await client.wait_for("input_audio_buffer.speech_started", timeout)
 
 
 class MemoryStore(AssessmentStore):

@@ -32,6 +32,8 @@ from tutor.tracker import ResponseTracker
 
 logger = logging.getLogger(__name__)
 
+CANCEL_NOT_ACTIVE = "response_cancel_not_active"
+
 _server_events = TypeAdapter(RealtimeServerEvent)
 _client_events = TypeAdapter(RealtimeClientEvent)
 
@@ -221,6 +223,39 @@ class RealtimeClient:
 
     async def wait(self, future: asyncio.Future, timeout: float) -> Any:
         return await self._wait(future, timeout)
+
+    async def cancel_response(self, response_id: str, timeout: float) -> str:
+        """Cancel `response_id` and wait for its `response.done`; returns the status it ended with.
+
+        A `response_cancel_not_active` error naming our cancel means the response had already
+        finished: that is success ("completed"), and the tracker learns it is no longer active.
+        """
+        try:
+            done = await self.request(
+                {"type": "response.cancel", "response_id": response_id},
+                expect=lambda e: e.type == "response.done" and e.response.id == response_id,
+                timeout=timeout,
+                tolerate=frozenset({CANCEL_NOT_ACTIVE}),
+            )
+            return done.response.status
+        except RealtimeRequestError as exc:
+            if exc.code != CANCEL_NOT_ACTIVE:
+                raise
+            self.tracker.mark_finished(response_id)
+            return "completed"
+
+    async def truncate_played(self, item_id: str | None, played_ms: int, timeout: float) -> bool:
+        """Cut an assistant audio item where the learner stopped hearing it (confirmed by
+        `conversation.item.truncated`); False when there is nothing to cut. Never a made-up item id."""
+        if not self.tracker.is_truncatable(item_id, played_ms):
+            return False
+        await self.request(
+            {"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0, "audio_end_ms": played_ms},
+            expect=lambda e: e.type == "conversation.item.truncated" and e.item_id == item_id,
+            timeout=timeout,
+        )
+        logger.info("item truncated", extra={"upstream": self.name, "item_id": item_id, "audio_end_ms": played_ms})
+        return True
 
     async def ping(self, timeout: float) -> float:
         """Websocket ping upstream; returns the round trip in seconds once the pong arrives."""

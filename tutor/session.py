@@ -25,7 +25,7 @@ from assessments.services import DjangoAssessmentStore
 from tutor import persona
 from tutor.exceptions import ClientError
 from tutor.placement import Placement, PlacementFinished
-from tutor.realtime import RealtimeClient, RealtimeClosed, RealtimeError, RealtimeRequestError
+from tutor.realtime import RealtimeClient, RealtimeClosed, RealtimeError
 from tutor.relay import LearnerPort, SpeechRelay
 from tutor.tasks import cancel_and_wait
 from tutor.upstream import Upstream, open_narrator, resolve_upstream
@@ -268,11 +268,9 @@ class TutorSessionRuntime(TutorLink):
             await self.set_state("listening")
 
     async def on_speech_started(self, event: Any) -> None:
-        # Barge-in: the server cancels the response (interrupt_response); the browser must stop playing
-        # it now and the item be cut where the learner stopped hearing it.
-        item_id = self.relay.silence_current()
-        if item_id and self.assessment_id is None:
-            self._spawn(self._truncate_interrupted(), "barge-in")
+        # Barge-in: the server cancels the response itself (interrupt_response).
+        if self.relay.speaking_item and self.assessment_id is None:
+            await self._interrupt_playback()
 
     async def on_input_transcription_completed(self, event: Any) -> None:
         await self._learner_said(event.transcript, item_id=event.item_id)
@@ -395,22 +393,13 @@ class TutorSessionRuntime(TutorLink):
             return
         active = self.client.tracker.active_response_id
         if active is not None:
-            done = lambda e: e.type == "response.done" and e.response.id == active  # noqa: E731
-            if interrupt:
-                self.relay.silence_current()
-                await self.learner.request_flush()
-                try:
-                    await self.client.request(
-                        {"type": "response.cancel", "response_id": active},
-                        expect=done,
-                        timeout=self.config.step_timeout,
-                        tolerate=frozenset({"response_cancel_not_active"}),
-                    )
-                except RealtimeRequestError as exc:
-                    if exc.code != "response_cancel_not_active":
-                        raise
+            if interrupt:  # a written answer cuts the tutor off, like speaking over it does
+                await self._interrupt_playback()
+                await self.client.cancel_response(active, self.config.step_timeout)
             else:
-                await self.client.wait_for(done, self.config.step_timeout * 6)
+                await self.client.wait_for(
+                    lambda e: e.type == "response.done" and e.response.id == active, self.config.step_timeout * 6
+                )
         await self.client.send({"type": "response.create"})
 
     async def _function_output(self, call_id: str, output: dict) -> None:
@@ -421,22 +410,23 @@ class TutorSessionRuntime(TutorLink):
             }
         )
 
-    async def _truncate_interrupted(self) -> None:
+    async def _interrupt_playback(self) -> None:
+        """The learner cut the tutor off: the browser drops what it has not played yet at once, and
+        the item is cut upstream where the learner stopped hearing it (so the model knows)."""
+        self.relay.silence_current()
         flushed = await self.learner.request_flush()
+        self._spawn(self._truncate_when_flushed(flushed), "truncate")
+
+    async def _truncate_when_flushed(self, flushed: asyncio.Future) -> None:
         async with asyncio.timeout(self.config.step_timeout):
             position = await flushed
-        if self.client.tracker.is_truncatable(position.item_id, position.played_ms):
-            await self.client.request(
-                {
-                    "type": "conversation.item.truncate",
-                    "item_id": position.item_id,
-                    "content_index": 0,
-                    "audio_end_ms": position.played_ms,
-                },
-                expect=lambda e: e.type == "conversation.item.truncated" and e.item_id == position.item_id,
-                timeout=self.config.step_timeout,
-            )
-            logger.info("item truncated", extra={**self._log, "item_id": position.item_id, "audio_end_ms": position.played_ms})
+            item = self.client.tracker.item(position.item_id)
+            if item is not None and self.client.tracker.responses[item.response_id].active:
+                # truncate once its response has ended (cancelled by VAD or by us)
+                await self.client.wait_for(
+                    lambda e: e.type == "response.done" and e.response.id == item.response_id, self.config.step_timeout
+                )
+        await self.client.truncate_played(position.item_id, position.played_ms, self.config.step_timeout)
 
     def _tutor_session(self, *, initial: bool) -> dict:
         session = persona.tutor_session_config(

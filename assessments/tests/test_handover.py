@@ -14,20 +14,18 @@ import logging
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from assessments.delivery import AssessmentDelivery, HandoverConfig
 from assessments.grading import GradeInput, RulesGrader, TimedGrader
-from tutor.loopback import BareTutorLink, MemoryLearner, MemoryStore
+from tutor.loopback import MOMENTS, BareTutorLink, MemoryLearner, MemoryStore, drive_to
 from tutor.simulator.audio import estimate_voice
 from tutor.simulator.testing import start_simulator
 from tutor.upstream import Upstream
 
 SUMMARY_VOICE = "alloy"
 TUTOR_VOICE = "marin"
-MOMENTS = ["never_spoke", "before_created", "mid_audio", "after_last_delta", "between_responses", "barge_in"]
 
 
 class Captured(logging.Handler):
@@ -46,33 +44,6 @@ def grade_input(level="B1") -> GradeInput:
     )
 
 
-def speech(ms: int) -> bytes:
-    """Loud voiced PCM16 24 kHz: what the simulator's energy VAD hears as the learner talking."""
-    t = np.arange(24 * ms) / 24000
-    wave = 0.5 * np.sin(2 * np.pi * 180 * t) + 0.3 * np.sin(2 * np.pi * 360 * t)
-    return (wave * 20000).astype("<i2").tobytes()
-
-
-async def reach(link: BareTutorLink, moment: str) -> None:
-    """Drive the tutor session to `moment` of a response's lifecycle."""
-    client = link.client
-    if moment == "never_spoke":
-        return
-    await client.send({"type": "response.create"})
-    if moment == "before_created":
-        return
-    if moment == "mid_audio":
-        await client.wait_for("response.output_audio.delta", 10)
-    elif moment == "after_last_delta":
-        await client.wait_for("response.output_audio.done", 10)
-    elif moment == "between_responses":
-        await client.wait_for("response.done", 10)
-    elif moment == "barge_in":
-        await client.wait_for("response.output_audio.delta", 10)
-        await client.send_audio(speech(400))
-        await client.wait_for("input_audio_buffer.speech_started", 10)
-
-
 async def handover(moment: str, latency_ms: int, jitter_ms: int, grading_s: float, flush_delay: float):
     log = Captured()
     watched = [logging.getLogger(n) for n in ("tutor", "assessments")]
@@ -88,7 +59,7 @@ async def handover(moment: str, latency_ms: int, jitter_ms: int, grading_s: floa
             store = MemoryStore()
             try:
                 await link.connect()
-                await reach(link, moment)
+                await drive_to(link.client, moment)
                 delivery = AssessmentDelivery(
                     assessment_id=1, grade_input=grade_input(), grader=TimedGrader(grading_s, RulesGrader()),
                     tutor=link, learner=learner, store=store,
@@ -174,7 +145,7 @@ def test_mid_audio_handover_truncates_the_real_item_where_playback_stopped():
             truncated = []
             try:
                 await link.connect()
-                await reach(link, "mid_audio")
+                await drive_to(link.client, "mid_audio")
                 delivery = AssessmentDelivery(
                     assessment_id=7, grade_input=grade_input(), grader=TimedGrader(0.3, RulesGrader()),
                     tutor=link, learner=learner, store=MemoryStore(),
