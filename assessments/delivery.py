@@ -210,6 +210,7 @@ class AssessmentDelivery:
                 await self.switch_voice()
                 self.tutor.relay.unmute(role="narrator")
                 client, speaker = self.client, "tutor"
+            await self.learner.send_event({"type": "state", "state": "summary"})
             await self.speak(client, summary)
         finally:
             await self._finish(quiet)
