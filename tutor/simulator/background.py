@@ -36,6 +36,17 @@ class BackgroundSimulator:
             raise RuntimeError("the realtime simulator failed to start") from self._error
         return self.url
 
+    def call(self, coro, timeout: float = 10.0):
+        """Run `coro` on the simulator's loop and return its result (e.g. to change knobs in a test)."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def __enter__(self) -> "BackgroundSimulator":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def stop(self, timeout: float = 5.0) -> None:
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import wave
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tutor.tests.live import free_port, stop_process, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("PARLA_CHROMIUM", "/usr/bin/chromium")
@@ -45,25 +45,6 @@ def fake_media_args(wav: Path | None) -> list[str]:
     if wav is not None:
         args.append(f"--use-file-for-fake-audio-capture={wav}")
     return args
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
 
 
 # -- the fake microphone ----------------------------------------------------------------------------
@@ -138,16 +119,6 @@ class LiveServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
 def simulator_command_exists() -> bool:
     return (REPO / "tutor" / "management" / "commands" / "realtime_simulator.py").exists()
 
@@ -215,7 +186,7 @@ def live_server(workdir: Path, *, true_level: str | None = "B1", pace: float = 1
         yield server
     finally:
         for proc in reversed(server.processes):
-            _stop(proc)
+            stop_process(proc)
         log.close()
 
 

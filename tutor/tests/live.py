@@ -1,6 +1,6 @@
 """Live servers for end-to-end tests: a Daphne process serving Parla, and the simulator in a thread.
 
-The Daphne server is a real subprocess (`daphne config.asgi:application` on an ephemeral port) using
+Shared with the browser tests (tutor/tests/browser_support.py). The Daphne server is a real subprocess (`daphne config.asgi:application` on an ephemeral port) using
 the test database, so what it stores is what the test reads. The simulator runs in the test process
 (its own thread and event loop) so a test can set the simulated learner's true level and see which
 upstream connections are still open.
@@ -8,18 +8,19 @@ upstream connections are still open.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from django.db import connection
+
+from tutor.simulator.background import BackgroundSimulator
+from tutor.simulator.knobs import SimulatorKnobs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,33 +42,11 @@ def database_url() -> str:
     return f"postgres://{auth}{cfg['HOST'] or '127.0.0.1'}:{cfg['PORT'] or 5432}/{cfg['NAME']}"
 
 
-class ThreadedSimulator:
-    """The bundled simulator on its own event loop in a background thread."""
+class ThreadedSimulator(BackgroundSimulator):
+    """The bundled simulator in a background thread, with the knobs a test turns between sessions."""
 
     def __init__(self, **knobs):
-        from tutor.simulator import RealtimeSimulator, SimulatorKnobs
-
-        self.loop = asyncio.new_event_loop()
-        self.simulator = RealtimeSimulator(knobs=SimulatorKnobs(**knobs), port=0)
-        self.thread = threading.Thread(target=self.loop.run_forever, name="simulator", daemon=True)
-
-    def __enter__(self) -> "ThreadedSimulator":
-        self.thread.start()
-        self._call(self.simulator.start())
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._call(self.simulator.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-    def _call(self, coro, timeout: float = 10):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    @property
-    def url(self) -> str:
-        return self.simulator.url
+        super().__init__(knobs=SimulatorKnobs(**knobs))
 
     def set_knobs(self, **changes) -> None:
         """New defaults for the connections opened from now on (e.g. the learner's true level)."""
@@ -75,13 +54,36 @@ class ThreadedSimulator:
         async def apply():
             self.simulator.knobs = dataclasses.replace(self.simulator.knobs, **changes)
 
-        self._call(apply())
+        self.call(apply())
 
     def open_connections(self) -> int:
         async def count():
             return len(self.simulator.connections)
 
-        return self._call(count())
+        return self.call(count())
+
+
+def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
 
 
 @contextmanager
@@ -110,22 +112,9 @@ def daphne_server(*, realtime_url: str, redis_url: str | None, extra_env: dict |
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"daphne did not start (exit code {process.poll()})")
-                time.sleep(0.1)
+        wait_for_port(port, 20, process)
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         if log is not subprocess.DEVNULL:
             log.close()
