@@ -12,7 +12,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env, env_bool, env_float, env_int, env_list
+from config.env import env, env_bool, env_float, env_list
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -150,7 +150,7 @@ PARLA_TRANSCRIPTION_MODEL = env("PARLA_TRANSCRIPTION_MODEL", "gpt-4o-mini-transc
 # Output speech speed by level: slower for beginners (0.25..1.5, applied between turns).
 PARLA_SPEED_BEGINNER = env_float("PARLA_SPEED_BEGINNER", 0.85)
 PARLA_SPEED_DEFAULT = env_float("PARLA_SPEED_DEFAULT", 1.0)
-PARLA_SESSION_MAX_MINUTES = env_int("PARLA_SESSION_MAX_MINUTES", 20)
+PARLA_SESSION_MAX_MINUTES = env_float("PARLA_SESSION_MAX_MINUTES", 20.0)
 PARLA_GRADER = env("PARLA_GRADER", "openai" if OPENAI_API_KEY else "rules")
 PARLA_GRADER_MODEL = env("PARLA_GRADER_MODEL", "gpt-4.1-mini")
 PARLA_GRADER_TIMEOUT = env_float("PARLA_GRADER_TIMEOUT", 20.0)

@@ -275,3 +275,62 @@ def test_expired_upstream_session_is_resumed_with_the_conversation_as_text(simul
     assert assessment.level == "B1" and not assessment.partial
     assert session.end_reason == "ceiling"
     assert Probe.objects.filter(session=session).count() >= 7
+
+
+def partial_run(simulator, make_user, username, *, stop_after_probes=None, extra_env=None):
+    """A session that ends before the ceiling: the learner presses Stop, or the time cap hits."""
+    simulator.set_knobs(true_level="C2")
+    user = make_user(username, learner=True)
+    cookie = login_cookie(user)
+
+    async def scenario(base_url):
+        events = []
+        ws_url = base_url.replace("http", "ws") + "/ws/tutor/"
+        async with websockets.connect(ws_url, additional_headers={"Cookie": cookie, "Origin": base_url}) as ws:
+            await ws.send(json.dumps({"type": "session.start"}))
+            probes = 0
+            while True:
+                raw = await asyncio.wait_for(ws.recv(), 30)
+                if isinstance(raw, bytes):
+                    continue
+                event = json.loads(raw)
+                events.append(event)
+                if event["type"] == "playback.flush":
+                    await ws.send(json.dumps({"type": "playback.flushed", "request_id": event["request_id"],
+                                              "item_id": None, "played_ms": 0}))
+                elif event["type"] == "audio.end" and stop_after_probes is not None and probes < stop_after_probes:
+                    await ws.send(json.dumps({"type": "answer.text", "text": "Me gusta mucho leer novelas."}))
+                elif event["type"] == "level" and any(v != "untested" and v != "current" for v in event["ladder"].values()):
+                    probes += 1
+                    if probes == stop_after_probes:
+                        await ws.send(json.dumps({"type": "session.stop"}))
+                elif event["type"] == "state" and event["state"] == "ended":
+                    return events
+
+    with daphne_server(realtime_url=simulator.url, redis_url=None, extra_env=extra_env) as base_url:
+        events = asyncio.run(scenario(base_url))
+    return user, events
+
+
+def test_stop_assesses_what_is_known_as_partial(simulator, make_user):
+    user, events = partial_run(simulator, make_user, "stopper", stop_after_probes=2)
+    card = [e for e in events if e["type"] == "assessment"][-1]
+    assert card["partial"] and card["status"] == "delivered"
+    assert card["level"] == "A1"  # two sustained probes at A1: the floor so far
+    assert "provisional" in card["summary"].lower()
+    assessment = Assessment.objects.get(learner__user=user)
+    assert assessment.partial and assessment.level == "A1"
+    assert TutorSession.objects.get(learner__user=user).end_reason == "learner_stopped"
+    assert [e for e in events if e["type"] == "error"] == []
+
+
+def test_time_cap_ends_placement_with_a_partial_assessment(simulator, make_user):
+    # 0.03 minutes = 1.8 s; the learner never answers.
+    user, events = partial_run(simulator, make_user, "silent", extra_env={"PARLA_SESSION_MAX_MINUTES": "0.03"})
+    card = [e for e in events if e["type"] == "assessment"][-1]
+    assert card["partial"] and card["status"] == "delivered"
+    assessment = Assessment.objects.get(learner__user=user)
+    assert assessment.partial and assessment.level == "A1"
+    assert "working towards level A1" in assessment.summary  # nothing was sustained yet
+    assert "provisional" in assessment.summary
+    assert TutorSession.objects.get(learner__user=user).end_reason == "time_cap"
