@@ -198,6 +198,16 @@ def ratios(rows: list[dict]) -> str:
         rtt = 2 * latency
         per_rtt = f"{parla['median'] / rtt:.2f}" if rtt else "-"
         out.append(f"| {latency} ms | {rtt} ms | {per_rtt} | {legacy['median'] / parla['median']:.1f}x |")
+    out.append("")
+    out.append("How close Parla gets to the floor of one round trip (median dead air minus the round trip):")
+    out.append("")
+    for latency in sorted({r["latency"] for r in rows}):
+        parla = next(r for r in rows if r["latency"] == latency and r["protocol"] == "parla")
+        above = parla["median"] - 2 * latency
+        out.append(
+            f"- {latency} ms one way: {parla['median']:.0f} ms, {above:.0f} ms above the floor "
+            f"(target {4 * latency + 25} ms: {'met' if parla['median'] < 4 * latency + 25 else 'missed'})."
+        )
     return "\n".join(out) + "\n"
 
 
