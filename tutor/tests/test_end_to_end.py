@@ -52,6 +52,12 @@ def login_cookie(user) -> str:
     return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
 
 
+def tutor_socket(base_url: str, cookie: str):
+    """A browser's websocket to /ws/tutor/: the learner's session cookie, the page's Origin."""
+    url = base_url.replace("http", "ws") + "/ws/tutor/"
+    return websockets.connect(url, additional_headers={"Cookie": cookie, "Origin": base_url}, max_size=None)
+
+
 class LearnerRun:
     """What the simulated learner saw and heard during one session."""
 
@@ -71,11 +77,8 @@ class LearnerRun:
 
 async def run_learner(base_url: str, cookie: str, *, timeout: float = 90, think: float = 0.0) -> LearnerRun:
     run = LearnerRun()
-    ws_url = base_url.replace("http", "ws") + "/ws/tutor/"
     answers = 0
-    async with websockets.connect(
-        ws_url, additional_headers={"Cookie": cookie, "Origin": base_url}, max_size=None
-    ) as ws:
+    async with tutor_socket(base_url, cookie) as ws:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             raw = await asyncio.wait_for(ws.recv(), deadline - time.monotonic())
@@ -182,8 +185,7 @@ def test_disconnect_mid_session_keeps_a_partial_assessment(simulator, make_user)
     cookie = login_cookie(user)
 
     async def leave_after_two_probes(base_url):
-        ws_url = base_url.replace("http", "ws") + "/ws/tutor/"
-        async with websockets.connect(ws_url, additional_headers={"Cookie": cookie, "Origin": base_url}) as ws:
+        async with tutor_socket(base_url, cookie) as ws:
             await ws.send(json.dumps({"type": "session.start"}))
             level_events = 0
             while level_events < 3:  # the initial ladder, then one per recorded probe
@@ -220,8 +222,7 @@ def test_bad_frames_get_clear_errors_and_lose_nothing(simulator, make_user):
     cookie = login_cookie(user)
 
     async def scenario(base_url):
-        ws_url = base_url.replace("http", "ws") + "/ws/tutor/"
-        async with websockets.connect(ws_url, additional_headers={"Cookie": cookie, "Origin": base_url}) as ws:
+        async with tutor_socket(base_url, cookie) as ws:
             async def next_json():
                 while True:
                     raw = await asyncio.wait_for(ws.recv(), 10)
@@ -285,8 +286,7 @@ def partial_run(simulator, make_user, username, *, stop_after_probes=None, extra
 
     async def scenario(base_url):
         events = []
-        ws_url = base_url.replace("http", "ws") + "/ws/tutor/"
-        async with websockets.connect(ws_url, additional_headers={"Cookie": cookie, "Origin": base_url}) as ws:
+        async with tutor_socket(base_url, cookie) as ws:
             await ws.send(json.dumps({"type": "session.start"}))
             probes = 0
             while True:
