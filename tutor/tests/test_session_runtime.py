@@ -1,0 +1,61 @@
+"""TutorSessionRuntime without a browser: a learner who leaves while the assessment is being graded."""
+
+import asyncio
+import dataclasses
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from assessments.grading import RulesGrader, TimedGrader
+from assessments.models import Assessment, TutorSession
+from tutor.loopback import MemoryLearner
+from tutor.session import SessionConfig, TutorSessionRuntime
+from tutor.simulator.testing import start_simulator
+from tutor.upstream import Upstream
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def until(predicate, timeout=15.0):
+    """Poll the in-memory learner (a test may wait on wall time; protocol code may not)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_learner_leaving_mid_grading_keeps_the_assessment_and_leaves_nothing_running(learner_user):
+    learner_profile = await sync_to_async(lambda: learner_user.learner)()
+    config = dataclasses.replace(
+        await sync_to_async(SessionConfig.for_learner)(learner_profile), grader=TimedGrader(30.0, RulesGrader())
+    )
+    async with start_simulator(true_level="A1") as sim:
+        learner = MemoryLearner()
+        upstream = Upstream(sim.url, None, "gpt-realtime", "simulator")
+        runtime = TutorSessionRuntime(learner, learner_profile.pk, config, upstream=upstream)
+        before = set(asyncio.all_tasks())
+        runtime.launch()
+        answered = 0
+        while runtime.assessment_id is None:
+            await until(lambda: sum(e["type"] == "audio.end" for e in learner.events) > answered
+                        or runtime.assessment_id is not None)
+            if runtime.assessment_id is None:
+                answered += 1
+                await runtime.answer_text("Hola, me llamo Ana y vivo en Madrid.")
+        await until(lambda: any(e["type"] == "assessing" for e in learner.events))
+        assert runtime.delivery is not None and runtime._tasks  # grading: the delivery task is running
+
+        await runtime.close("learner_left")  # the socket is gone while the grader still works
+
+        leftover = [t for t in asyncio.all_tasks() - before if not t.done() and "simulator" not in t.get_name()]
+        assert [t.get_name() for t in leftover] == []
+        assert runtime._tasks == set()
+        await until(lambda: len(sim.connections) == 0, timeout=5)  # tutor and narrator sessions closed
+
+    assessment = await sync_to_async(Assessment.objects.get)(pk=runtime.assessment_id)
+    session = await sync_to_async(TutorSession.objects.get)(pk=runtime.session_id)
+    assert assessment.status == Assessment.Status.DELIVERY_FAILED
+    assert "learner disconnected" in assessment.failure_reason
+    assert assessment.level == "A1" and assessment.summary and assessment.grader == "rules"
+    assert session.ended_at is not None and session.end_reason == "learner_left"
