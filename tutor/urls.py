@@ -5,6 +5,7 @@ from tutor import views
 app_name = "tutor"
 urlpatterns = [
     path("session/", views.session, name="session"),
+    path("session/languages/", views.languages, name="languages"),
     path("history/", views.history, name="history"),
     path("history/<int:pk>/", views.history_detail, name="history_detail"),
 ]

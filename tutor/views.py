@@ -2,14 +2,17 @@
 
 from dataclasses import dataclass
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 from django.utils import dateformat, timezone
 
 from assessments.models import Assessment
 from tutor.auth import learner_for
 from tutor.cefr import LEVEL_NAMES, LEVELS, level_index
+from tutor.forms import LanguagesForm
 
 
 def home(request):
@@ -18,17 +21,32 @@ def home(request):
 
 
 @login_required
-def session(request):
+def session(request, languages_form=None):
     """The live tutor page; its websocket is /ws/tutor/."""
+    learner = learner_for(request.user)
     return render(
         request,
         "tutor/session.html",
         {
-            "learner": learner_for(request.user),
+            "learner": learner,
+            "languages_form": languages_form or (LanguagesForm(instance=learner) if learner else None),
             "levels": [(level, LEVEL_NAMES[level]) for level in LEVELS],
             "level_names": LEVEL_NAMES,
         },
+        status=400 if languages_form is not None else 200,
     )
+
+
+@login_required
+@require_POST
+def languages(request):
+    """Change the logged-in learner's own languages (the next session uses them)."""
+    form = LanguagesForm(request.POST, instance=_own_learner(request))
+    if not form.is_valid():
+        return session(request, languages_form=form)
+    form.save()
+    messages.success(request, f"Your next session is in {form.instance.get_target_language_display()}.")
+    return redirect("tutor:session")
 
 
 # -- history -------------------------------------------------------------------------------------
