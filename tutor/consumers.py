@@ -12,18 +12,20 @@ import json
 import logging
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from django.conf import settings
 
 from tutor import wire
 from tutor.auth import CLOSE_NOT_A_LEARNER, CLOSE_NOT_AUTHENTICATED, learner_for
 from tutor.exceptions import ClientError
+from tutor.live import TEACHERS_GROUP, can_watch
 from tutor.relay import FlushRequests, LearnerPort
 from tutor.session import SessionConfig, TutorSessionRuntime
 
 logger = logging.getLogger(__name__)
 
 CLOSE_SUPERSEDED = 4409  # the same learner opened the tutor in another tab
+CLOSE_NOT_A_TEACHER = 4403  # the live view is for teachers only
 
 
 def learner_group(learner_id: int) -> str:
@@ -87,7 +89,7 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         if self.runtime is not None:
             raise ClientError("already_started", "The session has already started.")
         config = await database_sync_to_async(SessionConfig.for_learner)(self.learner)
-        self.runtime = TutorSessionRuntime(self, self.learner.pk, config)
+        self.runtime = TutorSessionRuntime(self, self.learner.pk, config, learner_name=self.learner.user.get_username())
         self.runtime.launch()
 
     async def command_session_stop(self, message):
@@ -139,3 +141,29 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         )
         self.open = False
         await self.close(code=CLOSE_SUPERSEDED)
+
+
+class TeacherLiveConsumer(AsyncJsonWebsocketConsumer):
+    """`/ws/teacher/live/`: snapshots of running tutor sessions for teachers (read-only)."""
+
+    async def connect(self):
+        user = self.scope.get("user")
+        self.watching = await database_sync_to_async(can_watch)(user)  # permissions come from the database
+        await self.accept()
+        if not self.watching:
+            anonymous = user is None or not user.is_authenticated
+            await self.close(code=CLOSE_NOT_AUTHENTICATED if anonymous else CLOSE_NOT_A_TEACHER)
+            return
+        await self.channel_layer.group_add(TEACHERS_GROUP, self.channel_name)
+
+    async def receive_json(self, content, **kwargs):
+        await self.send_json({"type": "error", "code": "read_only", "message": "The live view only listens."})
+
+    async def disconnect(self, code):
+        if self.watching:
+            await self.channel_layer.group_discard(TEACHERS_GROUP, self.channel_name)
+
+    # --- channel-layer handlers -----------------------------------------------------------------------
+
+    async def live_session(self, message):
+        await self.send_json({"type": "session", "session": message["session"]})

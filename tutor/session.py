@@ -19,10 +19,10 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from assessments import services
-from assessments.delivery import AssessmentDelivery, HandoverConfig, TutorLink
+from assessments.delivery import AssessmentDelivery, DeliveryOutcome, HandoverConfig, TutorLink
 from assessments.grading import Grader, GradeInput, get_grader, grade_by_rules
 from assessments.services import DjangoAssessmentStore
-from tutor import persona
+from tutor import live, persona
 from tutor.exceptions import ClientError
 from tutor.placement import Placement, PlacementFinished
 from tutor.realtime import RealtimeClient, RealtimeClosed, RealtimeError
@@ -73,9 +73,17 @@ class SessionConfig:
 class TutorSessionRuntime(TutorLink):
     """The live session of one learner connection."""
 
-    def __init__(self, learner: LearnerPort, learner_id: int, config: SessionConfig, upstream: Upstream | None = None):
+    def __init__(
+        self,
+        learner: LearnerPort,
+        learner_id: int,
+        config: SessionConfig,
+        upstream: Upstream | None = None,
+        learner_name: str = "",
+    ):
         self.learner = learner
         self.learner_id = learner_id
+        self.learner_name = learner_name or f"learner {learner_id}"
         self.config = config
         self.upstream = upstream
         self.placement = Placement()
@@ -87,6 +95,7 @@ class TutorSessionRuntime(TutorLink):
         self.history: list[tuple[str, str]] = []  # (learner|tutor, text): replayed after an expiry
         self.resumes = 0
         self.delivery: AssessmentDelivery | None = None
+        self.delivery_outcome: DeliveryOutcome | None = None
         self._accepting_audio = False
         self._upstream_ready = False  # configured (session.updated) and, after a resume, replayed
         self._closing = False
@@ -219,6 +228,9 @@ class TutorSessionRuntime(TutorLink):
         if self.session_id is not None:
             await self._keep_undelivered(reason)
             await db(services.end_session)(self.session_id, reason)
+            if self.state != "ended":
+                self.state = "ended"
+                await self._announce()  # teachers see sessions that end by the learner leaving, too
         logger.info("tutor session closed", extra={**self._log, "reason": reason})
 
     # --- learner input ----------------------------------------------------------------------------
@@ -349,7 +361,7 @@ class TutorSessionRuntime(TutorLink):
         self._spawn(self._deliver(), "delivery")
 
     async def _deliver(self) -> None:
-        outcome = await self.delivery.run()
+        outcome = self.delivery_outcome = await self.delivery.run()
         logger.info("handover finished", extra={**self._log, "status": outcome.status, "speaker": outcome.speaker})
         await self._end(self.placement.end_reason or "ceiling")
 
@@ -470,11 +482,38 @@ class TutorSessionRuntime(TutorLink):
         await self.learner.send_event(
             {"type": "level", "level": self.placement.current_level, "ladder": self.placement.ladder()}
         )
+        await self._announce()
 
     async def set_state(self, state: str) -> None:
         if state != self.state:
             self.state = state
+            await self._announce()  # first: the learner's reaction (e.g. leaving) may cancel this task
             await self.learner.send_event({"type": "state", "state": state})
+
+    async def _announce(self) -> None:
+        """A snapshot for the teachers' live view (tutor.live)."""
+        if self.session_id is None:
+            return
+        outcome = self.delivery_outcome
+        await live.announce(
+            {
+                "session_id": self.session_id,
+                "learner": self.learner_name,
+                "language": self.config.target_language,
+                "state": self.state,
+                "level": self.placement.current_level,
+                "ladder": self.placement.ladder(),
+                "probes": len(self.placement.probes),
+                "assessment": None
+                if self.assessment_id is None
+                else {
+                    "id": self.assessment_id,
+                    "level": outcome.result.level if outcome else self.placement.rating,
+                    "status": outcome.status if outcome else "pending",
+                    "partial": self.placement.partial,
+                },
+            }
+        )
 
     async def _end(self, reason: str) -> None:
         if self._ended:

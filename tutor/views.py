@@ -13,6 +13,7 @@ from assessments.models import Assessment
 from tutor.auth import learner_for
 from tutor.cefr import LEVEL_NAMES, LEVELS, level_index
 from tutor.forms import LanguagesForm
+from tutor.live import can_watch
 
 
 def home(request):
@@ -47,6 +48,14 @@ def languages(request):
     form.save()
     messages.success(request, f"Your next session is in {form.instance.get_target_language_display()}.")
     return redirect("tutor:session")
+
+
+@login_required
+def teacher_live(request):
+    """Teachers watch running tutor sessions (snapshots over /ws/teacher/live/)."""
+    if not can_watch(request.user):
+        raise PermissionDenied("The live view is for teachers.")
+    return render(request, "tutor/teacher_live.html", {"levels": LEVELS})
 
 
 # -- history -------------------------------------------------------------------------------------

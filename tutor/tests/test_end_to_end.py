@@ -122,6 +122,28 @@ async def run_learner(base_url: str, cookie: str, *, timeout: float = 90, think:
     return run
 
 
+async def watched(base_url: str, teacher_cookie: str, learner_run):
+    """Run `learner_run` while a teacher watches /ws/teacher/live/; returns (run, snapshots seen)."""
+    seen: list[dict] = []
+    url = base_url.replace("http", "ws") + "/ws/teacher/live/"
+    async with websockets.connect(url, additional_headers={"Cookie": teacher_cookie, "Origin": base_url}) as teacher:
+
+        async def collect():
+            async for raw in teacher:
+                seen.append(json.loads(raw)["session"])
+
+        collector = asyncio.create_task(collect())
+        try:
+            run = await learner_run
+            deadline = time.monotonic() + 5
+            while not any(s["state"] == "ended" for s in seen) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            collector.cancel()
+            await asyncio.gather(collector, return_exceptions=True)
+    return run, seen
+
+
 def layer_url(layer: str) -> str | None:
     if layer == "memory":
         return None
@@ -135,11 +157,18 @@ def layer_url(layer: str) -> str | None:
 def test_each_true_level_is_placed_assessed_and_spoken(simulator, make_user, layer):
     redis_url = layer_url(layer)
     levels = LEVELS if layer == "memory" else ("A2", "C1")  # the layer changes routing, not placement
+    teacher_cookie = login_cookie(make_user(f"teacher-{layer}", teacher=True))
     with daphne_server(realtime_url=simulator.url, redis_url=redis_url) as base_url:
         for level in levels:
             simulator.set_knobs(true_level=level)
             user = make_user(f"learner-{layer}-{level.lower()}", learner=True)
-            run = asyncio.run(run_learner(base_url, login_cookie(user)))
+            run, snapshots = asyncio.run(watched(base_url, teacher_cookie, run_learner(base_url, login_cookie(user))))
+
+            # A teacher watching live saw this learner's session climb and end with the rating.
+            mine = [s for s in snapshots if s["learner"] == user.username]
+            assert mine[-1]["state"] == "ended", [s["state"] for s in mine]
+            assert mine[-1]["assessment"]["level"] == level and mine[-1]["assessment"]["status"] == "delivered"
+            assert "assessing" in [s["state"] for s in mine]
 
             # No error reached the learner; the learner's audio frames went upstream.
             assert run.of_type("error") == [], run.of_type("error")

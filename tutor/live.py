@@ -1,0 +1,35 @@
+"""The teachers' live view: every running tutor session announces a snapshot on the channel layer.
+
+The runtime announces on each state or level change; `TeacherLiveConsumer` relays the snapshots to
+teachers' browsers. Only small JSON goes over the layer (never audio). With REDIS_URL this works
+across server processes. A channel layer failure is logged and never disturbs the learner's session.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from channels.layers import get_channel_layer
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+
+TEACHERS_GROUP = "teachers-live"
+
+
+async def announce(snapshot: dict) -> None:
+    """Send one session snapshot to every connected teacher (best effort)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        await layer.group_send(
+            TEACHERS_GROUP, {"type": "live.session", "session": {**snapshot, "at": timezone.now().isoformat()}}
+        )
+    except Exception as exc:  # the live view is a convenience; the learner's session goes on
+        logger.warning("live view announce failed", extra={"session_id": snapshot.get("session_id"), "error": str(exc)})
+
+
+def can_watch(user) -> bool:
+    """Teachers (staff with the view permission on assessments) may watch live sessions."""
+    return bool(user and user.is_authenticated and user.is_staff and user.has_perm("assessments.view_assessment"))

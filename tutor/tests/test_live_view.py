@@ -1,0 +1,63 @@
+"""The teachers' live view: snapshots of running sessions reach teachers, and only teachers."""
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.urls import reverse
+
+from config.asgi import application
+from tutor.live import announce
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def snapshot(**changes):
+    return {"session_id": 7, "learner": "ana", "language": "es", "state": "listening", "level": "A2",
+            "ladder": {"A1": "sustained", "A2": "current"}, "probes": 2, "assessment": None, **changes}
+
+
+async def connected_code(communicator):
+    connected, _ = await communicator.connect()
+    assert connected
+    if await communicator.receive_nothing(timeout=0.2):
+        return None
+    return (await communicator.receive_output())["code"]
+
+
+async def test_teacher_receives_snapshots_of_running_sessions(session_cookie_headers, teacher_user):
+    headers = await database_headers(session_cookie_headers, teacher_user)
+    teacher = WebsocketCommunicator(application, "/ws/teacher/live/", headers=headers)
+    try:
+        assert await connected_code(teacher) is None
+        await announce(snapshot(state="assessing", assessment={"id": 3, "level": "A1", "status": "pending"}))
+        message = await teacher.receive_json_from()
+        assert message["type"] == "session"
+        assert message["session"]["state"] == "assessing" and message["session"]["assessment"]["level"] == "A1"
+        assert message["session"]["at"]
+        await teacher.send_json_to({"type": "anything"})
+        assert (await teacher.receive_json_from())["code"] == "read_only"
+    finally:
+        await teacher.disconnect()
+
+
+async def test_learners_and_anonymous_cannot_watch(session_cookie_headers, learner_user):
+    for user, code in ((learner_user, 4403), (None, 4401)):
+        headers = await database_headers(session_cookie_headers, user)
+        communicator = WebsocketCommunicator(application, "/ws/teacher/live/", headers=headers)
+        try:
+            assert await connected_code(communicator) == code
+        finally:
+            await communicator.disconnect()
+
+
+def test_live_page_is_for_teachers(client, learner_user, teacher_user):
+    client.force_login(learner_user)
+    assert client.get(reverse("tutor:teacher_live")).status_code == 403
+    client.force_login(teacher_user)
+    page = client.get(reverse("tutor:teacher_live"))
+    assert page.status_code == 200 and 'data-ws-path="/ws/teacher/live/"' in page.content.decode()
+
+
+async def database_headers(session_cookie_headers, user):
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(session_cookie_headers)(user)
