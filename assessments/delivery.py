@@ -251,10 +251,16 @@ class AssessmentDelivery:
         logger.info("response cancelled", extra={**self._log, "response_id": response_id, "status": status})
 
     async def clear(self, flushed: asyncio.Future) -> None:
-        position: PlaybackPosition = await self._step("flush", self._within(flushed, self.config.step_timeout))
-        await self._step(
-            "truncate", self.client.truncate_played(position.item_id, position.played_ms, self.config.step_timeout)
-        )
+        try:
+            position: PlaybackPosition = await self._within(flushed, self.config.step_timeout)
+        except TimeoutError:
+            # The browser did not say what it played: nothing is truncated (the tutor's context keeps
+            # its whole last sentence), the rest of the handover goes on.
+            self._problem(StepFailed("flush", "the browser did not answer playback.flush in time"))
+        else:
+            await self._step(
+                "truncate", self.client.truncate_played(position.item_id, position.played_ms, self.config.step_timeout)
+            )
         await self._step(
             "clear",
             self.client.request(
@@ -338,6 +344,9 @@ class AssessmentDelivery:
 
     async def _finish(self, quiet: asyncio.Task) -> None:
         """Await the tutor-side steps; their failure is recorded, it does not unsay the summary."""
+        if asyncio.current_task().cancelling():  # the session is closing: stop them too
+            await cancel_and_wait(quiet)
+            return
         try:
             await quiet
         except Exception as exc:

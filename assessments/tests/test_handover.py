@@ -233,3 +233,30 @@ def test_no_constant_sleep_in_protocol_code():
                 continue
             offenders += [f"{rel}:{n}" for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
     assert offenders == []
+
+
+def test_browser_that_never_answers_the_flush_still_hears_the_summary():
+    class DeafBrowser(MemoryLearner):
+        async def request_flush(self):
+            await self.send_event({"type": "playback.flush", "request_id": "flush_x"})
+            self.current = None
+            return asyncio.get_running_loop().create_future()  # never answered
+
+    async def scenario():
+        async with start_simulator(pace=0.0) as sim:
+            learner = DeafBrowser()
+            link = BareTutorLink(Upstream(sim.url, None, "gpt-realtime", "simulator"), learner)
+            try:
+                await link.connect()
+                await drive_to(link.client, "between_responses")
+                return await AssessmentDelivery(
+                    assessment_id=5, grade_input=grade_input(), grader=RulesGrader(), tutor=link, learner=learner,
+                    store=MemoryStore(), config=HandoverConfig(step_timeout=0.3, keepalive_interval=0.05),
+                ).run(), learner
+            finally:
+                await link.close()
+
+    outcome, learner = asyncio.run(scenario())
+    assert outcome.status == "delivered"
+    assert any("flush" in p for p in outcome.problems)  # recorded for the teacher, not hidden
+    assert estimate_voice(bytes(learner.of_role("narrator")[0].audio)) == SUMMARY_VOICE
