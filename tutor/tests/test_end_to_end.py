@@ -156,10 +156,9 @@ def layer_url(layer: str) -> str | None:
 @pytest.mark.parametrize("layer", LAYERS)
 def test_each_true_level_is_placed_assessed_and_spoken(simulator, make_user, layer):
     redis_url = layer_url(layer)
-    levels = LEVELS if layer == "memory" else ("A2", "C1")  # the layer changes routing, not placement
     teacher_cookie = login_cookie(make_user(f"teacher-{layer}", teacher=True))
     with daphne_server(realtime_url=simulator.url, redis_url=redis_url) as base_url:
-        for level in levels:
+        for level in LEVELS:
             simulator.set_knobs(true_level=level)
             user = make_user(f"learner-{layer}-{level.lower()}", learner=True)
             run, snapshots = asyncio.run(watched(base_url, teacher_cookie, run_learner(base_url, login_cookie(user))))
