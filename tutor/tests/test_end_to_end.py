@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -362,3 +363,27 @@ def test_time_cap_ends_placement_with_a_partial_assessment(simulator, make_user)
     assert "working towards level A1" in assessment.summary  # nothing was sustained yet
     assert "provisional" in assessment.summary
     assert TutorSession.objects.get(learner__user=user).end_reason == "time_cap"
+
+
+def test_with_an_api_key_the_upstream_gets_it_and_the_browser_never_does(simulator, make_user):
+    """OPENAI_API_KEY selects the real upstream (here the simulator demanding that key)."""
+    secret = "sk-test-parla-never-in-the-browser"
+    simulator.set_knobs(true_level="A2", api_key=secret)
+    user = make_user("keyholder", learner=True)
+    cookie = login_cookie(user)
+    env = {"OPENAI_API_KEY": secret, "PARLA_GRADER": "rules"}  # no internet for the model grader here
+    try:
+        with daphne_server(realtime_url=simulator.url, redis_url=None, extra_env=env) as base_url:
+            run = asyncio.run(run_learner(base_url, cookie))
+            # The tutor page, fetched from the live server over HTTP like a browser.
+            request = urllib.request.Request(f"{base_url}/session/", headers={"Cookie": cookie})
+            html = urllib.request.urlopen(request, timeout=10).read().decode()
+    finally:
+        simulator.set_knobs(api_key=None)
+    assert secret not in html and "Demo mode" not in html
+    ready = run.of_type("state")[0]
+    assert ready["state"] == "ready" and ready["demo"] is False
+    assert all(secret not in json.dumps(e) for e in run.events)
+    assert run.of_type("assessment")[-1]["level"] == "A2"
+    session = TutorSession.objects.get(learner__user=user)
+    assert session.upstream == "openai"
