@@ -54,26 +54,51 @@ def speech_ms(text: str, speed: float = 1.0) -> int:
     return max(200, round(len(text) * MS_PER_CHAR / max(speed, 0.25)))
 
 
+class SpeechAudio:
+    """`ms` of voiced, syllable-modulated speech-like audio for `text` in `voice`, made chunk by chunk.
+
+    Every sample has a closed form (phase of the gently rising and falling pitch, syllable envelope),
+    so chunk `i` is computed when it is streamed: the first audio delta does not wait for the whole
+    utterance to be synthesized, as with a real model, whose audio starts while it still speaks.
+    """
+
+    def __init__(self, text: str, voice: object, ms: int, chunk_ms: int = 100) -> None:
+        self.n = max(1, int(ms * SAMPLE_RATE / 1000))
+        self.step = max(1, int(chunk_ms * SAMPLE_RATE / 1000))
+        self.ms = ms
+        self.f0 = voice_f0(voice)
+        self.offset = (zlib.crc32(text.encode("utf-8")) % 628) / 100.0
+        self.syllables = _syllable_count(text)
+        self.weights = np.arange(1, 1 + int(4000 // self.f0)) ** -_ROLLOFF.get(voice_key(voice), 1.2)
+        # Peak of one period of the harmonic sum: the waveform is normalized by it, as one piece.
+        theta = np.linspace(0, 2 * np.pi, 4096, endpoint=False)
+        self.peak = float(np.max(np.abs(self._harmonics(theta))))
+
+    def __len__(self) -> int:
+        return -(-self.n // self.step)
+
+    def _harmonics(self, phase: np.ndarray) -> np.ndarray:
+        k = np.arange(1, len(self.weights) + 1)
+        return np.sin(np.outer(phase, k)) @ self.weights
+
+    def chunk(self, index: int) -> bytes:
+        i = np.arange(index * self.step, min(self.n, (index + 1) * self.step))
+        t = i / SAMPLE_RATE
+        # Gentle intonation (+-2 %) keeps the pitch recognisable; its phase is the contour's integral.
+        w = 2 * np.pi * 0.6
+        phase = 2 * np.pi * self.f0 * (t - 0.02 / w * (np.cos(w * t + self.offset) - np.cos(self.offset)))
+        # One amplitude bump per syllable (vowel groups of the text), never fully silent.
+        position = t * 1000 / self.ms * self.syllables
+        envelope = 0.35 + 0.65 * np.sin(np.pi * (position % 1.0)) ** 2
+        fade = np.minimum(1.0, np.minimum(i, self.n - 1 - i) / (0.01 * SAMPLE_RATE))
+        signal = self._harmonics(phase) / self.peak * envelope * fade * 0.3
+        return (signal * 32767).astype("<i2").tobytes()
+
+
 def synthesize(text: str, voice: object, ms: int) -> bytes:
-    """`ms` of voiced, syllable-modulated speech-like audio for `text` in `voice` (PCM16)."""
-    n = max(1, int(ms * SAMPLE_RATE / 1000))
-    t = np.arange(n) / SAMPLE_RATE
-    seed = zlib.crc32(text.encode("utf-8"))
-    f0 = voice_f0(voice)
-    # Gentle intonation (+-2 %) keeps the pitch recognisable.
-    contour = f0 * (1.0 + 0.02 * np.sin(2 * np.pi * 0.6 * t + (seed % 628) / 100.0))
-    phase = 2 * np.pi * np.cumsum(contour) / SAMPLE_RATE
-    rolloff = _ROLLOFF.get(voice_key(voice), 1.2)
-    wave = np.zeros(n)
-    for k in range(1, 1 + int(4000 // f0)):
-        wave += k**-rolloff * np.sin(k * phase)
-    # One amplitude bump per syllable (vowel groups of the text), never fully silent.
-    syllables = _syllable_count(text)
-    position = t * 1000 / ms * syllables
-    envelope = 0.35 + 0.65 * np.sin(np.pi * (position % 1.0)) ** 2
-    fade = np.minimum(1.0, np.minimum(np.arange(n), np.arange(n)[::-1]) / (0.01 * SAMPLE_RATE))
-    signal = wave / np.max(np.abs(wave)) * envelope * fade * 0.3
-    return (signal * 32767).astype("<i2").tobytes()
+    """The whole of `SpeechAudio(text, voice, ms)` as PCM16."""
+    audio = SpeechAudio(text, voice, ms)
+    return b"".join(audio.chunk(i) for i in range(len(audio)))
 
 
 _VOWELS = frozenset("aeiouyáéíóúàèìòùâêîôûäöü")

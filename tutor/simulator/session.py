@@ -22,11 +22,10 @@ from pydantic import BaseModel
 
 from . import errors
 from .audio import (
-    BYTES_PER_MS,
     EnergyVad,
     pcm_ms,
     speech_ms,
-    synthesize,
+    SpeechAudio,
     voiced_ms,
 )
 from .errors import RealtimeAPIError
@@ -570,19 +569,19 @@ class RealtimeSession:
             part: dict[str, Any] = {"type": "audio", "transcript": ""}
             speed = self.config["audio"]["output"].get("speed") or 1.0
             ms = self.knobs.audio_ms_per_response or speech_ms(text, speed)
-            pcm = synthesize(text, response.voice, ms)
-            step = AUDIO_CHUNK_MS * BYTES_PER_MS
-            chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)]
+            audio = SpeechAudio(text, response.voice, ms, AUDIO_CHUNK_MS)
+            chunks = [audio.chunk] * len(audio)  # each chunk is synthesized as it is streamed
         else:
             item.content = [{"type": "output_text", "text": ""}]
             part = {"type": "text", "text": ""}
-            chunks = [b""] * max(1, len(text.split()) // 3)
+            chunks = [None] * max(1, len(text.split()) // 3)
         response.open_item = item
         self._emit("response.content_part.added", **_part_ids(response, item), part=part)
-        for chunk, piece in zip(chunks, split_text(text, len(chunks))):
+        for index, (make_chunk, piece) in enumerate(zip(chunks, split_text(text, len(chunks)))):
             if response.finished:
                 return
             if response.audio:
+                chunk = make_chunk(index)
                 self._emit(
                     "response.output_audio.delta",
                     **_part_ids(response, item),
