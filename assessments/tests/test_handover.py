@@ -108,6 +108,29 @@ def check(outcome, learner: MemoryLearner, store: MemoryStore, delivery, records
     assert leftover == []
 
 
+async def deliver_once(
+    *, grader, level="B1", moment="never_spoke", query="", step_timeout=5.0, learner_class=MemoryLearner
+):
+    """One handover on a fresh simulator session (pace 0); returns (outcome, store, learner)."""
+    async with start_simulator(pace=0.0) as sim:
+        learner = learner_class()
+        link = BareTutorLink(Upstream(f"{sim.url}{query}", None, "gpt-realtime", "simulator"), learner)
+        store = MemoryStore()
+        try:
+            await link.connect()
+            if query:  # a dropping connection: let it drop first
+                await link.client.closed.wait()
+            await drive_to(link.client, moment)
+            outcome = await AssessmentDelivery(
+                assessment_id=1, grade_input=grade_input(level), grader=grader, tutor=link, learner=learner,
+                store=store, config=HandoverConfig(step_timeout=step_timeout, keepalive_interval=0.05),
+            ).run()
+        finally:
+            await link.close()
+            await learner.close()
+        return outcome, store, learner
+
+
 @pytest.mark.parametrize("moment", MOMENTS)
 def test_handover_at_each_moment(moment):
     check(*asyncio.run(handover(moment, latency_ms=10, jitter_ms=5, grading_s=0.05, flush_delay=0.01)), moment)
@@ -166,26 +189,10 @@ def test_mid_audio_handover_truncates_the_real_item_where_playback_stopped():
 
 
 def test_upstream_drops_keep_the_assessment_and_show_text():
-    async def scenario():
-        # Every upstream connection drops right after its session is configured (2 server events).
-        async with start_simulator(pace=0.0) as sim:
-            learner = MemoryLearner()
-            upstream = Upstream(f"{sim.url}?drop_after_events=2", None, "gpt-realtime", "simulator")
-            link = BareTutorLink(upstream, learner)
-            store = MemoryStore()
-            try:
-                await link.connect()
-                await link.client.closed.wait()
-                outcome = await AssessmentDelivery(
-                    assessment_id=3, grade_input=grade_input("A2"), grader=RulesGrader(), tutor=link,
-                    learner=learner, store=store, config=HandoverConfig(step_timeout=1.0, keepalive_interval=0.05),
-                ).run()
-            finally:
-                await link.close()
-                await learner.close()
-            return outcome, learner, store
-
-    outcome, learner, store = asyncio.run(scenario())
+    # Every upstream connection drops right after its session is configured (2 server events).
+    outcome, store, learner = asyncio.run(
+        deliver_once(grader=RulesGrader(), level="A2", query="?drop_after_events=2", step_timeout=1.0)
+    )
     assert outcome.status == "delivery_failed"
     assert store.statuses == ["graded", "delivery_failed"]
     reason = store.history[-1][1]
@@ -201,22 +208,9 @@ def test_grader_failure_falls_back_to_rules():
         async def grade(self, data):
             raise RuntimeError("model unavailable")
 
-    async def scenario():
-        async with start_simulator(pace=0.0) as sim:
-            learner = MemoryLearner()
-            link = BareTutorLink(Upstream(sim.url, None, "gpt-realtime", "simulator"), learner)
-            try:
-                await link.connect()
-                outcome = await AssessmentDelivery(
-                    assessment_id=4, grade_input=grade_input("B2"), grader=Broken(), tutor=link, learner=learner,
-                    store=MemoryStore(), config=HandoverConfig(keepalive_interval=0.05),
-                ).run()
-            finally:
-                await link.close()
-            return outcome
-
-    outcome = asyncio.run(scenario())
+    outcome, store, _ = asyncio.run(deliver_once(grader=Broken(), level="B2"))
     assert outcome.status == "delivered"
+    assert store.statuses == ["graded", "delivered"]
     assert outcome.result.level == "B2"
     assert outcome.result.grader.startswith("rules (fallback")
 
@@ -242,21 +236,9 @@ def test_browser_that_never_answers_the_flush_still_hears_the_summary():
             self.current = None
             return asyncio.get_running_loop().create_future()  # never answered
 
-    async def scenario():
-        async with start_simulator(pace=0.0) as sim:
-            learner = DeafBrowser()
-            link = BareTutorLink(Upstream(sim.url, None, "gpt-realtime", "simulator"), learner)
-            try:
-                await link.connect()
-                await drive_to(link.client, "between_responses")
-                return await AssessmentDelivery(
-                    assessment_id=5, grade_input=grade_input(), grader=RulesGrader(), tutor=link, learner=learner,
-                    store=MemoryStore(), config=HandoverConfig(step_timeout=0.3, keepalive_interval=0.05),
-                ).run(), learner
-            finally:
-                await link.close()
-
-    outcome, learner = asyncio.run(scenario())
+    outcome, _, learner = asyncio.run(
+        deliver_once(grader=RulesGrader(), moment="between_responses", step_timeout=0.3, learner_class=DeafBrowser)
+    )
     assert outcome.status == "delivered"
     assert any("flush" in p for p in outcome.problems)  # recorded for the teacher, not hidden
     assert estimate_voice(bytes(learner.of_role("narrator")[0].audio)) == SUMMARY_VOICE
