@@ -7,7 +7,12 @@ on the handshake, and browsers then see only code 1006, so the reason would be l
 from assessments.models import Learner
 
 CLOSE_NOT_AUTHENTICATED = 4401  # anonymous: log in first
-CLOSE_NOT_A_LEARNER = 4403  # logged in, but no Learner profile (e.g. a teacher-only account)
+CLOSE_FORBIDDEN = 4403  # logged in, but not allowed here (no Learner profile; not a teacher)
+
+
+def refusal_code(user) -> int:
+    """The close code for a user this socket does not admit: 4401 if anonymous, 4403 otherwise."""
+    return CLOSE_NOT_AUTHENTICATED if user is None or not user.is_authenticated else CLOSE_FORBIDDEN
 
 
 def learner_for(user) -> Learner | None:

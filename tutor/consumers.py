@@ -16,7 +16,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocke
 from django.conf import settings
 
 from tutor import wire
-from tutor.auth import CLOSE_NOT_A_LEARNER, CLOSE_NOT_AUTHENTICATED, learner_for
+from tutor.auth import learner_for, refusal_code
 from tutor.exceptions import ClientError
 from tutor.live import TEACHERS_GROUP, can_watch
 from tutor.relay import FlushRequests, LearnerPort
@@ -25,7 +25,6 @@ from tutor.session import SessionConfig, TutorSessionRuntime
 logger = logging.getLogger(__name__)
 
 CLOSE_SUPERSEDED = 4409  # the same learner opened the tutor in another tab
-CLOSE_NOT_A_TEACHER = 4403  # the live view is for teachers only
 
 
 def learner_group(learner_id: int) -> str:
@@ -45,8 +44,7 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         # browser (see tutor/auth.py).
         await self.accept()
         if self.learner is None:
-            anonymous = user is None or not user.is_authenticated
-            await self.close(code=CLOSE_NOT_AUTHENTICATED if anonymous else CLOSE_NOT_A_LEARNER)
+            await self.close(code=refusal_code(user))
             return
         self.open = True
         self.group = learner_group(self.learner.pk)
@@ -151,8 +149,7 @@ class TeacherLiveConsumer(AsyncJsonWebsocketConsumer):
         self.watching = await database_sync_to_async(can_watch)(user)  # permissions come from the database
         await self.accept()
         if not self.watching:
-            anonymous = user is None or not user.is_authenticated
-            await self.close(code=CLOSE_NOT_AUTHENTICATED if anonymous else CLOSE_NOT_A_TEACHER)
+            await self.close(code=refusal_code(user))
             return
         await self.channel_layer.group_add(TEACHERS_GROUP, self.channel_name)
 

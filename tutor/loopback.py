@@ -108,12 +108,11 @@ class BareTutorLink:
         self.step_timeout = step_timeout
         self.learner_audio_on = True
         self.narrators: list[RealtimeClient] = []  # every narrator session opened (metrics)
-        self.client = RealtimeClient(upstream.url, api_key=upstream.api_key, model=upstream.model, name="tutor")
+        self.client = upstream.client("tutor")
         self.relay = SpeechRelay(learner, role="tutor", voice=lambda: self.client.tracker.voice)
         self.client.handler = relay_with_errors_logged(self.relay, "tutor")
 
     async def connect(self, level: str = "A2", language: str = "es") -> None:
-        await self.client.connect()
         session = persona.tutor_session_config(
             target_language=language,
             native_language="en",
@@ -123,7 +122,7 @@ class BareTutorLink:
             speed_beginner=1.0,
             speed_default=1.0,
         )
-        await self.client.request({"type": "session.update", "session": session}, "session.updated", self.step_timeout)
+        await self.client.open(session, self.step_timeout)
 
     def stop_learner_audio(self) -> None:
         self.learner_audio_on = False

@@ -148,6 +148,20 @@ class RealtimeClient:
         )
         return event
 
+    async def open(self, session: dict, timeout: float) -> Any:
+        """Connect and configure: `session.update` with `session`, confirmed by `session.updated`.
+
+        Returns the `session.created` event. Nothing that depends on the configuration can be sent
+        before this returns; on any failure the socket is closed again.
+        """
+        try:
+            created = await self.connect()
+            await self.request({"type": "session.update", "session": session}, "session.updated", timeout)
+        except BaseException:
+            await self.close()
+            raise
+        return created
+
     async def close(self) -> None:
         """Close the socket and cancel and await the reader task (idempotent)."""
         if self._ws is not None:

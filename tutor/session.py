@@ -155,20 +155,9 @@ class TutorSessionRuntime(TutorLink):
 
     async def _connect_tutor(self) -> None:
         """Open and configure the tutor's upstream session (session.updated confirms the config)."""
-        self.client = RealtimeClient(
-            self.upstream.url,
-            api_key=self.upstream.api_key,
-            model=self.upstream.model,
-            name="tutor",
-            handler=self.on_upstream_event,
-        )
-        created = await self.client.connect()
+        self.client = self.upstream.client("tutor", handler=self.on_upstream_event)
+        created = await self.client.open(self._tutor_session(initial=True), self.config.step_timeout)
         await db(services.set_upstream_session_id)(self.session_id, created.session.id or "")
-        await self.client.request(
-            {"type": "session.update", "session": self._tutor_session(initial=True)},
-            expect="session.updated",
-            timeout=self.config.step_timeout,
-        )
 
     async def _resume(self) -> bool:
         """A new upstream session after the old one expired: the conversation is replayed as text.

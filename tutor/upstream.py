@@ -27,6 +27,9 @@ class Upstream:
     model: str
     kind: str  # "openai" | "simulator" (TutorSession.Upstream values)
 
+    def client(self, name: str, handler=None) -> RealtimeClient:
+        return RealtimeClient(self.url, api_key=self.api_key, model=self.model, name=name, handler=handler)
+
 
 # One bundled simulator per event loop (the server's), started by the first session that needs it.
 _embedded: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
@@ -84,18 +87,9 @@ async def open_narrator(
 
     Ready when it returns: `session.updated` confirmed the narrator configuration and voice.
     """
-    client = RealtimeClient(upstream.url, api_key=upstream.api_key, model=upstream.model, name="narrator")
+    client = upstream.client("narrator")
     relay = SpeechRelay(learner, role="narrator", voice=lambda: client.tracker.voice, on_transcript=on_transcript)
     client.handler = relay_with_errors_logged(relay, "narrator")
-    try:
-        await client.connect()
-        await client.request(
-            {"type": "session.update", "session": persona.narrator_session_config(voice)},
-            expect="session.updated",
-            timeout=step_timeout,
-        )
-    except BaseException:
-        await client.close()
-        raise
+    await client.open(persona.narrator_session_config(voice), step_timeout)
     logger.info("narrator ready", extra={"voice": client.tracker.voice, "session_id": client.tracker.session_id})
     return client, relay

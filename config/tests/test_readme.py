@@ -69,11 +69,11 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_readme_documents_the_websocket_close_codes():
-    from tutor.auth import CLOSE_NOT_A_LEARNER, CLOSE_NOT_AUTHENTICATED
+    from tutor.auth import CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED
 
     text = README.read_text()
     assert f"| {CLOSE_NOT_AUTHENTICATED} | not logged in" in text
-    assert f"| {CLOSE_NOT_A_LEARNER} | logged in, but the user has no learner profile" in text
+    assert f"| {CLOSE_FORBIDDEN} | logged in, but the user has no learner profile" in text
 
 
 def test_readme_has_the_sections_others_fill_in():

@@ -4,7 +4,7 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from config.asgi import application
-from tutor.auth import CLOSE_NOT_A_LEARNER, CLOSE_NOT_AUTHENTICATED
+from tutor.auth import CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the consumer reads users from another thread
 
@@ -49,7 +49,7 @@ async def test_anonymous_is_refused_with_4401(anonymous_headers):
 async def test_teacher_without_learner_profile_is_refused_with_4403(teacher_headers):
     communicator = WebsocketCommunicator(application, "/ws/tutor/", headers=teacher_headers)
     try:
-        assert await closed_with(communicator) == CLOSE_NOT_A_LEARNER == 4403
+        assert await closed_with(communicator) == CLOSE_FORBIDDEN == 4403
     finally:
         await communicator.disconnect()
 
@@ -69,7 +69,7 @@ async def test_foreign_origin_is_refused_before_the_handshake(learner_headers, o
         connected, code = await communicator.connect()
         # Denied before accept: the server answers the handshake with HTTP 403.
         assert not connected
-        assert code not in (CLOSE_NOT_AUTHENTICATED, CLOSE_NOT_A_LEARNER)
+        assert code not in (CLOSE_NOT_AUTHENTICATED, CLOSE_FORBIDDEN)
     finally:
         await communicator.disconnect()
 

@@ -62,6 +62,13 @@ class ThreadedSimulator(BackgroundSimulator):
 
         return self.call(count())
 
+    def wait_all_closed(self, timeout: float) -> int:
+        """Poll until no upstream connection is open (or `timeout`); returns how many still are."""
+        deadline = time.monotonic() + timeout
+        while self.open_connections() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.open_connections()
+
 
 def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout

@@ -59,6 +59,14 @@ def tutor_socket(base_url: str, cookie: str):
     return websockets.connect(url, additional_headers={"Cookie": cookie, "Origin": base_url}, max_size=None)
 
 
+async def next_json(ws, timeout: float = 30) -> dict:
+    """The next JSON event from the tutor socket (audio frames in between are skipped)."""
+    while True:
+        raw = await asyncio.wait_for(ws.recv(), timeout)
+        if isinstance(raw, str):
+            return json.loads(raw)
+
+
 class LearnerRun:
     """What the simulated learner saw and heard during one session."""
 
@@ -117,9 +125,7 @@ async def run_learner(base_url: str, cookie: str, *, timeout: float = 90, think:
             raise AssertionError(f"no final assessment within {timeout}s; last events: {run.events[-5:]}")
         # Drain until the session says it ended (the server closes its upstream sessions first).
         while not any(e["type"] == "state" and e["state"] == "ended" for e in run.events):
-            raw = await asyncio.wait_for(ws.recv(), 10)
-            if isinstance(raw, str):
-                run.events.append(json.loads(raw))
+            run.events.append(await next_json(ws, 10))
     return run
 
 
@@ -202,10 +208,7 @@ def test_each_true_level_is_placed_assessed_and_spoken(simulator, make_user, lay
             assert Turn.objects.filter(session=session, role="narrator").exists()
 
             # Nothing of the session stays open upstream (tutor and narrator sessions closed).
-            deadline = time.monotonic() + 5
-            while simulator.open_connections() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert simulator.open_connections() == 0
+            assert simulator.wait_all_closed(5) == 0
 
 
 def test_disconnect_mid_session_keeps_a_partial_assessment(simulator, make_user):
@@ -218,10 +221,7 @@ def test_disconnect_mid_session_keeps_a_partial_assessment(simulator, make_user)
             await ws.send(json.dumps({"type": "session.start"}))
             level_events = 0
             while level_events < 3:  # the initial ladder, then one per recorded probe
-                raw = await asyncio.wait_for(ws.recv(), 30)
-                if isinstance(raw, bytes):
-                    continue
-                event = json.loads(raw)
+                event = await next_json(ws)
                 if event["type"] == "audio.end":
                     await ws.send(json.dumps({"type": "answer.text", "text": "Sí, claro."}))
                 elif event["type"] == "level":
@@ -230,11 +230,10 @@ def test_disconnect_mid_session_keeps_a_partial_assessment(simulator, make_user)
 
     with daphne_server(realtime_url=simulator.url, redis_url=None) as base_url:
         asyncio.run(leave_after_two_probes(base_url))
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 10  # the server keeps the assessment after the socket is gone
         while time.monotonic() < deadline and not Assessment.objects.filter(learner__user=user).exists():
             time.sleep(0.1)
-        while simulator.open_connections() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        open_upstream = simulator.wait_all_closed(5)
     assessment = Assessment.objects.get(learner__user=user)
     assert assessment.partial
     assert assessment.status == Assessment.Status.DELIVERY_FAILED
@@ -242,7 +241,7 @@ def test_disconnect_mid_session_keeps_a_partial_assessment(simulator, make_user)
     assert assessment.summary  # graded by the rules, kept for the learner's history
     session = TutorSession.objects.get(learner__user=user)
     assert session.end_reason == "learner_left"
-    assert simulator.open_connections() == 0
+    assert open_upstream == 0
 
 
 def test_bad_frames_get_clear_errors_and_lose_nothing(simulator, make_user):
@@ -252,29 +251,23 @@ def test_bad_frames_get_clear_errors_and_lose_nothing(simulator, make_user):
 
     async def scenario(base_url):
         async with tutor_socket(base_url, cookie) as ws:
-            async def next_json():
-                while True:
-                    raw = await asyncio.wait_for(ws.recv(), 10)
-                    if isinstance(raw, str):
-                        return json.loads(raw)
-
-            assert (await next_json())["state"] == "ready"
+            assert (await next_json(ws))["state"] == "ready"
             errors = []
             for bad in ["{nope", json.dumps({"type": "launch.rockets"}), json.dumps({"type": "answer.text"}),
                         json.dumps({"type": "answer.text", "text": "x" * 5000}), json.dumps([1, 2])]:
                 await ws.send(bad)
-                errors.append(await next_json())
+                errors.append(await next_json(ws))
             await ws.send(b"\x00" * (64 * 1024))
-            errors.append(await next_json())
+            errors.append(await next_json(ws))
             await ws.send(b"\x00\x01\x02")
-            errors.append(await next_json())
+            errors.append(await next_json(ws))
             await ws.send(json.dumps({"type": "answer.text", "text": "hola"}))  # before start
-            errors.append(await next_json())
+            errors.append(await next_json(ws))
             # The connection survived all of that: the session still starts.
             await ws.send(json.dumps({"type": "session.start"}))
             states = []
             while "listening" not in states:
-                event = await next_json()
+                event = await next_json(ws)
                 if event["type"] == "state":
                     states.append(event["state"])
             return errors
@@ -319,10 +312,7 @@ def partial_run(simulator, make_user, username, *, stop_after_probes=None, extra
             await ws.send(json.dumps({"type": "session.start"}))
             probes = 0
             while True:
-                raw = await asyncio.wait_for(ws.recv(), 30)
-                if isinstance(raw, bytes):
-                    continue
-                event = json.loads(raw)
+                event = await next_json(ws)
                 events.append(event)
                 if event["type"] == "playback.flush":
                     await ws.send(json.dumps({"type": "playback.flushed", "request_id": event["request_id"],
