@@ -306,33 +306,23 @@ def test_no_reconnect_after_the_session_ended(page, page_server):
     tutor.wait(lambda: len(tutor.sockets) == 2 and tutor.received("session.start"), what="a fresh start")
 
 
-def test_microphone_denied_is_explained_and_writing_still_works(chromium, page_server):
+@pytest.mark.parametrize(
+    "error, notice, mic",
+    [("NotAllowedError", "Microphone permission denied", "denied"), ("NotFoundError", "No microphone found", "not-found")],
+)
+def test_microphone_problems_are_explained_and_writing_still_works(chromium, page_server, error, notice, mic):
     context = chromium.new_context()
     page = context.new_page()
     try:
-        # Deny getUserMedia the way a browser does when the learner refuses the permission.
+        # Fail getUserMedia the way a browser does when the learner refuses it, or has no microphone.
         page.add_init_script(
-            "navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('denied', 'NotAllowedError'));"
+            f"navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('x', '{error}'));"
         )
         tutor = open_tutor(page, page_server)
         start(page, tutor)
-        assert "Microphone permission denied" in page.text_content("#notice")
-        assert page.get_attribute("#tutor", "data-mic") == "denied"
+        assert notice in page.text_content("#notice")
+        assert page.get_attribute("#tutor", "data-mic") == mic
         assert page.is_enabled("#answer-text")
-    finally:
-        context.close()
-
-
-def test_no_microphone_is_explained(chromium, page_server):
-    context = chromium.new_context()
-    page = context.new_page()
-    try:
-        page.add_init_script(
-            "navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('none', 'NotFoundError'));"
-        )
-        tutor = open_tutor(page, page_server)
-        start(page, tutor)
-        assert "No microphone found" in page.text_content("#notice")
     finally:
         context.close()
 
