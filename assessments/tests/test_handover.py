@@ -9,7 +9,6 @@ flushed, the keepalive sends nothing after it stops, and no task of the session 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import re
 from pathlib import Path

@@ -19,7 +19,6 @@ import urllib.request
 import numpy as np
 import pytest
 import websockets
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.test import Client
 
