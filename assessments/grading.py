@@ -14,9 +14,9 @@ import logging
 import re
 from dataclasses import dataclass, field, replace
 
-from tutor.cefr import LEVEL_NAMES, LEVELS, level_index, next_level
-from tutor.persona import language_name
-from tutor.placement import SUSTAINED, Placement, ProbeRecord
+from assessments.cefr import LEVEL_NAMES, LEVELS, level_index, next_level
+from assessments.languages import language_name
+from assessments.placement import SUSTAINED, Placement, ProbeRecord
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from tutor.cefr import LEVEL_NAMES, LEVELS
+from assessments.cefr import LEVEL_NAMES, LEVELS
+from assessments.languages import LANGUAGES
 
 
 class CEFRLevel(models.TextChoices):
@@ -19,13 +20,7 @@ class CEFRLevel(models.TextChoices):
 assert tuple(CEFRLevel.values) == LEVELS  # one scale: the pure core's and the database's agree
 
 
-class Language(models.TextChoices):
-    SPANISH = "es", "Spanish"
-    FRENCH = "fr", "French"
-    GERMAN = "de", "German"
-    ITALIAN = "it", "Italian"
-    ENGLISH = "en", "English"
-    PORTUGUESE = "pt", "Portuguese"
+Language = models.TextChoices("Language", [(name.upper(), (code, name)) for code, name in LANGUAGES.items()])
 
 
 class Learner(models.Model):

@@ -1,6 +1,9 @@
-"""The Teachers group: staff who browse everything and review assessments in the admin."""
+"""Who is who: a user's Learner profile, and the Teachers group (staff who review assessments in the admin)."""
 
 from django.contrib.auth.models import Group, Permission
+from django.core.exceptions import PermissionDenied
+
+from assessments.models import Learner
 
 TEACHERS_GROUP = "Teachers"
 
@@ -26,3 +29,18 @@ def ensure_teachers_group() -> Group:
     ]
     group.permissions.set(perms)
     return group
+
+
+def learner_for(user) -> Learner | None:
+    """The Learner profile of `user`, or None for anonymous users and users without one (sync)."""
+    if user is None or not user.is_authenticated:
+        return None
+    return Learner.objects.filter(user_id=user.pk).select_related("user").first()
+
+
+def own_learner(request) -> Learner:
+    """The Learner profile of the logged-in user; 403 for accounts without one (e.g. teachers)."""
+    learner = learner_for(request.user)
+    if learner is None:
+        raise PermissionDenied("Only learner accounts have an assessment history and languages to choose.")
+    return learner

@@ -6,14 +6,12 @@ The consumer and the session runtime never touch the ORM directly: they call the
 
 from __future__ import annotations
 
-from channels.db import database_sync_to_async
 from django.db import transaction
 from django.utils import timezone
 
-from assessments.delivery import AssessmentStore
 from assessments.grading import GradeInput, GradeResult
 from assessments.models import Assessment, Probe, TutorSession, Turn
-from tutor.placement import EARLY_END_REASONS, Placement
+from assessments.placement import EARLY_END_REASONS, Placement
 
 
 def start_session(learner_id: int, *, upstream: str, model: str, target_language: str) -> int:
@@ -73,18 +71,6 @@ def mark_delivery_failed(assessment_id: int, reason: str) -> None:
         status=Assessment.Status.DELIVERY_FAILED, failed_at=timezone.now(), failure_reason=reason
     )
 
-
-class DjangoAssessmentStore(AssessmentStore):
-    """AssessmentStore on the Assessment model."""
-
-    async def graded(self, assessment_id: int, result: GradeResult) -> None:
-        await database_sync_to_async(save_grade)(assessment_id, result)
-
-    async def delivered(self, assessment_id: int, notes: str) -> None:
-        await database_sync_to_async(mark_delivered)(assessment_id, notes)
-
-    async def failed(self, assessment_id: int, reason: str) -> None:
-        await database_sync_to_async(mark_delivery_failed)(assessment_id, reason)
 
 
 def keep_undelivered(assessment_id: int, fallback: GradeResult, reason: str) -> bool:

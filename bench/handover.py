@@ -32,12 +32,12 @@ import django  # noqa: E402
 
 django.setup()
 
-from assessments.delivery import AssessmentDelivery, HandoverConfig  # noqa: E402
+from tutor.runtime.delivery import AssessmentDelivery, HandoverConfig  # noqa: E402
 from assessments.grading import GradeInput, RulesGrader, TimedGrader, grade_by_rules  # noqa: E402
 from tutor import persona  # noqa: E402
-from tutor.loopback import BareTutorLink, MemoryLearner, MemoryStore, drive_to  # noqa: E402
-from tutor.simulator import RealtimeSimulator, SimulatorKnobs  # noqa: E402
-from tutor.simulator.audio import estimate_voice  # noqa: E402
+from tutor.testing.loopback import BareTutorLink, MemoryLearner, MemoryStore, drive_to  # noqa: E402
+from tutor.realtime.simulator import RealtimeSimulator, SimulatorKnobs  # noqa: E402
+from tutor.realtime.simulator.audio import estimate_voice  # noqa: E402
 from tutor.upstream import Upstream  # noqa: E402
 
 SUMMARY_VOICE = "alloy"

@@ -1,6 +1,6 @@
 """TutorConsumer: the `/ws/tutor/` socket of one learner. A thin adapter.
 
-Socket handlers validate frames (tutor.wire) and call the session runtime; the runtime's upstream
+Socket handlers validate frames (tutor.realtime.wire) and call the session runtime; the runtime's upstream
 read loop is its own task, never awaited here. The consumer is also the runtime's `LearnerPort`: the
 one place that writes to the browser. Audio never travels over the channel layer; the layer carries
 only small control messages between a learner's connections (a new tab supersedes the old one).
@@ -15,12 +15,13 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from django.conf import settings
 
-from tutor import wire
-from tutor.auth import learner_for, refusal_code
-from tutor.exceptions import ClientError
+from assessments.roles import learner_for
+from tutor.realtime import wire
+from tutor.auth import refusal_code
+from tutor.realtime.exceptions import ClientError
 from tutor.live import TEACHERS_GROUP, can_watch
-from tutor.relay import FlushRequests, LearnerPort
-from tutor.session import SessionConfig, TutorSessionRuntime
+from tutor.realtime.relay import FlushRequests, LearnerPort
+from tutor.runtime.session import SessionConfig, TutorSessionRuntime
 
 logger = logging.getLogger(__name__)
 

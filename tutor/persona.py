@@ -7,23 +7,13 @@ for `session.update`, `response` for `response.create`): the RealtimeClient wrap
 
 from __future__ import annotations
 
-import re
-
-from tutor.cefr import LEVEL_NAMES, LEVELS, level_index
-from tutor.placement import BREAKDOWN, OUTCOMES, SUSTAINED
-
-LANGUAGE_NAMES = {
-    "es": "Spanish",
-    "fr": "French",
-    "de": "German",
-    "it": "Italian",
-    "en": "English",
-    "pt": "Portuguese",
-}
+from assessments.cefr import LEVEL_NAMES, LEVELS, level_index
+from assessments.languages import language_name
+from assessments.placement import BREAKDOWN, OUTCOMES, SUSTAINED
+from tutor.realtime.audio import API_FORMAT
 
 BEGINNER_LEVELS = ("A1", "A2")
 
-AUDIO_FORMAT = {"type": "audio/pcm", "rate": 24000}
 
 # Beginners pause mid-sentence to find words; a longer silence keeps VAD from cutting them off.
 SILENCE_MS_BEGINNER = 900
@@ -122,13 +112,6 @@ RECORD_PROBE_TOOL = {
 }
 
 
-def language_name(code: str) -> str:
-    """English name of an ISO 639-1 code (the code itself if unknown); ValueError if malformed."""
-    # The code lands on a marker line the simulator parses: no spaces or newlines may slip in.
-    if not isinstance(code, str) or not re.fullmatch(r"[a-z]{2,3}", code):
-        raise ValueError(f"invalid language code {code!r}: expected an ISO 639-1 code such as 'es'")
-    return LANGUAGE_NAMES.get(code, code)
-
 
 def tutor_instructions(target_language: str, native_language: str, level: str) -> str:
     """The tutor's system instructions at `level`, with the marker lines of the internal contracts."""
@@ -198,7 +181,7 @@ def tutor_session_config(
         "output_modalities": ["audio"],
         "audio": {
             "input": {
-                "format": AUDIO_FORMAT,
+                "format": API_FORMAT,
                 # Pinned: unpinned, short or accented learner speech is often transcribed as another language.
                 "transcription": {"model": transcription_model, "language": target_language},
                 "turn_detection": _server_vad(SILENCE_MS_BEGINNER if beginner else SILENCE_MS)
@@ -206,7 +189,7 @@ def tutor_session_config(
                 else None,
             },
             "output": {
-                "format": AUDIO_FORMAT,
+                "format": API_FORMAT,
                 "voice": voice,
                 "speed": speed_beginner if beginner else speed_default,
             },
@@ -251,8 +234,8 @@ def narrator_session_config(voice: str) -> dict:
         "instructions": NARRATOR_INSTRUCTIONS,
         "output_modalities": ["audio"],
         "audio": {
-            "input": {"format": AUDIO_FORMAT, "turn_detection": None},  # it only speaks when asked
-            "output": {"format": AUDIO_FORMAT, "voice": voice},
+            "input": {"format": API_FORMAT, "turn_detection": None},  # it only speaks when asked
+            "output": {"format": API_FORMAT, "voice": voice},
         },
         "tools": [],
         "tool_choice": "none",

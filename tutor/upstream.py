@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from tutor import persona
-from tutor.realtime import RealtimeClient
-from tutor.relay import LearnerPort, SpeechRelay, TranscriptCallback
+from tutor.realtime.client import RealtimeClient
+from tutor.realtime.relay import LearnerPort, SpeechRelay, TranscriptCallback
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,14 @@ class Upstream:
     kind: str  # "openai" | "simulator" (TutorSession.Upstream values)
 
     def client(self, name: str, handler=None) -> RealtimeClient:
-        return RealtimeClient(self.url, api_key=self.api_key, model=self.model, name=name, handler=handler)
+        return RealtimeClient(
+            self.url,
+            api_key=self.api_key,
+            model=self.model,
+            name=name,
+            handler=handler,
+            validate_sent=settings.PARLA_VALIDATE_EVENTS,
+        )
 
 
 # One bundled simulator per event loop (the server's), started by the first session that needs it.
@@ -36,7 +43,7 @@ _embedded: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
 
 
 async def _start_embedded_simulator() -> str:
-    from tutor.simulator import RealtimeSimulator, SimulatorKnobs  # only demo mode needs it
+    from tutor.realtime.simulator import RealtimeSimulator, SimulatorKnobs  # only demo mode needs it
 
     simulator = RealtimeSimulator(knobs=SimulatorKnobs(pace=settings.PARLA_SIMULATOR_PACE), port=0)
     await simulator.start()

@@ -22,8 +22,8 @@ from assessments.grading import (
     grade_by_rules,
     parse_assessment,
 )
-from tutor.cefr import LEVELS, level_index
-from tutor.placement import Placement, ProbeRecord
+from assessments.cefr import LEVELS, level_index
+from assessments.placement import Placement, ProbeRecord
 
 S, B = "sustained", "breakdown"
 

@@ -1,10 +1,10 @@
-"""Models of DESIGN section 6: CEFR levels as TextChoices, one scale with tutor.cefr."""
+"""Models of DESIGN section 6: CEFR levels as TextChoices, one scale with assessments.cefr."""
 
 import pytest
 
 from assessments.models import Assessment, CEFRLevel
 from assessments.tests.factories import make_session_with_assessment
-from tutor.cefr import LEVELS
+from assessments.cefr import LEVELS
 
 
 def test_cefr_levels_are_text_choices_on_the_pure_scale():

@@ -77,7 +77,7 @@ async def test_foreign_origin_is_refused_before_the_handshake(learner_headers, o
 def test_learner_for(learner_user, teacher_user):
     from django.contrib.auth.models import AnonymousUser
 
-    from tutor.auth import learner_for
+    from assessments.roles import learner_for
 
     assert learner_for(learner_user) == learner_user.learner
     assert learner_for(teacher_user) is None

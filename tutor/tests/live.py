@@ -19,8 +19,8 @@ from pathlib import Path
 
 from django.db import connection
 
-from tutor.simulator.background import BackgroundSimulator
-from tutor.simulator.knobs import SimulatorKnobs
+from tutor.realtime.simulator.background import BackgroundSimulator
+from tutor.realtime.simulator.knobs import SimulatorKnobs
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,7 +16,7 @@ import shutil
 
 import pytest
 
-from tutor.cefr import LEVELS
+from assessments.cefr import LEVELS
 from tutor.tests.browser_support import (  # noqa: F401 (fixtures)
     browser_output,
     chromium,

@@ -23,8 +23,8 @@ from django.conf import settings
 from django.test import Client
 
 from assessments.models import Assessment, Probe, TutorSession, Turn
-from tutor.cefr import LEVELS
-from tutor.simulator.audio import estimate_voice
+from assessments.cefr import LEVELS
+from tutor.realtime.simulator.audio import estimate_voice
 from tutor.tests.live import ThreadedSimulator, daphne_server
 
 pytestmark = pytest.mark.django_db(transaction=True)

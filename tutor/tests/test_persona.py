@@ -7,7 +7,7 @@ from openai.types.realtime import ResponseCreateEvent, SessionUpdateEvent
 from openai.types.realtime.realtime_session_create_request import RealtimeSessionCreateRequest
 from pydantic import BaseModel
 
-from tutor.cefr import LEVELS
+from assessments.cefr import LEVELS
 from tutor.persona import (
     LEVEL_TASKS,
     RECORD_PROBE_TOOL,

@@ -6,8 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from tutor import persona
-from tutor.realtime import RealtimeClient, RealtimeClosed, RealtimeRequestError, validate_client_event, with_model
-from tutor.simulator.testing import start_simulator
+from tutor.realtime.client import RealtimeClient, RealtimeClosed, RealtimeRequestError, validate_client_event, with_model
+from tutor.testing.realtime_client import start_simulator
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ import base64
 from pydantic import TypeAdapter
 from openai.types.realtime import RealtimeServerEvent
 
-from tutor.loopback import MemoryLearner
-from tutor.relay import FlushRequests, PlaybackPosition, SpeechRelay
+from tutor.testing.loopback import MemoryLearner
+from tutor.realtime.relay import FlushRequests, PlaybackPosition, SpeechRelay
 
 parse = TypeAdapter(RealtimeServerEvent).validate_python
 

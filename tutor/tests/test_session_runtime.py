@@ -8,9 +8,9 @@ from asgiref.sync import sync_to_async
 
 from assessments.grading import RulesGrader, TimedGrader
 from assessments.models import Assessment, TutorSession
-from tutor.loopback import MemoryLearner
-from tutor.session import SessionConfig, TutorSessionRuntime
-from tutor.simulator.testing import start_simulator
+from tutor.testing.loopback import MemoryLearner
+from tutor.runtime.session import SessionConfig, TutorSessionRuntime
+from tutor.testing.realtime_client import start_simulator
 from tutor.upstream import Upstream
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -17,11 +17,11 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tutor.cefr import LEVELS, next_level
-from tutor.simulator.audio import estimate_voice, silence, speech_ms, synthesize
-from tutor.simulator.background import BackgroundSimulator
-from tutor.simulator.persona import LEARNER_UTTERANCES, QUESTIONS
-from tutor.simulator.testing import RealtimeTestClient, start_simulator
+from assessments.cefr import LEVELS, next_level
+from tutor.realtime.simulator.audio import estimate_voice, silence, speech_ms, synthesize
+from tutor.realtime.simulator.background import BackgroundSimulator
+from tutor.realtime.simulator.persona import LEARNER_UTTERANCES, QUESTIONS
+from tutor.testing.realtime_client import RealtimeTestClient, start_simulator
 
 # The response lifecycle of DESIGN section 2, without the repeated deltas.
 AUDIO_RESPONSE_ORDER = [
@@ -590,7 +590,7 @@ async def test_truncate_rules(sim):
 
 
 async def test_record_probe_function_call_flow(sim, caplog):
-    caplog.set_level(logging.DEBUG, logger="tutor.simulator")  # structured log records must build
+    caplog.set_level(logging.DEBUG, logger="tutor.realtime.simulator")  # structured log records must build
     async with RealtimeTestClient.connect(sim.url, query="model=m&true_level=B1") as client:
         await update(client, instructions=tutor_instructions("de", "A2"), tools=[PROBE_TOOL])
         greeting = done_response(await respond(client))

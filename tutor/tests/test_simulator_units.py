@@ -11,22 +11,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from tutor.cefr import LEVELS
+from assessments.cefr import LEVELS
 from tutor.management.commands.realtime_simulator import Command, knobs_from_options
-from tutor.simulator import KnobError, SimulatorKnobs
-from tutor.simulator import errors
-from tutor.simulator.audio import (
+from tutor.realtime.simulator import KnobError, SimulatorKnobs
+from tutor.realtime.audio import pcm_ms
+from tutor.realtime.simulator import errors
+from tutor.realtime.simulator.audio import (
     VOICE_F0_HZ,
     EnergyVad,
     estimate_voice,
-    pcm_ms,
     silence,
     speech_ms,
     synthesize,
     voiced_ms,
 )
-from tutor.simulator.events import CLIENT_EVENT_ADAPTER, parse_client_event
-from tutor.simulator.persona import (
+from tutor.realtime.simulator.events import CLIENT_EVENT_ADAPTER, parse_client_event
+from tutor.realtime.simulator.persona import (
     LEARNER_UTTERANCES,
     QUESTIONS,
     LearnerTurn,
@@ -37,7 +37,7 @@ from tutor.simulator.persona import (
     probe_outcome,
     verbatim_text,
 )
-from tutor.simulator.session import chunk_interval, split_text
+from tutor.realtime.simulator.session import chunk_interval, split_text
 
 # --- audio ------------------------------------------------------------------------------------
 

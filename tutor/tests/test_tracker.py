@@ -6,7 +6,8 @@ import pytest
 from pydantic import TypeAdapter
 from openai.types.realtime import RealtimeServerEvent
 
-from tutor.tracker import ResponseTracker, audio_ms
+from tutor.realtime.audio import audio_ms
+from tutor.realtime.tracker import ResponseTracker
 
 _parse = TypeAdapter(RealtimeServerEvent).validate_python
 _n = iter(range(10**9))

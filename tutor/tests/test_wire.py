@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from tutor.exceptions import ClientError
-from tutor.wire import MAX_AUDIO_FRAME_BYTES, parse_audio, parse_control
+from tutor.realtime.exceptions import ClientError
+from tutor.realtime.wire import MAX_AUDIO_FRAME_BYTES, parse_audio, parse_control
 
 
 def code_of(call, *args):

@@ -8,8 +8,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tutor.simulator import KnobError, RealtimeSimulator, SimulatorKnobs
-from tutor.simulator.knobs import knob_base_type
+from tutor.realtime.simulator import KnobError, RealtimeSimulator, SimulatorKnobs
+from tutor.realtime.simulator.knobs import knob_base_type
 
 
 def knob_flag(name: str) -> str:
@@ -42,7 +42,7 @@ class Command(BaseCommand):
             knobs = knobs_from_options(options)
         except KnobError as exc:
             raise CommandError(str(exc)) from exc
-        logging.getLogger("tutor.simulator").setLevel(logging.INFO)
+        logging.getLogger("tutor.realtime.simulator").setLevel(logging.INFO)
         simulator = RealtimeSimulator(knobs=knobs, host=options["host"], port=options["port"])
         self.stdout.write(f"Realtime simulator on ws://{options['host']}:{options['port']}/v1/realtime (Ctrl-C stops)")
         try:

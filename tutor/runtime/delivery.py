@@ -29,9 +29,9 @@ from typing import Any
 
 from assessments.grading import Grader, GradeInput, GradeResult, fallback_grade, grade_by_rules
 from tutor import persona
-from tutor.realtime import RealtimeClient, RealtimeError
-from tutor.relay import LearnerPort, PlaybackPosition, SpeechRelay
-from tutor.tasks import cancel_and_wait
+from tutor.realtime.client import RealtimeClient, RealtimeError
+from tutor.realtime.relay import LearnerPort, PlaybackPosition, SpeechRelay
+from tutor.realtime.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from tutor.cefr import level_index
+from assessments.cefr import level_index
 
 PROBE_TOOL = "record_probe"
 DEFAULT_LANGUAGE = "en"

@@ -23,12 +23,11 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
 
 import websockets
-from django.conf import settings
 from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
 from pydantic import TypeAdapter, ValidationError
 
-from tutor.tasks import cancel_and_wait
-from tutor.tracker import ResponseTracker
+from tutor.realtime.tasks import cancel_and_wait
+from tutor.realtime.tracker import ResponseTracker
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +101,7 @@ class RealtimeClient:
         model: str | None = None,
         name: str = "tutor",
         handler: EventHandler | None = None,
-        validate_sent: bool | None = None,
+        validate_sent: bool = False,
         open_timeout: float = 10.0,
     ):
         self.url = with_model(url, model)
@@ -111,8 +110,8 @@ class RealtimeClient:
         self.tracker = ResponseTracker()
         self.handler = handler
         # Validating what we send against the openai client-event models catches schema mistakes
-        # before the API does; on by default in DEBUG and in the tests (PARLA_VALIDATE_EVENTS).
-        self.validate_sent = settings.PARLA_VALIDATE_EVENTS if validate_sent is None else validate_sent
+        # before the API does; tutor.upstream turns it on in DEBUG and in the tests (PARLA_VALIDATE_EVENTS).
+        self.validate_sent = validate_sent
         self.open_timeout = open_timeout
         self.close_code: int | None = None
         self.close_reason = ""

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tutor.cefr import LEVELS, level_index, next_level
+from assessments.cefr import LEVELS, level_index, next_level
 
 SUSTAINED = "sustained"
 BREAKDOWN = "breakdown"

@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SAMPLE_RATE = 24_000
-BYTES_PER_SAMPLE = 2
-BYTES_PER_MS = SAMPLE_RATE * BYTES_PER_SAMPLE // 1000  # 48
+from tutor.realtime.audio import BYTES_PER_MS, BYTES_PER_SAMPLE, SAMPLE_RATE
+
 MS_PER_CHAR = 65  # synthesized speech length per transcript character at speed 1.0
 
 # Each built-in voice speaks at its own fundamental frequency (20 Hz apart) with its own
@@ -116,12 +115,6 @@ def _syllable_count(text: str) -> int:
 
 def silence(ms: int) -> bytes:
     return bytes(int(ms * SAMPLE_RATE / 1000) * BYTES_PER_SAMPLE)
-
-
-def pcm_ms(pcm: bytes | bytearray | int) -> float:
-    """Duration in ms of PCM16 mono 24 kHz audio (bytes or a byte count)."""
-    size = pcm if isinstance(pcm, int) else len(pcm)
-    return size / BYTES_PER_MS
 
 
 def _samples(pcm: bytes | bytearray) -> np.ndarray:

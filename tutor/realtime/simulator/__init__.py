@@ -1,6 +1,6 @@
 """The bundled OpenAI Realtime (GA) simulator: offline demo upstream and test double.
 
-    from tutor.simulator import RealtimeSimulator, SimulatorKnobs
+    from tutor.realtime.simulator import RealtimeSimulator, SimulatorKnobs
     async with RealtimeSimulator(knobs=SimulatorKnobs(pace=0), port=0) as sim:
         sim.url  # ws://127.0.0.1:PORT/v1/realtime
 

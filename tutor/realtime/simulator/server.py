@@ -28,7 +28,7 @@ from .events import IdFactory, validate_server_event
 from .knobs import KnobError, SimulatorKnobs
 from .session import RealtimeSession
 
-logger = logging.getLogger("tutor.simulator")
+logger = logging.getLogger("tutor.realtime.simulator")
 
 REALTIME_PATH = "/v1/realtime"
 

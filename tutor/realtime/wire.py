@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from tutor.exceptions import ClientError
+from tutor.realtime.exceptions import ClientError
 
 MAX_AUDIO_FRAME_BYTES = 32 * 1024  # ~680 ms of audio; the page sends 100 ms frames
 MAX_CONTROL_BYTES = 8 * 1024

@@ -17,15 +17,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from tutor.realtime.audio import audio_ms
+
 logger = logging.getLogger(__name__)
-
-# PCM16 mono 24 kHz: 2 bytes a sample, 24 samples a millisecond.
-BYTES_PER_MS = 48
-
-
-def audio_ms(num_bytes: int) -> int:
-    """Whole milliseconds of PCM16 24 kHz mono audio in `num_bytes` bytes."""
-    return num_bytes // BYTES_PER_MS
 
 
 @dataclass

@@ -8,7 +8,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tutor.cefr import LEVELS
+from assessments.cefr import LEVELS
 
 # The real API accepts `input_audio_buffer.append` events of up to 15 MiB (observed limit,
 # public capture notes "gpt-live-transcribe" spike: "15MiB is the per-append limit").

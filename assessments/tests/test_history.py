@@ -8,8 +8,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from assessments.models import Assessment, TutorSession, Turn
-from tutor.cefr import LEVELS
-from tutor.views import CHART_BOTTOM, CHART_TOP, level_chart
+from assessments.cefr import LEVELS
+from assessments.chart import CHART_BOTTOM, CHART_TOP, level_chart
 
 pytestmark = pytest.mark.django_db
 
@@ -42,7 +42,7 @@ def test_history_lists_own_assessments_newest_first(client, learner_user):
     make_assessment(learner_user, "B1", days_ago=3, summary="Clear progress.", teacher_level="B2")
     client.force_login(learner_user)
 
-    response = client.get(reverse("tutor:history"))
+    response = client.get(reverse("assessments:history"))
 
     assert response.status_code == 200
     html = response.content.decode()
@@ -60,7 +60,7 @@ def test_history_chart_points_match_the_levels_in_date_order(client, learner_use
     make_assessment(learner_user, "B2", days_ago=0)
     client.force_login(learner_user)
 
-    html = client.get(reverse("tutor:history")).content.decode()
+    html = client.get(reverse("assessments:history")).content.decode()
 
     assert chart_levels(html) == ["A1", "B1", "B1", "B2"]
     assert "<polyline" in html
@@ -81,7 +81,7 @@ def test_chart_geometry_higher_level_is_higher_on_the_chart(learner_user):
 
 def test_history_without_assessments_invites_a_session(client, learner_user):
     client.force_login(learner_user)
-    response = client.get(reverse("tutor:history"))
+    response = client.get(reverse("assessments:history"))
     assert response.status_code == 200
     html = response.content.decode()
     assert "No assessments yet" in html
@@ -94,7 +94,7 @@ def test_history_never_shows_another_learners_assessments(client, learner_user, 
     make_assessment(learner_user, "A2", summary="Summary of Ana.")
     client.force_login(learner_user)
 
-    html = client.get(reverse("tutor:history")).content.decode()
+    html = client.get(reverse("assessments:history")).content.decode()
 
     assert "Summary of Ana." in html
     assert "Bruno" not in html and "C1" not in chart_levels(html)
@@ -108,7 +108,7 @@ def test_detail_of_own_assessment_shows_level_criteria_and_transcript(client, le
     Turn.objects.create(session=a.session, role="learner", text="Voy a visitar a mi abuela.", level="B1")
     client.force_login(learner_user)
 
-    response = client.get(reverse("tutor:history_detail", args=[a.pk]))
+    response = client.get(reverse("assessments:history_detail", args=[a.pk]))
 
     assert response.status_code == 200
     html = response.content.decode()
@@ -122,7 +122,7 @@ def test_detail_of_another_learners_assessment_is_404(client, learner_user, make
     theirs = make_assessment(other, "C1", summary="Secret summary of Bruno.")
     client.force_login(learner_user)
 
-    response = client.get(reverse("tutor:history_detail", args=[theirs.pk]))
+    response = client.get(reverse("assessments:history_detail", args=[theirs.pk]))
 
     assert response.status_code == 404
     assert "Secret summary of Bruno." not in response.content.decode()
@@ -130,10 +130,10 @@ def test_detail_of_another_learners_assessment_is_404(client, learner_user, make
 
 def test_detail_of_a_missing_assessment_is_404(client, learner_user):
     client.force_login(learner_user)
-    assert client.get(reverse("tutor:history_detail", args=[999999])).status_code == 404
+    assert client.get(reverse("assessments:history_detail", args=[999999])).status_code == 404
 
 
-@pytest.mark.parametrize("name,args", [("tutor:history", []), ("tutor:history_detail", [1])])
+@pytest.mark.parametrize("name,args", [("assessments:history", []), ("assessments:history_detail", [1])])
 def test_anonymous_is_redirected_to_login(client, name, args):
     url = reverse(name, args=args)
     response = client.get(url)
@@ -144,11 +144,11 @@ def test_anonymous_is_redirected_to_login(client, name, args):
 def test_teacher_without_learner_profile_gets_403(client, teacher_user, learner_user):
     a = make_assessment(learner_user, "B1")
     client.force_login(teacher_user)
-    assert client.get(reverse("tutor:history")).status_code == 403
-    assert client.get(reverse("tutor:history_detail", args=[a.pk])).status_code == 403
+    assert client.get(reverse("assessments:history")).status_code == 403
+    assert client.get(reverse("assessments:history_detail", args=[a.pk])).status_code == 403
 
 
 def test_history_link_in_the_site_navigation_for_learners(client, learner_user):
     client.force_login(learner_user)
     html = client.get(reverse("tutor:session")).content.decode()
-    assert f'href="{reverse("tutor:history")}"' in html
+    assert f'href="{reverse("assessments:history")}"' in html

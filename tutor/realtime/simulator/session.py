@@ -20,10 +20,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from tutor.realtime.audio import API_FORMAT, pcm_ms
+
 from . import errors
 from .audio import (
     EnergyVad,
-    pcm_ms,
     speech_ms,
     SpeechAudio,
     voiced_ms,
@@ -33,11 +34,10 @@ from .events import IdFactory, client_event_id, parse_client_event
 from .knobs import SimulatorKnobs
 from .persona import LearnerTurn, ScriptedTutor, Speech, ToolCall, parse_instructions
 
-logger = logging.getLogger("tutor.simulator")
+logger = logging.getLogger("tutor.realtime.simulator")
 
 Emit = Callable[[dict[str, Any]], None]
 
-PCM_FORMAT = {"type": "audio/pcm", "rate": 24000}
 AUDIO_CHUNK_MS = 100  # audio per response.output_audio.delta
 MIN_COMMIT_MS = 100  # the real API refuses to commit less (errors.commit_empty)
 DEFAULT_INSTRUCTIONS = "You are a helpful, friendly assistant. Keep your answers short."
@@ -173,7 +173,7 @@ class Response:
             "conversation_id": self.conversation_id,
             "output_modalities": list(self.modalities),
             "max_output_tokens": "inf",
-            "audio": {"output": {"format": dict(PCM_FORMAT), "voice": self.voice}},
+            "audio": {"output": {"format": dict(API_FORMAT), "voice": self.voice}},
             "usage": usage,
             "metadata": self.metadata,
         }
@@ -213,12 +213,12 @@ class RealtimeSession:
             "include": None,
             "audio": {
                 "input": {
-                    "format": dict(PCM_FORMAT),
+                    "format": dict(API_FORMAT),
                     "transcription": None,
                     "noise_reduction": None,
                     "turn_detection": dict(SERVER_VAD_DEFAULTS),
                 },
-                "output": {"format": dict(PCM_FORMAT), "voice": DEFAULT_VOICE, "speed": 1.0},
+                "output": {"format": dict(API_FORMAT), "voice": DEFAULT_VOICE, "speed": 1.0},
             },
         }
         self.items: list[Item] = []

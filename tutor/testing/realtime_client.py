@@ -18,9 +18,9 @@ import websockets
 from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection
 
-from .events import validate_server_event
-from .knobs import SimulatorKnobs
-from .server import RealtimeSimulator
+from tutor.realtime.simulator.events import validate_server_event
+from tutor.realtime.simulator.knobs import SimulatorKnobs
+from tutor.realtime.simulator.server import RealtimeSimulator
 
 EventPredicate = Callable[[dict[str, Any]], bool]
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from assessments.delivery import AssessmentDelivery, HandoverConfig
+from tutor.runtime.delivery import AssessmentDelivery, HandoverConfig
 from assessments.grading import GradeInput, RulesGrader, TimedGrader
-from tutor.loopback import MOMENTS, BareTutorLink, MemoryLearner, MemoryStore, drive_to
-from tutor.simulator.audio import estimate_voice
-from tutor.simulator.testing import start_simulator
+from tutor.testing.loopback import MOMENTS, BareTutorLink, MemoryLearner, MemoryStore, drive_to
+from tutor.realtime.simulator.audio import estimate_voice
+from tutor.testing.realtime_client import start_simulator
 from tutor.upstream import Upstream
 
 SUMMARY_VOICE = "alloy"

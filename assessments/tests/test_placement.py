@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tutor.cefr import LEVELS, level_index, next_level
-from tutor.placement import (
+from assessments.cefr import LEVELS, level_index, next_level
+from assessments.placement import (
     EARLY_END_REASONS,
     NATURAL_END_REASONS,
     Placement,

@@ -19,15 +19,15 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from assessments import services
-from assessments.delivery import AssessmentDelivery, DeliveryOutcome, HandoverConfig, TutorLink
+from tutor.runtime.delivery import AssessmentDelivery, DeliveryOutcome, HandoverConfig, TutorLink
 from assessments.grading import Grader, GradeInput, get_grader, grade_by_rules
-from assessments.services import DjangoAssessmentStore
+from tutor.runtime.store import DjangoAssessmentStore
 from tutor import live, persona
-from tutor.exceptions import ClientError
-from tutor.placement import Placement, PlacementFinished
-from tutor.realtime import RealtimeClient, RealtimeClosed, RealtimeError
-from tutor.relay import LearnerPort, SpeechRelay
-from tutor.tasks import cancel_and_wait
+from tutor.realtime.exceptions import ClientError
+from assessments.placement import Placement, PlacementFinished
+from tutor.realtime.client import RealtimeClient, RealtimeClosed, RealtimeError
+from tutor.realtime.relay import LearnerPort, SpeechRelay
+from tutor.realtime.tasks import cancel_and_wait
 from tutor.upstream import Upstream, open_narrator, resolve_upstream
 
 logger = logging.getLogger(__name__)

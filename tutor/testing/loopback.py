@@ -12,12 +12,12 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from assessments.delivery import AssessmentStore
+from tutor.runtime.delivery import AssessmentStore
 from tutor import persona
-from tutor.realtime import RealtimeClient
-from tutor.relay import LearnerPort, PlaybackPosition, SpeechRelay
-from tutor.simulator.audio import synthesize
-from tutor.tracker import audio_ms
+from tutor.realtime.client import RealtimeClient
+from tutor.realtime.relay import LearnerPort, PlaybackPosition, SpeechRelay
+from tutor.realtime.simulator.audio import synthesize
+from tutor.realtime.audio import audio_ms
 from tutor.upstream import Upstream, open_narrator, relay_with_errors_logged
 
 

@@ -1,0 +1,24 @@
+"""The one audio format of Parla, the browser and the Realtime API: PCM16 little endian, mono, 24 kHz.
+
+The API calls it `audio/pcm` (rate 24000); the browser's worklets use the same numbers
+(static/tutor/protocol.js). Everything in Python that sizes or converts audio reads it here.
+"""
+
+SAMPLE_RATE = 24_000
+BYTES_PER_SAMPLE = 2  # 16-bit
+CHANNELS = 1
+BYTES_PER_MS = SAMPLE_RATE * BYTES_PER_SAMPLE * CHANNELS // 1000  # 48
+
+# The session config's audio format object (`audio.input.format` / `audio.output.format`).
+API_FORMAT = {"type": "audio/pcm", "rate": SAMPLE_RATE}
+
+
+def audio_ms(num_bytes: int) -> int:
+    """Whole milliseconds of audio in `num_bytes` bytes."""
+    return num_bytes // BYTES_PER_MS
+
+
+def pcm_ms(pcm: bytes | bytearray | int) -> float:
+    """Duration in ms of audio (bytes or a byte count), with fractions."""
+    size = pcm if isinstance(pcm, int) else len(pcm)
+    return size / BYTES_PER_MS

@@ -1,0 +1,1 @@
+"""The live session of one learner: lifecycle, transcript, responses, probes and the handover."""

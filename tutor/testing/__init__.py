@@ -1,0 +1,1 @@
+"""Test doubles and helpers for tests and benchmarks. Production code never imports this package."""
