@@ -12,6 +12,7 @@ from django.utils import timezone
 from assessments.grading import GradeInput, GradeResult
 from assessments.models import Assessment, Probe, TutorSession, Turn
 from assessments.placement import EARLY_END_REASONS, Placement
+from assessments.transcript import Transcript, Utterance
 
 
 def start_session(learner_id: int, *, upstream: str, model: str, target_language: str) -> int:
@@ -90,7 +91,8 @@ def keep_undelivered(assessment_id: int, fallback: GradeResult, reason: str) -> 
 
 
 def grade_input_from_db(assessment: Assessment) -> GradeInput:
-    """Rebuild what the grader needs from the stored session: its probes replayed through placement."""
+    """Rebuild what the grader needs from the stored session: its probes replayed through placement,
+    its turns as the transcript (the same path as the live session's)."""
     session = assessment.session
     placement = Placement()
     for probe in session.probes.all():
@@ -98,11 +100,9 @@ def grade_input_from_db(assessment: Assessment) -> GradeInput:
             placement.record(probe.level, probe.outcome, probe.evidence)
     if not placement.finished:
         placement.finish_early(session.end_reason if session.end_reason in EARLY_END_REASONS else "learner_left")
-    turns = list(session.turns.values_list("role", "text"))
-    return GradeInput.from_placement(
-        placement,
-        target_language=session.target_language,
-        native_language=assessment.learner.native_language,
-        learner_turns=[text for role, text in turns if role == Turn.Role.LEARNER],
-        tutor_turns=[text for role, text in turns if role == Turn.Role.TUTOR],
+    transcript = Transcript(
+        Utterance(role, text, item_id, level) for role, text, item_id, level in session.turns.values_list("role", "text", "item_id", "level")
+    )
+    return transcript.grade_input(
+        placement, target_language=session.target_language, native_language=assessment.learner.native_language
     )

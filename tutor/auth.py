@@ -4,8 +4,7 @@ The close codes are sent *after* accepting the handshake: a close before accept 
 on the handshake, and browsers then see only code 1006, so the reason would be lost.
 """
 
-CLOSE_NOT_AUTHENTICATED = 4401  # anonymous: log in first
-CLOSE_FORBIDDEN = 4403  # logged in, but not allowed here (no Learner profile; not a teacher)
+from tutor.realtime.wire import CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED
 
 
 def refusal_code(user) -> int:

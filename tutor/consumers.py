@@ -18,15 +18,12 @@ from django.conf import settings
 from assessments.roles import learner_for
 from tutor.realtime import wire
 from tutor.auth import refusal_code
-from tutor.realtime.exceptions import ClientError
+from tutor.realtime.wire import ClientError, State
 from tutor.live import TEACHERS_GROUP, can_watch
 from tutor.realtime.relay import FlushRequests, LearnerPort
 from tutor.runtime.session import SessionConfig, TutorSessionRuntime
 
 logger = logging.getLogger(__name__)
-
-CLOSE_SUPERSEDED = 4409  # the same learner opened the tutor in another tab
-
 
 def learner_group(learner_id: int) -> str:
     return f"learner-{learner_id}"
@@ -52,12 +49,7 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.channel_layer.group_send(self.group, {"type": "session.superseded", "origin": self.channel_name})
         await self.send_event(
-            {
-                "type": "state",
-                "state": "ready",
-                "demo": settings.PARLA_DEMO_MODE,
-                "language": self.learner.target_language,
-            }
+            wire.state(State.READY, demo=settings.PARLA_DEMO_MODE, language=self.learner.target_language)
         )
 
     async def receive(self, text_data=None, bytes_data=None):
@@ -135,11 +127,9 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
     async def session_superseded(self, message):
         if message["origin"] == self.channel_name:
             return
-        await self.send_event(
-            {"type": "error", "code": "superseded", "message": "Parla was opened in another window; this one has stopped."}
-        )
+        await self.send_event(wire.error("superseded", "Parla was opened in another window; this one has stopped."))
         self.open = False
-        await self.close(code=CLOSE_SUPERSEDED)
+        await self.close(code=wire.CLOSE_SUPERSEDED)
 
 
 class TeacherLiveConsumer(AsyncJsonWebsocketConsumer):

@@ -12,9 +12,42 @@ import logging
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
+from assessments.placement import Placement
+
 logger = logging.getLogger(__name__)
 
 TEACHERS_GROUP = "teachers-live"
+
+
+def session_snapshot(
+    *,
+    session_id: int,
+    learner: str,
+    language: str,
+    state: str,
+    placement: Placement,
+    assessment_id: int | None,
+    assessment_level: str | None = None,
+    assessment_status: str = "pending",
+) -> dict:
+    """What a teacher sees of one running session (README: `/ws/teacher/live/`)."""
+    return {
+        "session_id": session_id,
+        "learner": learner,
+        "language": language,
+        "state": str(state),
+        "level": placement.current_level,
+        "ladder": placement.ladder(),
+        "probes": len(placement.probes),
+        "assessment": None
+        if assessment_id is None
+        else {
+            "id": assessment_id,
+            "level": assessment_level or placement.rating,
+            "status": assessment_status,
+            "partial": placement.partial,
+        },
+    }
 
 
 async def announce(snapshot: dict) -> None:

@@ -69,7 +69,7 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_readme_documents_the_websocket_close_codes():
-    from tutor.auth import CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED
+    from tutor.realtime.wire import CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED
 
     text = README.read_text()
     assert f"| {CLOSE_NOT_AUTHENTICATED} | not logged in" in text

@@ -23,7 +23,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from config.tests.helpers import REPO, clean_env
-from tutor.auth import CLOSE_NOT_AUTHENTICATED
+from tutor.realtime.wire import CLOSE_NOT_AUTHENTICATED
 
 STARTUP_TIMEOUT = 15.0
 CREDENTIALS = re.compile(r"demo learner: username=(\S+) password=(\S+)")

@@ -4,7 +4,7 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from config.asgi import application
-from tutor.auth import CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED
+from tutor.realtime.wire import CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the consumer reads users from another thread
 

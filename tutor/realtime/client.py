@@ -26,6 +26,7 @@ import websockets
 from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
 from pydantic import TypeAdapter, ValidationError
 
+from tutor.realtime.logs import bind
 from tutor.realtime.tasks import cancel_and_wait
 from tutor.realtime.tracker import ResponseTracker
 
@@ -106,6 +107,7 @@ class RealtimeClient:
     ):
         self.url = with_model(url, model)
         self.name = name
+        self.log = bind(logger, upstream=name)
         self.api_key = api_key or "parla-simulator"
         self.tracker = ResponseTracker()
         self.handler = handler
@@ -141,10 +143,7 @@ class RealtimeClient:
         self._waiters.append(_Waiter(lambda e: e.type == "session.created", created))
         self._reader = asyncio.create_task(self._read(), name=f"realtime-reader-{self.name}")
         event = await self._wait(created, self.open_timeout)
-        logger.info(
-            "upstream session created",
-            extra={"upstream": self.name, "session_id": event.session.id if event.session else None},
-        )
+        self.log.info("upstream session created", extra={"session_id": event.session.id if event.session else None})
         return event
 
     async def open(self, session: dict, timeout: float) -> Any:
@@ -267,7 +266,7 @@ class RealtimeClient:
             expect=lambda e: e.type == "conversation.item.truncated" and e.item_id == item_id,
             timeout=timeout,
         )
-        logger.info("item truncated", extra={"upstream": self.name, "item_id": item_id, "audio_end_ms": played_ms})
+        self.log.info("item truncated", extra={"item_id": item_id, "audio_end_ms": played_ms})
         return True
 
     async def ping(self, timeout: float) -> float:
@@ -286,9 +285,8 @@ class RealtimeClient:
                 try:
                     event = parse_server_event(raw)
                 except ValidationError as exc:
-                    logger.warning(
-                        "unparsable upstream event",
-                        extra={"upstream": self.name, "error": str(exc).splitlines()[0], "raw": str(raw)[:200]},
+                    self.log.warning(
+                        "unparsable upstream event", extra={"error": str(exc).splitlines()[0], "raw": str(raw)[:200]}
                     )
                     continue
                 self.tracker.feed(event)
@@ -297,7 +295,7 @@ class RealtimeClient:
                     try:
                         await self.handler(event)
                     except Exception:  # one bad event must not end the session's read loop
-                        logger.exception("event handler failed", extra={"upstream": self.name, "type": event.type})
+                        self.log.exception("event handler failed", extra={"type": event.type})
         except websockets.ConnectionClosed:
             pass
         finally:
@@ -306,10 +304,7 @@ class RealtimeClient:
             self.close_reason = getattr(self._ws, "close_reason", "") or ""
             self.closed.set()
             self._fail_waiters(RealtimeClosed(self.close_code, self.close_reason))
-            logger.info(
-                "upstream closed",
-                extra={"upstream": self.name, "code": self.close_code, "reason": self.close_reason},
-            )
+            self.log.info("upstream closed", extra={"code": self.close_code, "reason": self.close_reason})
 
     def _expect(self, expect: str | Predicate, event_id: str | None) -> asyncio.Future:
         predicate = (lambda e, t=expect: e.type == t) if isinstance(expect, str) else expect

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tutor.realtime import wire
+
 logger = logging.getLogger(__name__)
 
 
@@ -56,7 +58,7 @@ class FlushRequests:
         future = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         future.add_done_callback(lambda _f: self._pending.pop(request_id, None))
-        await send_event({"type": "playback.flush", "request_id": request_id})
+        await send_event(wire.playback_flush(request_id))
         return future
 
     def answer(self, request_id: str, item_id: str | None, played_ms: int) -> bool:
@@ -134,9 +136,7 @@ class SpeechRelay:
             return
         if event.item_id != self._current_item:
             self._current_item = event.item_id
-            await self.learner.send_event(
-                {"type": "audio.start", "item_id": event.item_id, "voice": self.voice(), "role": self.role}
-            )
+            await self.learner.send_event(wire.audio_start(event.item_id, self.voice(), self.role))
         self.audio_frames += 1
         await self.learner.send_audio(base64.b64decode(event.delta))
 
@@ -144,20 +144,16 @@ class SpeechRelay:
         if self.muted or event.item_id != self._current_item:
             return
         self._current_item = None
-        await self.learner.send_event({"type": "audio.end", "item_id": event.item_id})
+        await self.learner.send_event(wire.audio_end(event.item_id))
 
     async def on_output_audio_transcript_delta(self, event: Any) -> None:
         if self.muted or event.item_id in self._silenced:
             return
-        await self.learner.send_event(
-            {"type": "transcript", "role": self.role, "item_id": event.item_id, "text": event.delta, "final": False}
-        )
+        await self.learner.send_event(wire.transcript(self.role, event.item_id, event.delta, final=False))
 
     async def on_output_audio_transcript_done(self, event: Any) -> None:
         # The final transcript is stored even when muted: it is what the model said, heard or not.
         if not self.muted:
-            await self.learner.send_event(
-                {"type": "transcript", "role": self.role, "item_id": event.item_id, "text": event.transcript, "final": True}
-            )
+            await self.learner.send_event(wire.transcript(self.role, event.item_id, event.transcript, final=True))
         if self.on_transcript is not None:
             await self.on_transcript(self.role, event.item_id, event.transcript)

@@ -1,15 +1,46 @@
-"""The browser wire protocol of `/ws/tutor/`: validation of what the browser sends.
+"""The browser wire protocol of `/ws/tutor/`: what the browser sends, validated, and every event the
+server sends, built here and nowhere else.
 
-Binary frames are learner microphone audio (PCM16 LE mono 24 kHz); text frames are JSON control
-messages. Anything else gets a `ClientError` with a stable code; the connection stays open and nothing
-of the session is lost. The README's "Browser wire protocol" section documents the same schema.
+Binary frames are learner microphone audio (the format of tutor.realtime.audio); text frames are JSON
+control messages. Anything else gets a `ClientError` with a stable code; the connection stays open and
+nothing of the session is lost. The README's "Browser wire protocol" section documents the same schema;
+static/tutor/protocol.js is its JavaScript side (close codes, audio format).
 """
 
 from __future__ import annotations
 
 import json
+from enum import StrEnum
+from typing import Any
 
-from tutor.realtime.exceptions import ClientError
+# Close codes of /ws/tutor/ and /ws/teacher/live/, sent after the handshake so the browser sees them.
+CLOSE_NOT_AUTHENTICATED = 4401  # anonymous: log in first
+CLOSE_FORBIDDEN = 4403  # logged in, but not allowed here (no Learner profile; not a teacher)
+CLOSE_SUPERSEDED = 4409  # the same learner opened the tutor in another window
+
+
+class State(StrEnum):
+    """What the session is doing, as the browser and the teachers' live view see it."""
+
+    READY = "ready"
+    CONNECTING = "connecting"
+    LISTENING = "listening"
+    TUTOR_SPEAKING = "tutor_speaking"
+    ASSESSING = "assessing"
+    SUMMARY = "summary"
+    ENDED = "ended"
+
+
+class ClientError(Exception):
+    """A problem with what the browser sent; the consumer turns it into one `error` event."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def as_event(self) -> dict:
+        return error(self.code, self.message)
 
 MAX_AUDIO_FRAME_BYTES = 32 * 1024  # ~680 ms of audio; the page sends 100 ms frames
 MAX_CONTROL_BYTES = 8 * 1024
@@ -75,3 +106,55 @@ def _check(kind: str, name: str, value):
     elif isinstance(value, str) and len(value) > MAX_ID_CHARS:
         raise ClientError("bad_field", f"{kind}.{name} may be at most {MAX_ID_CHARS} characters.")
     return value
+
+
+# --- server -> browser events (README "JSON from the server") --------------------------------------
+
+
+def state(value: State, **extra: Any) -> dict:
+    """`state`; `ready` also carries `demo` and `language`."""
+    return {"type": "state", "state": State(value).value, **extra}
+
+
+def audio_start(item_id: str, voice: str | None, role: str) -> dict:
+    return {"type": "audio.start", "item_id": item_id, "voice": voice, "role": role}
+
+
+def audio_end(item_id: str) -> dict:
+    return {"type": "audio.end", "item_id": item_id}
+
+
+def transcript(role: str, item_id: str, text: str, final: bool) -> dict:
+    """Live text: a delta while `final` is False, the whole utterance when it is True."""
+    return {"type": "transcript", "role": role, "item_id": item_id, "text": text, "final": final}
+
+
+def level(current: str, ladder: dict[str, str]) -> dict:
+    return {"type": "level", "level": current, "ladder": ladder}
+
+
+def playback_flush(request_id: str) -> dict:
+    return {"type": "playback.flush", "request_id": request_id}
+
+
+def assessing(progress: float, elapsed_ms: int) -> dict:
+    return {"type": "assessing", "progress": round(progress, 3), "elapsed_ms": elapsed_ms}
+
+
+def assessment(
+    assessment_id: int, level: str, criteria: dict, summary: str, grader: str, status: str, partial: bool
+) -> dict:
+    return {
+        "type": "assessment",
+        "id": assessment_id,
+        "level": level,
+        "criteria": criteria,
+        "summary": summary,
+        "grader": grader,
+        "status": status,
+        "partial": partial,
+    }
+
+
+def error(code: str, message: str) -> dict:
+    return {"type": "error", "code": code, "message": message}

@@ -31,7 +31,10 @@ from assessments.grading import Grader, GradeInput, GradeResult, fallback_grade,
 from tutor import persona
 from tutor.realtime.client import RealtimeClient, RealtimeError
 from tutor.realtime.relay import LearnerPort, PlaybackPosition, SpeechRelay
+from tutor.realtime import wire
+from tutor.realtime.logs import bind
 from tutor.realtime.tasks import cancel_and_wait
+from tutor.realtime.wire import State
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +81,10 @@ class TutorLink:
         """A second upstream session, configured with `voice` (session.updated seen), relaying to the learner."""
         raise NotImplementedError("TutorLink subclasses must implement open_narrator()")
 
+    async def set_state(self, state: State) -> None:
+        """The session's state changes (the learner and the teachers' live view are told)."""
+        raise NotImplementedError("TutorLink subclasses must implement set_state()")
+
 
 @dataclass
 class DeliveryOutcome:
@@ -112,13 +119,10 @@ class AssessmentDelivery:
         self.config = config
         self.problems: list[str] = []
         self.timings: dict[str, float] = {}
-        self.keepalive_sent: list[float] = []  # loop times of heartbeats (tests check none follow stop)
+        self.heartbeats = 0
         self._narrator: tuple[RealtimeClient, SpeechRelay] | None = None
+        self.log = bind(logger, assessment_id=assessment_id, upstream=self.client.name)
         self._loop = asyncio.get_running_loop()
-
-    @property
-    def _log(self) -> dict[str, Any]:
-        return {"assessment_id": self.assessment_id, "upstream": self.client.name}
 
     async def run(self) -> DeliveryOutcome:
         narrator = asyncio.create_task(self._open_narrator(), name=f"narrator-open-{self.assessment_id}")
@@ -137,7 +141,7 @@ class AssessmentDelivery:
             await self._dispose_narrator(narrator)
         await self.store.delivered(self.assessment_id, "; ".join(self.problems))
         await self._send_card(result, "delivered")
-        logger.info("assessment delivered", extra={**self._log, "speaker": speaker, "level": result.level})
+        self.log.info("assessment delivered", extra={"speaker": speaker, "level": result.level})
         return DeliveryOutcome("delivered", result, speaker, self.problems, self.timings)
 
     # --- 1. freeze -----------------------------------------------------------------------------------
@@ -151,7 +155,7 @@ class AssessmentDelivery:
                 expect="session.updated",
                 timeout=self.config.step_timeout,
             )
-            logger.info("session frozen", extra=self._log)
+            self.log.info("session frozen")
         except (RealtimeError, TimeoutError) as exc:
             # Without VAD nothing new starts anyway (learner audio is no longer forwarded): go on.
             self._problem(StepFailed("freeze", exc))
@@ -165,7 +169,7 @@ class AssessmentDelivery:
             yield
         finally:
             await cancel_and_wait(task)
-            logger.info("keepalive stopped", extra={**self._log, "heartbeats": len(self.keepalive_sent)})
+            self.log.info("keepalive stopped", extra={"heartbeats": self.heartbeats})
 
     async def _keepalive(self) -> None:
         started = self._loop.time()
@@ -173,15 +177,13 @@ class AssessmentDelivery:
         while True:
             elapsed = self._loop.time() - started
             progress = min(0.95, elapsed / max(self.config.expected_grading_seconds, 0.001))
-            self.keepalive_sent.append(self._loop.time())
-            await self.learner.send_event(
-                {"type": "assessing", "progress": round(progress, 3), "elapsed_ms": int(elapsed * 1000)}
-            )
+            self.heartbeats += 1
+            await self.learner.send_event(wire.assessing(progress, int(elapsed * 1000)))
             if self.client.is_open:
                 try:
                     await self.client.ping(timeout=interval)
                 except (TimeoutError, RealtimeError, ConnectionError) as exc:
-                    logger.warning("upstream ping failed", extra={**self._log, "error": str(exc)})
+                    self.log.warning("upstream ping failed", extra={"error": str(exc)})
             await asyncio.sleep(interval)  # heartbeat period, not a wait for the server
 
     async def grade(self) -> GradeResult:
@@ -210,7 +212,7 @@ class AssessmentDelivery:
                 await self.switch_voice()
                 self.tutor.relay.unmute(role="narrator")
                 client, speaker = self.client, "tutor"
-            await self.learner.send_event({"type": "state", "state": "summary"})
+            await self.tutor.set_state(State.SUMMARY)
             await self.speak(client, summary)
         finally:
             await self._finish(quiet)
@@ -234,7 +236,7 @@ class AssessmentDelivery:
             )
         response_id = tracker.active_response_id
         if response_id is None:
-            logger.info("no active response to cancel", extra=self._log)
+            self.log.info("no active response to cancel")
             return
         if tracker.audio_finished(response_id):
             # Its audio is complete and only its done events are on the way: a cancel now would race
@@ -243,12 +245,12 @@ class AssessmentDelivery:
                 await self.client.wait_for(
                     lambda e: e.type == "response.done" and e.response.id == response_id, self.config.step_timeout
                 )
-                logger.info("response finished by itself", extra={**self._log, "response_id": response_id})
+                self.log.info("response finished by itself", extra={"response_id": response_id})
                 return
             except TimeoutError:
                 pass
         status = await self._step("cancel", self.client.cancel_response(response_id, self.config.step_timeout))
-        logger.info("response cancelled", extra={**self._log, "response_id": response_id, "status": status})
+        self.log.info("response cancelled", extra={"response_id": response_id, "status": status})
 
     async def clear(self, flushed: asyncio.Future) -> None:
         try:
@@ -282,7 +284,7 @@ class AssessmentDelivery:
         )
         if self.client.tracker.voice != voice:
             raise StepFailed("voice", f"session.updated shows voice {self.client.tracker.voice!r}")
-        logger.info("voice switched", extra={**self._log, "voice": voice})
+        self.log.info("voice switched", extra={"voice": voice})
 
     async def speak(self, client: RealtimeClient, summary: str) -> None:
         """response.create with the summary; returns when its response.done arrives."""
@@ -318,7 +320,7 @@ class AssessmentDelivery:
             done.cancel()
         if finished.response.status != "completed":
             raise StepFailed("speak", f"summary response ended {finished.response.status}")
-        logger.info("summary spoken", extra={**self._log, "response_id": ids["response"], "speaker": client.name})
+        self.log.info("summary spoken", extra={"response_id": ids["response"], "speaker": client.name})
 
     # --- internals -----------------------------------------------------------------------------------
 
@@ -362,7 +364,7 @@ class AssessmentDelivery:
 
     def _problem(self, exc: StepFailed) -> None:
         self.problems.append(str(exc))
-        logger.warning("handover step failed", extra={**self._log, "step": exc.step, "error": str(exc)})
+        self.log.warning("handover step failed", extra={"step": exc.step, "error": str(exc)})
 
     async def _fail(self, result: GradeResult | None, exc: Exception) -> DeliveryOutcome:
         if result is None:
@@ -371,19 +373,18 @@ class AssessmentDelivery:
         reason = "; ".join([*self.problems, str(exc)])
         await self.store.failed(self.assessment_id, reason)
         await self._send_card(result, "delivery_failed")
-        logger.warning("assessment delivery failed", extra={**self._log, "reason": reason})
+        self.log.warning("assessment delivery failed", extra={"reason": reason})
         return DeliveryOutcome("delivery_failed", result, "", [*self.problems, str(exc)], self.timings)
 
     async def _send_card(self, result: GradeResult, status: str) -> None:
         await self.learner.send_event(
-            {
-                "type": "assessment",
-                "id": self.assessment_id,
-                "level": result.level,
-                "criteria": result.criteria,
-                "summary": result.summary,
-                "grader": result.grader,
-                "status": status,
-                "partial": self.grade_input.partial,
-            }
+            wire.assessment(
+                self.assessment_id,
+                result.level,
+                result.criteria,
+                result.summary,
+                result.grader,
+                status,
+                self.grade_input.partial,
+            )
         )

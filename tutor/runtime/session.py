@@ -1,15 +1,21 @@
 """TutorSessionRuntime: one learner's live session, between the consumer and the upstream.
 
-It owns everything a session runs: the tutor's RealtimeClient (whose reader task is the upstream read
-loop), the placement ladder, the time cap, probe follow-ups and the AssessmentDelivery worker. Every task
-it starts is tracked and, in `close()`, cancelled and awaited: after a session ends none of its tasks
-remains. The consumer stays thin: it validates browser frames and calls the methods here.
+It keeps the session's lifecycle (start, resume after an expiry, stop, end, close), its state and its
+tasks; the rest is done by parts with one job each:
+
+    Transcript          assessments.transcript: what was said, for grading, replay and Turn rows
+    ResponseScheduler   tutor.runtime.responses: one response at a time, interruptions, truncation
+    ProbeHandler        tutor.runtime.probes: the tutor's record_probe calls -> placement
+    AssessmentDelivery  tutor.runtime.delivery: the handover to the spoken summary
+    session_snapshot    tutor.live: what teachers see
+
+Every task it starts is owned and, in `close()`, cancelled and awaited: after a session ends none of
+its tasks remains. The consumer stays thin: it validates browser frames and calls the methods here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -19,15 +25,20 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from assessments import services
-from tutor.runtime.delivery import AssessmentDelivery, DeliveryOutcome, HandoverConfig, TutorLink
 from assessments.grading import Grader, GradeInput, get_grader, grade_by_rules
-from tutor.runtime.store import DjangoAssessmentStore
+from assessments.placement import Placement, ProbeRecord
+from assessments.transcript import LEARNER, TUTOR, Transcript
 from tutor import live, persona
-from tutor.realtime.exceptions import ClientError
-from assessments.placement import Placement, PlacementFinished
+from tutor.realtime import wire
 from tutor.realtime.client import RealtimeClient, RealtimeClosed, RealtimeError
+from tutor.realtime.logs import bind
 from tutor.realtime.relay import LearnerPort, SpeechRelay
-from tutor.realtime.tasks import cancel_and_wait
+from tutor.realtime.tasks import OwnedTasks
+from tutor.realtime.wire import ClientError, State
+from tutor.runtime.delivery import AssessmentDelivery, DeliveryOutcome, HandoverConfig, TutorLink
+from tutor.runtime.probes import ProbeHandler
+from tutor.runtime.responses import ResponseScheduler, assistant_text_item, user_text_item
+from tutor.runtime.store import DjangoAssessmentStore
 from tutor.upstream import Upstream, open_narrator, resolve_upstream
 
 logger = logging.getLogger(__name__)
@@ -87,21 +98,42 @@ class TutorSessionRuntime(TutorLink):
         self.config = config
         self.upstream = upstream
         self.placement = Placement()
+        self.transcript = Transcript()
         self.session_id: int | None = None
         self.assessment_id: int | None = None
-        self.state = "ready"
+        self.state = State.READY
         self.client: RealtimeClient | None = None
-        self.relay: SpeechRelay | None = None
-        self.history: list[tuple[str, str]] = []  # (learner|tutor, text): replayed after an expiry
+        self.relay = SpeechRelay(
+            learner, role="tutor", voice=lambda: self.client.tracker.voice, on_transcript=self._tutor_said
+        )
         self.resumes = 0
         self.delivery: AssessmentDelivery | None = None
         self.delivery_outcome: DeliveryOutcome | None = None
+        self.log = bind(logger, session_id=None, learner_id=learner_id)
+        self.tasks = OwnedTasks(f"{id(self):x}")
+        self.responses = ResponseScheduler(
+            client=lambda: self.client,
+            learner=learner,
+            relay=self.relay,
+            step_timeout=config.step_timeout,
+            may_respond=lambda: self.assessment_id is None,
+            spawn=self._spawn,
+            log=self.log,
+        )
+        self.probes = ProbeHandler(
+            placement=self.placement,
+            responses=self.responses,
+            store=self._store_probe,
+            on_recorded=self._send_level,
+            on_finished=self.begin_assessment,
+            level_session=lambda: self._tutor_session(initial=False),
+            step_timeout=config.step_timeout,
+            log=self.log,
+        )
         self._accepting_audio = False
         self._upstream_ready = False  # configured (session.updated) and, after a resume, replayed
         self._closing = False
         self._ended = False
-        self._tasks: set[asyncio.Task] = set()
-        self._response_lock = asyncio.Lock()
         self._handlers = {
             "response.created": self.on_response_created,
             "response.done": self.on_response_done,
@@ -112,19 +144,19 @@ class TutorSessionRuntime(TutorLink):
         }
 
     @property
-    def _log(self) -> dict[str, Any]:
-        return {"session_id": self.session_id, "learner_id": self.learner_id}
+    def _tasks(self) -> set[asyncio.Task]:
+        return self.tasks.running
 
     # --- lifecycle (called by the consumer) ------------------------------------------------------
 
     def launch(self) -> None:
         """Start the session in an owned task: the consumer's receive loop is never held up."""
-        if self.session_id is not None or self._tasks:
+        if self.session_id is not None or self.tasks:
             raise ClientError("already_started", "The session has already started.")
         self._spawn(self._start(), "start")
 
     async def _start(self) -> None:
-        await self.set_state("connecting")
+        await self.set_state(State.CONNECTING)
         try:
             self.upstream = self.upstream or await resolve_upstream()
             self.session_id = await db(services.start_session)(
@@ -133,25 +165,23 @@ class TutorSessionRuntime(TutorLink):
                 model=self.upstream.model,
                 target_language=self.config.target_language,
             )
-            self.relay = SpeechRelay(
-                self.learner, role="tutor", voice=lambda: self.client.tracker.voice, on_transcript=self._tutor_said
-            )
+            self.log.bind(session_id=self.session_id)
             await self._connect_tutor()
         except (RealtimeError, TimeoutError, OSError) as exc:
-            logger.warning("upstream unavailable", extra={**self._log, "error": str(exc)})
+            self.log.warning("upstream unavailable", extra={"error": str(exc)})
             await self.learner.send_event(
-                {"type": "error", "code": "upstream_unavailable", "message": "The tutor could not be reached. Please try again."}
+                wire.error("upstream_unavailable", "The tutor could not be reached. Please try again.")
             )
             await self._end("upstream_error")
             return
-        logger.info("tutor session started", extra={**self._log, "upstream": self.upstream.kind})
+        self.log.info("tutor session started", extra={"upstream": self.upstream.kind})
         self._spawn(self._watch_upstream(), "watch-upstream")
         self._spawn(self._time_cap(), "time-cap")
         await self._send_level()
         self._upstream_ready = True
         self._accepting_audio = True
-        await self.set_state("listening")
-        await self._create_response()  # the tutor greets and asks the first question
+        await self.set_state(State.LISTENING)
+        await self.responses.create()  # the tutor greets and asks the first question
 
     async def _connect_tutor(self) -> None:
         """Open and configure the tutor's upstream session (session.updated confirms the config)."""
@@ -168,32 +198,25 @@ class TutorSessionRuntime(TutorLink):
         """
         old = self.client
         await old.close()  # its reader has ended; this awaits it
-        async with self._response_lock:
+        async with self.responses.lock:
             self._upstream_ready = False
             try:
                 await self._connect_tutor()
-                for role, text in self.history:
-                    await self.client.send(
-                        {
-                            "type": "conversation.item.create",
-                            "item": {
-                                "type": "message",
-                                "role": "user" if role == "learner" else "assistant",
-                                "content": [{"type": "input_text" if role == "learner" else "output_text", "text": text}],
-                            },
-                        }
-                    )
+                for utterance in self.transcript.conversation:
+                    item = user_text_item if utterance.role == LEARNER else assistant_text_item
+                    await self.responses.add_item(item(utterance.text))
             except (RealtimeError, TimeoutError, OSError) as exc:
-                logger.warning("upstream resume failed", extra={**self._log, "error": str(exc)})
+                self.log.warning("upstream resume failed", extra={"error": str(exc)})
                 await self.client.close()
                 self.client = old
                 return False
             self._upstream_ready = True
             self.resumes += 1
-            logger.info(
-                "upstream session resumed", extra={**self._log, "turns": len(self.history), "resumes": self.resumes}
+            self.log.info(
+                "upstream session resumed",
+                extra={"turns": len(self.transcript.conversation), "resumes": self.resumes},
             )
-            await self._respond()
+            await self.responses.respond()
         return True
 
     async def stop(self) -> None:
@@ -210,17 +233,28 @@ class TutorSessionRuntime(TutorLink):
         """The learner's socket is gone: cancel and await every task, keep what was learned."""
         self._closing = True
         self._accepting_audio = False
-        current = asyncio.current_task()
-        await cancel_and_wait(*[t for t in self._tasks if t is not current])
+        await self.tasks.cancel_all()
         if self.client is not None:
             await self.client.close()
         if self.session_id is not None:
             await self._keep_undelivered(reason)
             await db(services.end_session)(self.session_id, reason)
-            if self.state != "ended":
-                self.state = "ended"
+            if self.state != State.ENDED:
+                self.state = State.ENDED
                 await self._announce()  # teachers see sessions that end by the learner leaving, too
-        logger.info("tutor session closed", extra={**self._log, "reason": reason})
+        self.log.info("tutor session closed", extra={"reason": reason})
+
+    async def _end(self, reason: str) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._accepting_audio = False
+        if self.session_id is not None:
+            await db(services.end_session)(self.session_id, reason)
+        await self.set_state(State.ENDED)
+        if self.client is not None and not self._closing:
+            await self.client.close()
+        self.log.info("tutor session ended", extra={"reason": reason})
 
     # --- learner input ----------------------------------------------------------------------------
 
@@ -234,14 +268,9 @@ class TutorSessionRuntime(TutorLink):
         await self._learner_said(text, item_id="")  # kept even when it comes too late for the tutor
         if not self._accepting_audio:
             return  # the assessment has begun (or the session ended): the tutor no longer takes answers
-        async with self._response_lock:  # not while a resumed session is being configured
-            await self.client.send(
-                {
-                    "type": "conversation.item.create",
-                    "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
-                }
-            )
-        await self._create_response(interrupt=True)
+        async with self.responses.lock:  # not while a resumed session is being configured
+            await self.responses.add_item(user_text_item(text))
+        await self.responses.create(interrupt=True)
 
     # --- TutorLink (used by the handover) -------------------------------------------------------------
 
@@ -250,6 +279,13 @@ class TutorSessionRuntime(TutorLink):
 
     async def open_narrator(self, voice: str):
         return await open_narrator(self.upstream, voice, self.learner, self.config.step_timeout, self._tutor_said)
+
+    async def set_state(self, state: State) -> None:
+        """The one way the session's state changes: teachers and the learner are told."""
+        if state != self.state:
+            self.state = state
+            await self._announce()  # first: the learner's reaction (e.g. leaving) may cancel this task
+            await self.learner.send_event(wire.state(state))
 
     # --- upstream events (dispatched from the client's reader task: never await a request here) -----
 
@@ -262,69 +298,33 @@ class TutorSessionRuntime(TutorLink):
 
     async def on_response_created(self, event: Any) -> None:
         if self.assessment_id is None:
-            await self.set_state("tutor_speaking")
+            await self.set_state(State.TUTOR_SPEAKING)
 
     async def on_response_done(self, event: Any) -> None:
         if self.assessment_id is None and not self.client.tracker.has_active_response:
-            await self.set_state("listening")
+            await self.set_state(State.LISTENING)
 
     async def on_speech_started(self, event: Any) -> None:
         # Barge-in: the server cancels the response itself (interrupt_response).
         if self.relay.speaking_item and self.assessment_id is None:
-            await self._interrupt_playback()
+            await self.responses.interrupt_playback()
 
     async def on_input_transcription_completed(self, event: Any) -> None:
         await self._learner_said(event.transcript, item_id=event.item_id)
 
     async def on_function_call_arguments_done(self, event: Any) -> None:
-        self._spawn(self._probe(event.call_id, event.name, event.arguments), "probe")
+        self._spawn(self.probes.handle(self.client, event.call_id, event.name, event.arguments), "probe")
 
     async def on_error(self, event: Any) -> None:
         error = event.error
         if error.code == "session_expired":
             return  # announced before the 1001 close; _watch_upstream resumes the session
-        logger.warning(
-            "upstream error", extra={**self._log, "code": error.code, "error_message": error.message, "event_id": error.event_id}
+        self.log.warning(
+            "upstream error", extra={"code": error.code, "error_message": error.message, "event_id": error.event_id}
         )
-        await self.learner.send_event({"type": "error", "code": "upstream_error", "message": error.message})
+        await self.learner.send_event(wire.error("upstream_error", error.message))
 
-    # --- placement ----------------------------------------------------------------------------------
-
-    async def _probe(self, call_id: str, name: str, arguments: str) -> None:
-        origin = self.client  # the upstream session that called the tool
-        update = None
-        try:
-            if name != "record_probe":
-                raise ValueError(f"unknown tool {name!r}")
-            args = json.loads(arguments)
-            update = self.placement.record(args["level"], args["outcome"], args.get("evidence", ""))
-        except (ValueError, KeyError, TypeError, PlacementFinished) as exc:
-            logger.warning("probe rejected", extra={**self._log, "call_id": call_id, "error": str(exc)})
-            output = {"ok": False, "error": str(exc)}
-        else:
-            probe = self.placement.probes[-1]
-            await db(services.record_probe)(self.session_id, probe.level, probe.outcome, probe.evidence, call_id)
-            logger.info(
-                "probe recorded",
-                extra={**self._log, "level": probe.level, "outcome": probe.outcome, "current": update.current_level},
-            )
-            await self._send_level()
-            if update.finished:
-                await self.begin_assessment()
-                return
-            output = {"ok": True, "current_level": update.current_level}
-        async with self._response_lock:
-            if origin is not self.client or not origin.is_open:
-                return  # that session expired; the resumed one goes on from the replayed conversation
-            if update is not None and update.level_changed:
-                await origin.request(
-                    {"type": "session.update", "session": self._tutor_session(initial=False)},
-                    expect="session.updated",
-                    timeout=self.config.step_timeout,
-                )
-                logger.info("level changed", extra={**self._log, "level": update.current_level})
-            await self._function_output(call_id, output)
-            await self._respond()
+    # --- the assessment -----------------------------------------------------------------------------
 
     async def begin_assessment(self) -> None:
         """Persist the assessment first, then hand it to the delivery worker (idempotent)."""
@@ -333,11 +333,9 @@ class TutorSessionRuntime(TutorLink):
         self.assessment_id = await db(services.create_assessment)(
             self.session_id, self.placement.rating, self.placement.partial
         )
-        logger.info(
-            "assessment created",
-            extra={**self._log, "assessment_id": self.assessment_id, "level": self.placement.rating},
-        )
-        await self.set_state("assessing")
+        self.log.bind(assessment_id=self.assessment_id)
+        self.log.info("assessment created", extra={"level": self.placement.rating})
+        await self.set_state(State.ASSESSING)
         self.delivery = AssessmentDelivery(
             assessment_id=self.assessment_id,
             grade_input=self._grade_input(),
@@ -351,15 +349,37 @@ class TutorSessionRuntime(TutorLink):
 
     async def _deliver(self) -> None:
         outcome = self.delivery_outcome = await self.delivery.run()
-        logger.info("handover finished", extra={**self._log, "status": outcome.status, "speaker": outcome.speaker})
+        self.log.info("handover finished", extra={"status": outcome.status, "speaker": outcome.speaker})
         await self._end(self.placement.end_reason or "ceiling")
+
+    async def _keep_undelivered(self, reason: str) -> None:
+        """On disconnect: an assessment that was not delivered is graded by the rules and kept."""
+        if self.assessment_id is None and self.placement.probes and not self._ended:
+            self.placement.finish_early("learner_left")
+            self.assessment_id = await db(services.create_assessment)(
+                self.session_id, self.placement.rating, self.placement.partial
+            )
+            self.log.bind(assessment_id=self.assessment_id)
+        if self.assessment_id is not None:
+            kept = await db(services.keep_undelivered)(
+                self.assessment_id, grade_by_rules(self._grade_input()), f"learner disconnected ({reason})"
+            )
+            if kept:
+                self.log.info("undelivered assessment kept")
+
+    def _grade_input(self) -> GradeInput:
+        return self.transcript.grade_input(
+            self.placement,
+            target_language=self.config.target_language,
+            native_language=self.config.native_language,
+        )
 
     # --- timers and upstream health -------------------------------------------------------------------
 
     async def _time_cap(self) -> None:
         await asyncio.sleep(self.config.max_seconds)  # the session's time budget, not a settle wait
         if self.assessment_id is None:
-            logger.info("session time cap reached", extra=self._log)
+            self.log.info("session time cap reached")
             self.placement.finish_early("time_cap")
             await self.begin_assessment()
 
@@ -369,9 +389,8 @@ class TutorSessionRuntime(TutorLink):
             if self._closing or self._ended:
                 return
             expired = self.client.close_code == EXPIRED_CLOSE_CODE
-            logger.warning(
-                "upstream session ended",
-                extra={**self._log, "code": self.client.close_code, "reason": self.client.close_reason},
+            self.log.warning(
+                "upstream session ended", extra={"code": self.client.close_code, "reason": self.client.close_reason}
             )
             if self.assessment_id is not None:
                 return  # the handover has its own timeouts and falls back to text
@@ -381,53 +400,7 @@ class TutorSessionRuntime(TutorLink):
             await self.begin_assessment()  # the delivery falls back to text when the tutor is gone
             return
 
-    # --- helpers ----------------------------------------------------------------------------------------
-
-    async def _create_response(self, interrupt: bool = False) -> None:
-        """response.create once no response is active (one at a time, like the API demands)."""
-        async with self._response_lock:
-            await self._respond(interrupt)
-
-    async def _respond(self, interrupt: bool = False) -> None:
-        """The body of `_create_response`; the caller holds `_response_lock`."""
-        if self.assessment_id is not None or not self.client.is_open:
-            return
-        active = self.client.tracker.active_response_id
-        if active is not None:
-            if interrupt:  # a written answer cuts the tutor off, like speaking over it does
-                await self._interrupt_playback()
-                await self.client.cancel_response(active, self.config.step_timeout)
-            else:
-                await self.client.wait_for(
-                    lambda e: e.type == "response.done" and e.response.id == active, self.config.step_timeout * 6
-                )
-        await self.client.send({"type": "response.create"})
-
-    async def _function_output(self, call_id: str, output: dict) -> None:
-        await self.client.send(
-            {
-                "type": "conversation.item.create",
-                "item": {"type": "function_call_output", "call_id": call_id, "output": json.dumps(output)},
-            }
-        )
-
-    async def _interrupt_playback(self) -> None:
-        """The learner cut the tutor off: the browser drops what it has not played yet at once, and
-        the item is cut upstream where the learner stopped hearing it (so the model knows)."""
-        self.relay.silence_current()
-        flushed = await self.learner.request_flush()
-        self._spawn(self._truncate_when_flushed(flushed), "truncate")
-
-    async def _truncate_when_flushed(self, flushed: asyncio.Future) -> None:
-        async with asyncio.timeout(self.config.step_timeout):
-            position = await flushed
-            item = self.client.tracker.item(position.item_id)
-            if item is not None and self.client.tracker.responses[item.response_id].active:
-                # truncate once its response has ended (cancelled by VAD or by us)
-                await self.client.wait_for(
-                    lambda e: e.type == "response.done" and e.response.id == item.response_id, self.config.step_timeout
-                )
-        await self.client.truncate_played(position.item_id, position.played_ms, self.config.step_timeout)
+    # --- transcript, level and the live view -----------------------------------------------------------
 
     def _tutor_session(self, *, initial: bool) -> dict:
         session = persona.tutor_session_config(
@@ -444,40 +417,27 @@ class TutorSessionRuntime(TutorLink):
             del session["audio"]["output"]["voice"]
         return session
 
-    def _grade_input(self) -> GradeInput:
-        return GradeInput.from_placement(
-            self.placement,
-            target_language=self.config.target_language,
-            native_language=self.config.native_language,
-            learner_turns=[text for role, text in self.history if role == "learner"],
-            tutor_turns=[text for role, text in self.history if role == "tutor"],
-        )
-
     async def _learner_said(self, text: str, item_id: str) -> None:
-        text = (text or "").strip()
-        if not text:
-            return
-        self.history.append(("learner", text))
-        await self.learner.send_event({"type": "transcript", "role": "learner", "item_id": item_id, "text": text, "final": True})
-        await db(services.record_turn)(self.session_id, "learner", text, item_id, self.placement.current_level)
+        utterance = await self._record(LEARNER, text, item_id)
+        if utterance is not None:
+            await self.learner.send_event(wire.transcript(LEARNER, item_id, utterance.text, final=True))
 
     async def _tutor_said(self, role: str, item_id: str, text: str) -> None:
-        if text.strip():
-            if role == "tutor":
-                self.history.append(("tutor", text))
-            await db(services.record_turn)(self.session_id, role, text, item_id, self.placement.current_level)
+        await self._record(role, text, item_id)
+
+    async def _record(self, role: str, text: str, item_id: str):
+        """Append to the transcript and store the Turn row: one place for both."""
+        utterance = self.transcript.add(role, text, item_id, self.placement.current_level)
+        if utterance is not None:
+            await db(services.record_turn)(self.session_id, role, utterance.text, item_id, utterance.level)
+        return utterance
+
+    async def _store_probe(self, probe: ProbeRecord, call_id: str) -> None:
+        await db(services.record_probe)(self.session_id, probe.level, probe.outcome, probe.evidence, call_id)
 
     async def _send_level(self) -> None:
-        await self.learner.send_event(
-            {"type": "level", "level": self.placement.current_level, "ladder": self.placement.ladder()}
-        )
+        await self.learner.send_event(wire.level(self.placement.current_level, self.placement.ladder()))
         await self._announce()
-
-    async def set_state(self, state: str) -> None:
-        if state != self.state:
-            self.state = state
-            await self._announce()  # first: the learner's reaction (e.g. leaving) may cancel this task
-            await self.learner.send_event({"type": "state", "state": state})
 
     async def _announce(self) -> None:
         """A snapshot for the teachers' live view (tutor.live)."""
@@ -485,56 +445,22 @@ class TutorSessionRuntime(TutorLink):
             return
         outcome = self.delivery_outcome
         await live.announce(
-            {
-                "session_id": self.session_id,
-                "learner": self.learner_name,
-                "language": self.config.target_language,
-                "state": self.state,
-                "level": self.placement.current_level,
-                "ladder": self.placement.ladder(),
-                "probes": len(self.placement.probes),
-                "assessment": None
-                if self.assessment_id is None
-                else {
-                    "id": self.assessment_id,
-                    "level": outcome.result.level if outcome else self.placement.rating,
-                    "status": outcome.status if outcome else "pending",
-                    "partial": self.placement.partial,
-                },
-            }
+            live.session_snapshot(
+                session_id=self.session_id,
+                learner=self.learner_name,
+                language=self.config.target_language,
+                state=self.state,
+                placement=self.placement,
+                assessment_id=self.assessment_id,
+                assessment_level=outcome.result.level if outcome else None,
+                assessment_status=outcome.status if outcome else "pending",
+            )
         )
 
-    async def _end(self, reason: str) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        self._accepting_audio = False
-        if self.session_id is not None:
-            await db(services.end_session)(self.session_id, reason)
-        await self.set_state("ended")
-        if self.client is not None and not self._closing:
-            await self.client.close()
-        logger.info("tutor session ended", extra={**self._log, "reason": reason})
-
-    async def _keep_undelivered(self, reason: str) -> None:
-        """On disconnect: an assessment that was not delivered is graded by the rules and kept."""
-        if self.assessment_id is None and self.placement.probes and not self._ended:
-            self.placement.finish_early("learner_left")
-            self.assessment_id = await db(services.create_assessment)(
-                self.session_id, self.placement.rating, self.placement.partial
-            )
-        if self.assessment_id is not None:
-            kept = await db(services.keep_undelivered)(
-                self.assessment_id, grade_by_rules(self._grade_input()), f"learner disconnected ({reason})"
-            )
-            if kept:
-                logger.info("undelivered assessment kept", extra={**self._log, "assessment_id": self.assessment_id})
+    # --- owned tasks ------------------------------------------------------------------------------------
 
     def _spawn(self, coro: Coroutine, name: str) -> asyncio.Task:
-        task = asyncio.create_task(self._guard(coro, name), name=f"{name}-{id(self):x}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self.tasks.spawn(self._guard(coro, name), name)
 
     async def _guard(self, coro: Coroutine, name: str) -> None:
         """Run an owned task; an unexpected failure is logged and reported, never silently lost."""
@@ -546,10 +472,8 @@ class TutorSessionRuntime(TutorLink):
             await self.learner.send_event(exc.as_event())
         except RealtimeClosed:
             # The upstream went away under this task; _watch_upstream resumes it or ends the session.
-            logger.info("session task stopped: upstream closed", extra={**self._log, "task": name})
+            self.log.info("session task stopped: upstream closed", extra={"task": name})
         except Exception as exc:
-            logger.exception("session task failed", extra={**self._log, "task": name})
+            self.log.exception("session task failed", extra={"task": name})
             if not self._closing:
-                await self.learner.send_event(
-                    {"type": "error", "code": "session_error", "message": f"Something went wrong ({name}): {exc}"}
-                )
+                await self.learner.send_event(wire.error("session_error", f"Something went wrong ({name}): {exc}"))

@@ -17,7 +17,10 @@ from tutor import persona
 from tutor.realtime.client import RealtimeClient
 from tutor.realtime.relay import LearnerPort, PlaybackPosition, SpeechRelay
 from tutor.realtime.simulator.audio import synthesize
+from tutor.realtime import wire
 from tutor.realtime.audio import audio_ms
+from tutor.realtime.tasks import cancel_and_wait
+from tutor.realtime.wire import State
 from tutor.upstream import Upstream, open_narrator, relay_with_errors_logged
 
 
@@ -29,7 +32,6 @@ class HeardItem:
     started_at: float
     audio: bytearray = field(default_factory=bytearray)
     flushed: bool = False
-    frames_after_flush: int = 0
 
 
 class MemoryLearner(LearnerPort):
@@ -57,12 +59,10 @@ class MemoryLearner(LearnerPort):
         self.timeline.append(("audio", item.item_id if item else None))
         if item is None:
             return
-        if item.flushed:
-            item.frames_after_flush += 1
         item.audio += pcm
 
     async def request_flush(self) -> asyncio.Future:
-        await self.send_event({"type": "playback.flush", "request_id": f"flush_{len(self.events)}"})
+        await self.send_event(wire.playback_flush(f"flush_{len(self.events)}"))
         position = self._flush()
         future = self._loop.create_future()
         if self.flush_delay:
@@ -93,9 +93,7 @@ class MemoryLearner(LearnerPort):
         return next(i for i, (kind, e) in enumerate(self.timeline) if kind == "event" and e["type"] == event_type)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
 
 
 class BareTutorLink:
@@ -131,6 +129,9 @@ class BareTutorLink:
         client, relay = await open_narrator(self.upstream, voice, self.learner, self.step_timeout)
         self.narrators.append(client)
         return client, relay
+
+    async def set_state(self, state: State) -> None:
+        await self.learner.send_event(wire.state(state))
 
     def error_counts(self) -> tuple[int, int]:
         """(server error events seen by the tutor and narrator sessions, of which tolerated by design)."""

@@ -6,7 +6,7 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from config.asgi import application
-from tutor.consumers import CLOSE_SUPERSEDED
+from tutor.realtime.wire import CLOSE_SUPERSEDED
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tutor.realtime.exceptions import ClientError
+from tutor.realtime.wire import ClientError
 from tutor.realtime.wire import MAX_AUDIO_FRAME_BYTES, parse_audio, parse_control
 
 
