@@ -4,8 +4,8 @@ import os
 
 from django.core.exceptions import ImproperlyConfigured
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+from config.flags import WORDS, parse_bool
+
 
 
 def env(name: str, default: str) -> str:
@@ -16,12 +16,12 @@ def env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None:
         return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ImproperlyConfigured(f"{name} must be one of 1/0, true/false, yes/no, on/off; got {raw!r}.")
+    if not raw.strip():
+        return False  # set but empty: off
+    try:
+        return parse_bool(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be one of {WORDS}; got {raw!r}.") from None
 
 
 def _number(name: str, default, kind):

@@ -13,12 +13,13 @@ import asyncio
 import json
 from collections.abc import Callable, Coroutine
 
-from tutor.realtime.client import RealtimeClient
+from tutor.realtime.client import RealtimeClient, RealtimeRequestError
 from tutor.realtime.logs import BoundLogger
 from tutor.realtime.relay import LearnerPort, SpeechRelay
 
 # A response that is not cancelled is given this many step timeouts to finish by itself.
 RESPONSE_FINISH_STEPS = 6
+ALREADY_ACTIVE = "conversation_already_has_active_response"
 
 
 def user_text_item(text: str) -> dict:
@@ -70,7 +71,20 @@ class ResponseScheduler:
                     lambda e: e.type == "response.done" and e.response.id == active,
                     self.step_timeout * RESPONSE_FINISH_STEPS,
                 )
-        await client.send({"type": "response.create"})
+        try:
+            # Confirmed before the lock is released: until `response.created` the tracker knows of no
+            # active response, and a second create would be refused.
+            await client.request(
+                {"type": "response.create"},
+                expect="response.created",
+                timeout=self.step_timeout,
+                tolerate=frozenset({ALREADY_ACTIVE}),
+            )
+        except RealtimeRequestError as exc:
+            if exc.code != ALREADY_ACTIVE:
+                raise
+            # Server VAD started one for the learner's turn first: that response is the answer.
+            self.log.info("response already started by the server", extra={"event_id": exc.event_id})
 
     async def add_item(self, item: dict) -> None:
         """`conversation.item.create`; the caller holds `lock` (nothing is sent while a resumed session

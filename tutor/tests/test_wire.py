@@ -47,3 +47,34 @@ def test_audio_frames_are_size_and_shape_checked():
     assert parse_audio(b"\x00\x01" * 2400) == b"\x00\x01" * 2400
     assert code_of(parse_audio, b"\x00" * (MAX_AUDIO_FRAME_BYTES + 2)) == "frame_too_large"
     assert code_of(parse_audio, b"\x00\x01\x02") == "bad_audio"
+
+
+def test_every_server_event_the_readme_documents_is_built_by_wire_and_states_match():
+    import re
+    from pathlib import Path
+
+    from tutor.realtime import wire
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("**JSON from the server:**", 1)[1].split("\n\n", 2)[1]
+    documented = set()
+    for row in table.splitlines()[2:]:
+        documented.update(re.findall(r"`([a-z.]+)`", row.split("|")[1]))
+    built = {
+        wire.state(wire.State.READY)["type"],
+        wire.audio_start("i", "marin", "tutor")["type"],
+        wire.audio_end("i")["type"],
+        wire.transcript("tutor", "i", "hola", final=True)["type"],
+        wire.level("A1", {})["type"],
+        wire.playback_flush("r")["type"],
+        wire.assessing(0.5, 10)["type"],
+        wire.assessment(1, "A1", {}, "s", "rules", "graded", False)["type"],
+        wire.error("malformed", "m")["type"],
+    }
+    assert built == documented
+    states_row = next(row for row in table.splitlines() if row.startswith("| `state`"))
+    assert re.findall(r"`([a-z_]+)`", states_row.split("|")[2].split(";")[0])[1:] == [s.value for s in wire.State]
+
+
+def test_a_client_error_becomes_the_one_error_event_shape():
+    assert ClientError("bad_field", "nope").as_event() == {"type": "error", "code": "bad_field", "message": "nope"}

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from assessments.cefr import LEVELS
+from config.flags import parse_bool
 
 # The real API accepts `input_audio_buffer.append` events of up to 15 MiB (observed limit,
 # public capture notes "gpt-live-transcribe" spike: "15MiB is the per-append limit").
@@ -83,8 +84,6 @@ def knob_base_type(name: str) -> tuple[type, bool]:
     return hint, False  # type: ignore[return-value]
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 _NONE = {"", "none", "null"}
 
 
@@ -95,11 +94,7 @@ def _parse(name: str, raw: str) -> object:
         return None
     try:
         if base is bool:
-            if text.lower() in _TRUE:
-                return True
-            if text.lower() in _FALSE:
-                return False
-            raise ValueError(text)
+            return parse_bool(text)
         if base is int:
             return int(text)
         if base is float:
