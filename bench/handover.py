@@ -33,7 +33,8 @@ import django  # noqa: E402
 django.setup()
 
 from tutor.runtime.delivery import AssessmentDelivery, HandoverConfig  # noqa: E402
-from assessments.grading import GradeInput, RulesGrader, TimedGrader, grade_by_rules  # noqa: E402
+from assessments.grading import GradeInput, RulesGrader, grade_by_rules  # noqa: E402
+from assessments.testing import TimedGrader  # noqa: E402
 from tutor import persona  # noqa: E402
 from tutor.testing.loopback import BareTutorLink, MemoryLearner, MemoryStore, drive_to  # noqa: E402
 from tutor.realtime.simulator import RealtimeSimulator, SimulatorKnobs  # noqa: E402

@@ -9,21 +9,24 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from openai.lib._pydantic import to_strict_json_schema  # what the client sends for a `text_format`
+
 from assessments.grading import (
-    ASSESSMENT_SCHEMA,
     CRITERIA,
     GradeInput,
     GradeResult,
     Grader,
     OpenAIGrader,
     RulesGrader,
-    TimedGrader,
     get_grader,
     grade_by_rules,
-    parse_assessment,
 )
+from assessments.grading.openai_grader import CEFRAssessment
 from assessments.cefr import LEVELS, level_index
 from assessments.placement import Placement, ProbeRecord
+from assessments.testing import TimedGrader
+
+ASSESSMENT_SCHEMA = to_strict_json_schema(CEFRAssessment)
 
 S, B = "sustained", "breakdown"
 
@@ -149,7 +152,7 @@ def test_summary_strength_and_next_step_differ():
     result = grade_by_rules(grade_input())
     strength = result.summary.split("Your strength is ")[1].split(":")[0]
     assert strength in CRITERIA
-    from assessments.grading import NEXT_STEPS
+    from assessments.grading.rules import NEXT_STEPS
     advice = [c for c in CRITERIA if NEXT_STEPS[c] in result.summary]
     assert len(advice) == 1 and advice[0] != strength
 
@@ -164,6 +167,11 @@ def test_unknown_rating_is_rejected():
 
 def model_json(level="B1", criteria=None, summary="Your speaking level is B1, Threshold. Well done."):
     return json.dumps({"level": level, "criteria": criteria or {c: level for c in CRITERIA}, "summary": summary})
+
+
+def parse_assessment(text: str) -> dict:
+    """The model's output as the grader reads it, through the one output model."""
+    return CEFRAssessment.model_validate_json(text).model_dump()
 
 
 def test_parse_assessment_accepts_valid_output_and_flattens_the_summary():
@@ -189,8 +197,15 @@ def test_parse_assessment_rejects_invalid_output(text):
 
 def test_schema_is_strict_compatible():
     # Strict structured outputs need every property required and no additional properties.
-    for obj in (ASSESSMENT_SCHEMA, ASSESSMENT_SCHEMA["properties"]["criteria"]):
+    for obj in (ASSESSMENT_SCHEMA, ASSESSMENT_SCHEMA["$defs"]["Criteria"]):
         assert obj["additionalProperties"] is False and set(obj["required"]) == set(obj["properties"])
+
+
+def test_schema_asks_for_a_cefr_level_overall_and_per_criterion():
+    criteria = ASSESSMENT_SCHEMA["$defs"]["Criteria"]["properties"]
+    assert tuple(criteria) == CRITERIA
+    for prop in (ASSESSMENT_SCHEMA["properties"]["level"], *criteria.values()):
+        assert prop["enum"] == list(LEVELS)
 
 
 # -- OpenAI grader over HTTP ----------------------------------------------------------------------

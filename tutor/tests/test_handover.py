@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tutor.runtime.delivery import AssessmentDelivery, HandoverConfig
-from assessments.grading import GradeInput, RulesGrader, TimedGrader
+from assessments.grading import GradeInput, RulesGrader
+from assessments.testing import TimedGrader
 from tutor.testing.loopback import MOMENTS, BareTutorLink, MemoryLearner, MemoryStore, drive_to
 from tutor.realtime.simulator.audio import estimate_voice
 from tutor.testing.realtime_client import start_simulator

@@ -6,7 +6,8 @@ import dataclasses
 import pytest
 from asgiref.sync import sync_to_async
 
-from assessments.grading import RulesGrader, TimedGrader
+from assessments.grading import RulesGrader
+from assessments.testing import TimedGrader
 from assessments.models import Assessment, TutorSession
 from tutor.testing.loopback import MemoryLearner
 from tutor.runtime.session import SessionConfig, TutorSessionRuntime

@@ -1,0 +1,171 @@
+"""The deterministic grader: criteria from probes and transcript statistics, a speakable summary.
+
+Pure (no I/O): `grade_by_rules` is the work, `RulesGrader` the `Grader` around it, and
+`fallback_grade` the same grade labelled with why the grader in charge could not answer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from assessments.cefr import LEVEL_NAMES, LEVELS, level_index, next_level
+from assessments.grading.types import CRITERIA, GradeInput, GradeResult, Grader
+from assessments.placement import SUSTAINED
+
+# The value of a transcript statistic at which each level (A1..C2) is met. Deliberately coarse:
+# they only nudge a criterion one step around the placement rating, never the rating itself.
+WORDS_PER_TURN = (2, 5, 9, 14, 20, 28)  # fluency: sustained talk per turn
+GUIRAUD = (2.5, 3.5, 4.5, 5.5, 6.5, 7.5)  # range: types / sqrt(tokens), less length-bound than type/token
+LONGEST_TURN = (4, 10, 20, 35, 50, 70)  # coherence: the longest connected stretch, in words
+
+_WORD = re.compile(r"\w+(?:['’-]\w+)*")
+
+
+@dataclass(frozen=True)
+class TranscriptStats:
+    turns: int
+    words: int
+    types: int
+    words_per_turn: float
+    guiraud: float
+    longest_turn: int
+    minimal_share: float  # turns of at most two words ("sí", "no sé")
+    questions: int  # turns where the learner asked something back
+
+    @classmethod
+    def of(cls, turns: tuple[str, ...]) -> TranscriptStats:
+        tokens = [_WORD.findall(turn.lower()) for turn in turns if turn.strip()]
+        words = [word for turn in tokens for word in turn]
+        n = len(tokens)
+        return cls(
+            turns=n,
+            words=len(words),
+            types=len(set(words)),
+            words_per_turn=len(words) / n if n else 0.0,
+            guiraud=len(set(words)) / len(words) ** 0.5 if words else 0.0,
+            longest_turn=max((len(turn) for turn in tokens), default=0),
+            minimal_share=sum(len(turn) <= 2 for turn in tokens) / n if n else 0.0,
+            questions=sum("?" in turn for turn in turns),
+        )
+
+
+def _met(value: float, thresholds: tuple[float, ...]) -> int:
+    """Index of the highest level whose threshold `value` reaches (0 if none)."""
+    return max((i for i, t in enumerate(thresholds) if value >= t), default=0)
+
+
+def _probe_score(data: GradeInput, rating: int) -> int:
+    """-1, 0 or +1 from how cleanly the learner handled the rating level and the one above it."""
+    levels = {LEVELS[rating], next_level(LEVELS[rating])}
+    relevant = [p for p in data.probes if p.level in levels]
+    if not relevant:
+        return 0
+    share = sum(p.outcome == SUSTAINED for p in relevant) / len(relevant)
+    # Clean at the rating + breakdowns above gives 0.5: the expected profile. A sustained probe above
+    # the ceiling lifts the share, breakdowns on the way to the rating lower it.
+    return 1 if share > 0.55 else -1 if share < 0.45 else 0
+
+
+def rules_criteria(data: GradeInput) -> dict[str, str]:
+    """Each criterion within one level of the rating, from probes and transcript statistics."""
+    r = level_index(data.level)
+    stats = TranscriptStats.of(data.learner_turns)
+
+    def near(i: int) -> str:
+        return LEVELS[min(max(i, r - 1, 0), r + 1, len(LEVELS) - 1)]
+
+    if stats.words:
+        fluency = _met(stats.words_per_turn, WORDS_PER_TURN)
+        lexical_range = _met(stats.guiraud, GUIRAUD)
+        coherence = _met(stats.longest_turn, LONGEST_TURN)
+        if stats.minimal_share > 0.5:
+            interaction = r - 1
+        elif stats.minimal_share <= 0.2 and stats.questions >= 2:
+            interaction = r + 1
+        else:
+            interaction = r
+    else:  # nothing transcribed: no evidence to move them
+        fluency = lexical_range = coherence = interaction = r
+    return {
+        "range": near(lexical_range),
+        "accuracy": near(r + _probe_score(data, r)),
+        "fluency": near(fluency),
+        "interaction": near(interaction),
+        "coherence": near(coherence),
+    }
+
+
+STRENGTHS = {
+    "range": "you use a good variety of words for your level",
+    "accuracy": "you handle the tasks at your level accurately and consistently",
+    "fluency": "you keep talking and give full answers",
+    "interaction": "you engage with the questions and keep the conversation going",
+    "coherence": "you connect your ideas into longer stretches of speech",
+}
+NEXT_STEPS = {
+    "range": "build your vocabulary around everyday topics and try new words in conversation",
+    "accuracy": "work on accuracy in the structures you already use",
+    "fluency": "practise giving longer answers without long pauses",
+    "interaction": "ask questions back and build on what the other person says",
+    "coherence": "link your ideas with connecting words such as because, however and then",
+}
+
+
+def speakable_summary(data: GradeInput, level: str, criteria: dict[str, str]) -> str:
+    """Three or four plain English sentences for the narrator: level, a strength, a next step."""
+    name = f"{level}, {LEVEL_NAMES[level]}"
+    if data.below_floor:
+        opening = f"You are working towards level {name}: you are not yet sustaining {level} tasks on your own."
+    else:
+        opening = f"Your speaking level is {name}."
+    # Ties go to the earlier criterion: deterministic, and CRITERIA starts with the broad ones.
+    strength = max(CRITERIA, key=lambda c: level_index(criteria[c]))
+    step = min((c for c in CRITERIA if c != strength), key=lambda c: level_index(criteria[c]))
+    above = next_level(level)
+    if data.below_floor:
+        goal = f"to reach {name}"
+    elif above:
+        goal = f"to move towards {above}, {LEVEL_NAMES[above]}"
+    else:
+        goal = "to keep your level sharp"
+    sentences = [
+        opening,
+        f"Your strength is {strength}: {STRENGTHS[strength]}.",
+        f"As a next step, {NEXT_STEPS[step]}, {goal}.",
+    ]
+    if data.partial:
+        sentences.append("This result is provisional, because the session ended before placement was complete.")
+    return " ".join(sentences)
+
+
+def grade_by_rules(data: GradeInput) -> GradeResult:
+    """The deterministic assessment: the level is always the placement rating."""
+    level_index(data.level)  # ValueError for an unknown level
+    criteria = rules_criteria(data)
+    return GradeResult(data.level, criteria, speakable_summary(data, data.level, criteria), "rules")
+
+
+class RulesGrader(Grader):
+    async def grade(self, data: GradeInput) -> GradeResult:
+        return grade_by_rules(data)
+
+
+def fallback_grade(data: GradeInput, exc: Exception) -> GradeResult:
+    """The rules' grade, labelled with why the grader in charge could not answer."""
+    return replace(grade_by_rules(data), grader=f"rules (fallback: {_fallback_reason(exc)})")
+
+
+def _fallback_reason(exc: Exception) -> str:
+    """A short reason; "rules (fallback: <reason>)" must fit Assessment.grader (32 characters)."""
+    import openai  # lazily: the rules themselves need no client library
+
+    if isinstance(exc, (TimeoutError, openai.APITimeoutError)):
+        return "timeout"
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code}"
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection"
+    if isinstance(exc, (ValueError, KeyError, TypeError)):  # includes pydantic's ValidationError
+        return "bad output"
+    return "error"
