@@ -53,6 +53,7 @@ class TutorSession(models.Model):
         LEARNER_STOPPED = "learner_stopped", "Learner stopped"
         UPSTREAM_ERROR = "upstream_error", "Upstream error"
         UPSTREAM_EXPIRED = "upstream_expired", "Upstream session expired"
+        SERVER_ERROR = "server_error", "Server error"
 
     learner = models.ForeignKey(Learner, on_delete=models.CASCADE, related_name="sessions")
     upstream = models.CharField(max_length=16, choices=Upstream.choices)

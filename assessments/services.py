@@ -68,10 +68,13 @@ def mark_delivered(assessment_id: int, notes: str) -> None:
 
 
 def mark_delivery_failed(assessment_id: int, reason: str) -> None:
+    """Not delivered, and why; the first reason recorded is kept (later ones are consequences)."""
     Assessment.objects.filter(pk=assessment_id).exclude(status=Assessment.Status.DELIVERED).update(
-        status=Assessment.Status.DELIVERY_FAILED, failed_at=timezone.now(), failure_reason=reason
+        status=Assessment.Status.DELIVERY_FAILED, failed_at=timezone.now()
     )
-
+    Assessment.objects.filter(pk=assessment_id, failure_reason="").exclude(
+        status=Assessment.Status.DELIVERED
+    ).update(failure_reason=reason)
 
 
 def keep_undelivered(assessment_id: int, fallback: GradeResult, reason: str) -> bool:

@@ -8,6 +8,7 @@ only small control messages between a learner's connections (a new tab supersede
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -25,6 +26,9 @@ from tutor.runtime.session import SessionConfig, TutorSessionRuntime
 
 logger = logging.getLogger(__name__)
 
+CLOSE_SERVER_ERROR = 1011  # RFC 6455: the server met an unexpected condition
+
+
 def learner_group(learner_id: int) -> str:
     return f"learner-{learner_id}"
 
@@ -32,10 +36,25 @@ def learner_group(learner_id: int) -> str:
 class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
     # --- socket handlers -------------------------------------------------------------------------
 
-    async def connect(self):
+    async def __call__(self, scope, receive, send):
+        """However the connection ends (a close, an exception in any handler, a cancellation), the
+        session runtime ends with it: its upstream session closed, its tasks cancelled and awaited."""
         self.runtime: TutorSessionRuntime | None = None
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._end_runtime("server_error")
+
+    async def connect(self):
         self.flushes = FlushRequests()
         self.open = False
+        clock = asyncio.get_running_loop().time
+        self.limits = {
+            "audio": wire.RateLimit(wire.AUDIO_FRAMES_PER_SECOND, wire.AUDIO_FRAMES_BURST, clock),
+            "control": wire.RateLimit(wire.CONTROL_PER_SECOND, wire.CONTROL_BURST, clock),
+            "answer.text": wire.RateLimit(wire.ANSWERS_PER_SECOND, wire.ANSWERS_BURST, clock),
+        }
+        self.refused = 0
         user = self.scope.get("user")
         self.learner = await database_sync_to_async(learner_for)(user)
         # Accept, then close: a close code sent before the handshake completes never reaches the
@@ -57,22 +76,52 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
             return
         try:
             if bytes_data is not None:
+                self._within_rate("audio")
                 pcm = wire.parse_audio(bytes_data)
                 if self.runtime is not None:
                     await self.runtime.learner_audio(pcm)
                 return
+            self._within_rate("control")
             message = wire.parse_control(text_data or "")
+            if message["type"] == "answer.text":
+                self._within_rate("answer.text")
             await self.commands[message["type"]](self, message)
         except ClientError as exc:
-            await self.send_event(exc.as_event())
+            await self._refuse(exc)
+        except Exception:
+            # Not the browser's fault: say so, end the session cleanly, close the socket.
+            logger.exception("socket handler failed", extra={"learner_id": self.learner.pk})
+            await self.send_event(wire.error("session_error", "Something went wrong on our side; the session has ended."))
+            self.open = False
+            await self._end_runtime("server_error")
+            await self.close(code=CLOSE_SERVER_ERROR)
 
     async def disconnect(self, code):
         self.open = False
-        if self.runtime is not None:
-            await self.runtime.close("learner_left")
-            self.runtime = None
+        await self._end_runtime("learner_left")
         if self.learner is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def _end_runtime(self, reason: str) -> None:
+        runtime, self.runtime = self.runtime, None
+        if runtime is not None:
+            await runtime.close(reason)
+
+    def _within_rate(self, kind: str) -> None:
+        if not self.limits[kind].allow():
+            raise ClientError("rate_limited", f"Too many {kind} messages; slow down.")
+
+    async def _refuse(self, exc: ClientError) -> None:
+        """One error event per refused message; a browser that keeps sending refused messages (no page
+        does) is closed, so its work and the replies queued for it stay bounded."""
+        self.refused += 1
+        if self.refused > wire.MAX_REFUSED:
+            logger.warning("too many refused messages", extra={"learner_id": self.learner.pk, "code": exc.code})
+            self.open = False
+            await self._end_runtime("learner_left")
+            await self.close(code=wire.CLOSE_TOO_MANY)
+            return
+        await self.send_event(exc.as_event())
 
     # --- command helpers ---------------------------------------------------------------------------
 

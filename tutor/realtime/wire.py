@@ -17,6 +17,14 @@ from typing import Any
 CLOSE_NOT_AUTHENTICATED = 4401  # anonymous: log in first
 CLOSE_FORBIDDEN = 4403  # logged in, but not allowed here (no Learner profile; not a teacher)
 CLOSE_SUPERSEDED = 4409  # the same learner opened the tutor in another window
+CLOSE_TOO_MANY = 4429  # the browser sent far more (or far more bad) messages than the page ever does
+
+# Bounded work per connection (the page sends 10 audio frames and well under one control message a second).
+AUDIO_FRAMES_PER_SECOND, AUDIO_FRAMES_BURST = 30.0, 60
+CONTROL_PER_SECOND, CONTROL_BURST = 10.0, 30
+ANSWERS_PER_SECOND, ANSWERS_BURST = 0.5, 4  # written answers: a learner types, they do not paste a flood
+MAX_REFUSED = 50  # refused messages (bad or over the rate) before the connection is closed with 4429
+MAX_JSON_DEPTH = 8  # control messages are flat objects
 
 
 class State(StrEnum):
@@ -71,6 +79,8 @@ def parse_control(text: str) -> dict:
     """A validated control message (a dict with `type` and its fields only)."""
     if len(text.encode()) > MAX_CONTROL_BYTES:
         raise ClientError("frame_too_large", f"Control messages may be at most {MAX_CONTROL_BYTES} bytes.")
+    if _depth(text) > MAX_JSON_DEPTH:
+        raise ClientError("malformed", f"Control messages may nest at most {MAX_JSON_DEPTH} levels deep.")
     try:
         message = json.loads(text)
     except ValueError:
@@ -94,7 +104,43 @@ def parse_control(text: str) -> dict:
     return clean
 
 
+def _depth(text: str) -> int:
+    """How deep the brackets of a JSON text nest (strings skipped), before json.loads recurses into them."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def storable(text: str) -> bool:
+    """Whether `text` can be stored as it is: no NUL character (PostgreSQL text refuses it) and no
+    unpaired surrogate (not encodable as UTF-8)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check(kind: str, name: str, value):
+    if isinstance(value, str) and not storable(value):
+        raise ClientError("bad_field", f"{kind}.{name} contains a NUL character or an unpaired surrogate.")
     if name == "text":
         value = value.strip()
         if not value:
@@ -106,6 +152,26 @@ def _check(kind: str, name: str, value):
     elif isinstance(value, str) and len(value) > MAX_ID_CHARS:
         raise ClientError("bad_field", f"{kind}.{name} may be at most {MAX_ID_CHARS} characters.")
     return value
+
+
+class RateLimit:
+    """A token bucket: `allow()` is False once more than `burst` messages came faster than `per_second`."""
+
+    def __init__(self, per_second: float, burst: int, clock):
+        self.per_second = per_second
+        self.burst = burst
+        self.clock = clock
+        self.tokens = float(burst)
+        self.at = clock()
+
+    def allow(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.per_second)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 # --- server -> browser events (README "JSON from the server") --------------------------------------

@@ -372,6 +372,9 @@ class AssessmentDelivery:
             await self.store.graded(self.assessment_id, result)
         reason = "; ".join([*self.problems, str(exc)])
         await self.store.failed(self.assessment_id, reason)
+        await self.learner.send_event(
+            wire.error("summary_unavailable", "Your summary could not be read aloud; here it is as text.")
+        )
         await self._send_card(result, "delivery_failed")
         self.log.warning("assessment delivery failed", extra={"reason": reason})
         return DeliveryOutcome("delivery_failed", result, "", [*self.problems, str(exc)], self.timings)

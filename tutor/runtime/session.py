@@ -212,11 +212,11 @@ class TutorSessionRuntime(TutorLink):
                 return False
             self._upstream_ready = True
             self.resumes += 1
-            self.log.info(
-                "upstream session resumed",
-                extra={"turns": len(self.transcript.conversation), "resumes": self.resumes},
-            )
-            await self.responses.respond()
+            conversation = self.transcript.conversation
+            self.log.info("upstream session resumed", extra={"turns": len(conversation), "resumes": self.resumes})
+            if conversation and conversation[-1].role == LEARNER:
+                await self.responses.respond()  # the learner's last answer has had no reply yet
+            # else the tutor spoke last: its question stands, and the learner answers it
         return True
 
     async def stop(self) -> None:
@@ -260,14 +260,17 @@ class TutorSessionRuntime(TutorLink):
 
     async def learner_audio(self, pcm: bytes) -> None:
         if self._accepting_audio and self._upstream_ready and self.client.is_open:
-            await self.client.send_audio(pcm)
+            try:
+                await self.client.send_audio(pcm)
+            except RealtimeClosed:
+                pass  # the upstream is closing or being resumed: _watch_upstream deals with it
 
     async def answer_text(self, text: str) -> None:
         if self.session_id is None or self.client is None:
             raise ClientError("not_started", "The session is still starting; answer when the tutor asks.")
-        await self._learner_said(text, item_id="")  # kept even when it comes too late for the tutor
-        if not self._accepting_audio:
-            return  # the assessment has begun (or the session ended): the tutor no longer takes answers
+        if self.assessment_id is not None or self._ended:
+            raise ClientError("placement_ended", "The placement has ended; this answer was not recorded.")
+        await self._learner_said(text, item_id="")
         async with self.responses.lock:  # not while a resumed session is being configured
             await self.responses.add_item(user_text_item(text))
         await self.responses.create(interrupt=True)
