@@ -35,6 +35,9 @@ SEMANTIC_VAD_DEFAULTS: dict[str, Any] = {
     "create_response": True,
     "interrupt_response": True,
 }
+# Reported when a transcription object names no model. openai-python (types/realtime/
+# audio_transcription.py) lists `gpt-4o-mini-transcribe` among the models, with an announced
+# shutdown on 2027-02-26; Parla always names its own model, so this only shapes the echo.
 TRANSCRIPTION_DEFAULTS: dict[str, Any] = {"model": "gpt-4o-mini-transcribe", "language": None, "prompt": None}
 
 

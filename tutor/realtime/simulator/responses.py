@@ -204,24 +204,17 @@ class Responses:
 
     def _open_item(self, response: Response, item: Item) -> None:
         response.output.append(item)
-        self._send(
-            "response.output_item.added",
-            response_id=response.id,
-            output_index=response.output.index(item),
-            item=item.to_api(),
-        )
+        self._send_output_item("response.output_item.added", response, item)
         if not response.out_of_band:
             self._conversation.insert(item)
 
     def _close_item(self, response: Response, item: Item) -> None:
-        self._send(
-            "response.output_item.done",
-            response_id=response.id,
-            output_index=response.output.index(item),
-            item=item.to_api(),
-        )
+        self._send_output_item("response.output_item.done", response, item)
         if not response.out_of_band:
             self._conversation.item_done(item)
+
+    def _send_output_item(self, event_type: str, response: Response, item: Item) -> None:
+        self._send(event_type, response_id=response.id, output_index=response.output.index(item), item=item.to_api())
 
     # --- the end ---------------------------------------------------------------------------------
 
