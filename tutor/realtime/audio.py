@@ -8,6 +8,8 @@ SAMPLE_RATE = 24_000
 BYTES_PER_SAMPLE = 2  # 16-bit
 CHANNELS = 1
 BYTES_PER_MS = SAMPLE_RATE * BYTES_PER_SAMPLE * CHANNELS // 1000  # 48
+SAMPLE_DTYPE = "<i2"  # numpy's name for one sample: signed 16-bit little endian
+FULL_SCALE = 1 << (8 * BYTES_PER_SAMPLE - 1)  # 32768: a sample's magnitude at 0 dBFS
 
 # The session config's audio format object (`audio.input.format` / `audio.output.format`).
 API_FORMAT = {"type": "audio/pcm", "rate": SAMPLE_RATE}
@@ -16,6 +18,11 @@ API_FORMAT = {"type": "audio/pcm", "rate": SAMPLE_RATE}
 def audio_ms(num_bytes: int) -> int:
     """Whole milliseconds of audio in `num_bytes` bytes."""
     return num_bytes // BYTES_PER_MS
+
+
+def samples_in(ms: float) -> int:
+    """Whole samples in `ms` milliseconds of audio."""
+    return int(ms * SAMPLE_RATE / 1000)
 
 
 def pcm_ms(pcm: bytes | bytearray | int) -> float:

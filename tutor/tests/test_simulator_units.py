@@ -37,7 +37,7 @@ from tutor.realtime.simulator.persona import (
     probe_outcome,
     verbatim_text,
 )
-from tutor.realtime.simulator.session import chunk_interval, split_text
+from tutor.realtime.simulator.deltas import chunk_interval, split_text
 
 # --- audio ------------------------------------------------------------------------------------
 

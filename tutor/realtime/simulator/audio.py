@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tutor.realtime.audio import BYTES_PER_MS, BYTES_PER_SAMPLE, SAMPLE_RATE
+from tutor.realtime.audio import BYTES_PER_MS, BYTES_PER_SAMPLE, FULL_SCALE, SAMPLE_DTYPE, SAMPLE_RATE, samples_in
 
 MS_PER_CHAR = 65  # synthesized speech length per transcript character at speed 1.0
 
@@ -62,8 +62,8 @@ class SpeechAudio:
     """
 
     def __init__(self, text: str, voice: object, ms: int, chunk_ms: int = 100) -> None:
-        self.n = max(1, int(ms * SAMPLE_RATE / 1000))
-        self.step = max(1, int(chunk_ms * SAMPLE_RATE / 1000))
+        self.n = max(1, samples_in(ms))
+        self.step = max(1, samples_in(chunk_ms))
         self.ms = ms
         self.f0 = voice_f0(voice)
         self.offset = (zlib.crc32(text.encode("utf-8")) % 628) / 100.0
@@ -91,7 +91,7 @@ class SpeechAudio:
         envelope = 0.35 + 0.65 * np.sin(np.pi * (position % 1.0)) ** 2
         fade = np.minimum(1.0, np.minimum(i, self.n - 1 - i) / (0.01 * SAMPLE_RATE))
         signal = self._harmonics(phase) / self.peak * envelope * fade * 0.3
-        return (signal * 32767).astype("<i2").tobytes()
+        return (signal * (FULL_SCALE - 1)).astype(SAMPLE_DTYPE).tobytes()
 
 
 def synthesize(text: str, voice: object, ms: int) -> bytes:
@@ -114,12 +114,12 @@ def _syllable_count(text: str) -> int:
 
 
 def silence(ms: int) -> bytes:
-    return bytes(int(ms * SAMPLE_RATE / 1000) * BYTES_PER_SAMPLE)
+    return bytes(samples_in(ms) * BYTES_PER_SAMPLE)
 
 
 def _samples(pcm: bytes | bytearray) -> np.ndarray:
     usable = len(pcm) - len(pcm) % BYTES_PER_SAMPLE
-    return np.frombuffer(bytes(pcm[:usable]), dtype="<i2").astype(np.float64) / 32768.0
+    return np.frombuffer(bytes(pcm[:usable]), dtype=SAMPLE_DTYPE).astype(np.float64) / FULL_SCALE
 
 
 def estimate_pitch(pcm: bytes | bytearray) -> float:

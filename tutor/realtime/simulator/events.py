@@ -10,12 +10,16 @@ import json
 import random
 import string
 import typing
+from collections.abc import Callable
 from typing import Any
 
 from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from . import errors
+
+# The send path of a session's parts: `send(event_type, **fields)` queues one server event.
+Send = Callable[..., None]
 
 CLIENT_EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(RealtimeClientEvent)
 SERVER_EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(RealtimeServerEvent)

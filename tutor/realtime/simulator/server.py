@@ -23,6 +23,8 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from tutor.realtime.tasks import cancel_and_wait
+
 from . import errors
 from .events import IdFactory, validate_server_event
 from .knobs import KnobError, SimulatorKnobs
@@ -123,9 +125,7 @@ class SimulatorConnection:
         except ConnectionClosed:
             pass
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(*tasks)
             await self.session.aclose()
             logger.info(
                 "connection closed",
