@@ -93,6 +93,12 @@ def stop_process(proc: subprocess.Popen) -> None:
             proc.wait(timeout=5)
 
 
+class ServerURL(str):
+    """The base URL of a live server, carrying its process id (to measure or kill it)."""
+
+    pid: int
+
+
 @contextmanager
 def daphne_server(*, realtime_url: str, redis_url: str | None, extra_env: dict | None = None):
     """Parla served by Daphne on an ephemeral port; yields its base URL (http://127.0.0.1:PORT)."""
@@ -120,7 +126,9 @@ def daphne_server(*, realtime_url: str, redis_url: str | None, extra_env: dict |
     )
     try:
         wait_for_port(port, 20, process)
-        yield f"http://127.0.0.1:{port}"
+        url = ServerURL(f"http://127.0.0.1:{port}")
+        url.pid = process.pid
+        yield url
     finally:
         stop_process(process)
         if log is not subprocess.DEVNULL:

@@ -422,6 +422,12 @@ class ScriptedTutor:
                 turn.kind, f"{previous.text} {turn.text}".strip(), previous.speech_ms + turn.speech_ms
             )
 
+    def assistant_turn(self) -> None:
+        """An assistant message was added to the conversation (a resumed session replaying it): the
+        learner turns before it were already answered, and the tutor has already greeted."""
+        self.unprobed_turn = None
+        self.spoken += 1
+
     def function_output(self, call_id: str) -> None:
         if call_id == self.pending_call_id:
             self.pending_call_id = None

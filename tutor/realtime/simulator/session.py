@@ -173,6 +173,8 @@ class RealtimeSession:
             self.tutor.function_output(item.call_id)
         elif item.type == "message" and item.role == "user":
             self.tutor.learner_turn(learner_turn(event.item))
+        elif item.type == "message" and item.role == "assistant":
+            self.tutor.assistant_turn()  # a replayed reply: what came before it was answered
 
     def on_conversation_item_truncate(self, event: ConversationItemTruncateEvent) -> None:
         self.conversation.truncate(event)
