@@ -2,6 +2,7 @@
 
 The close codes are sent *after* accepting the handshake: a close before accept becomes an HTTP 403
 on the handshake, and browsers then see only code 1006, so the reason would be lost.
+The browser's copy of the codes (with 4409 from tutor/consumers.py) is static/tutor/protocol.js.
 """
 
 CLOSE_NOT_AUTHENTICATED = 4401  # anonymous: log in first

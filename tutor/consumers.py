@@ -25,7 +25,7 @@ from tutor.runtime.session import SessionConfig, TutorSessionRuntime
 
 logger = logging.getLogger(__name__)
 
-CLOSE_SUPERSEDED = 4409  # the same learner opened the tutor in another tab
+CLOSE_SUPERSEDED = 4409  # the same learner opened the tutor in another tab (browser: static/tutor/protocol.js)
 
 
 def learner_group(learner_id: int) -> str:
