@@ -2,6 +2,7 @@
 
 The close codes are sent *after* accepting the handshake: a close before accept becomes an HTTP 403
 on the handshake, and browsers then see only code 1006, so the reason would be lost.
+The codes are defined in tutor/realtime/wire.py; the browser's copy is static/tutor/protocol.js.
 """
 
 from tutor.realtime.wire import CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED

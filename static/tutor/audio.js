@@ -2,7 +2,8 @@
 // worklet turning the microphone into PCM16 frames and a playback worklet with a flushable
 // jitter buffer. The worklets are in capture-worklet.js and playback-worklet.js.
 
-const WIRE_RATE = 24000;
+import { WIRE_RATE } from "./protocol.js";
+
 const FLUSH_REPLY_TIMEOUT_MS = 250;
 
 /** Why the microphone is unavailable, as a code the page turns into a message. */

@@ -1,4 +1,5 @@
-// Microphone capture on the audio thread: mono mix -> resample to 24 kHz -> PCM16 LE frames.
+// Microphone capture on the audio thread: mono mix -> resample to 24 kHz -> PCM16 LE frames
+// (the format is in protocol.js).
 //
 // Posts to the main thread:
 //   {type: "frame", pcm: ArrayBuffer}   FRAME_SAMPLES samples of PCM16 (100 ms = 4800 bytes)
@@ -8,15 +9,16 @@
 // `sampleRate` is the AudioContext's rate (a global of AudioWorkletGlobalScope). Parla asks for a
 // 24 kHz context, so usually the resampler is a copy; where the browser refuses that rate we
 // resample here with linear interpolation, which is plenty for speech going to a speech model.
+// A worklet is always loaded as an ES module (`audioWorklet.addModule`), so it imports like one.
 
-const TARGET_RATE = 24000;
-const FRAME_SAMPLES = 2400; // 100 ms at 24 kHz: 4800 bytes, well under the 32 KiB wire limit
+import { FRAME_SAMPLES, WIRE_RATE } from "./protocol.js";
+
 const LEVEL_INTERVAL_S = 0.05;
 
 class CaptureProcessor extends AudioWorkletProcessor {
   constructor() {
     super();
-    this.step = sampleRate / TARGET_RATE; // input samples per output sample
+    this.step = sampleRate / WIRE_RATE; // input samples per output sample
     this.pos = 0; // fractional read position into the current block (may be negative: see `prev`)
     this.prev = 0; // last input sample of the previous block, for interpolation across blocks
     this.frame = new Int16Array(FRAME_SAMPLES);

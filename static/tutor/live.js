@@ -1,4 +1,7 @@
 // Teachers' live view: one table row per running tutor session, replaced by each snapshot.
+import { CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED } from "./protocol.js";
+import { ReconnectingSocket, socketUrl } from "./socket.js";
+
 const root = document.getElementById("live");
 const rows = document.getElementById("live-sessions");
 const status = document.getElementById("live-status");
@@ -25,24 +28,22 @@ function render(session) {
   );
 }
 
-function connect(delay = 500) {
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${location.host}${root.dataset.wsPath}`);
-  socket.onopen = () => { status.textContent = "Watching live sessions."; delay = 500; };
-  socket.onmessage = (message) => {
-    const event = JSON.parse(message.data);
-    if (event.type === "session") render(event.session);
-  };
-  socket.onclose = (close) => {
-    if (close.code === 4401 || close.code === 4403) {
-      status.textContent = "The live view is for teachers: log in with a teacher account.";
-      status.dataset.kind = "error";
-      return;
-    }
-    status.textContent = "Connection lost - reconnecting…";
-    status.dataset.kind = "warning";
-    setTimeout(() => connect(Math.min(delay * 2, 10000)), delay);
-  };
-}
-
-connect();
+new ReconnectingSocket(
+  socketUrl(root.dataset.wsPath),
+  {
+    onOpen: () => (status.textContent = "Watching live sessions."),
+    onEvent: (event) => {
+      if (event.type === "session") render(event.session);
+    },
+    onClose: ({ fatal }) => {
+      if (fatal) {
+        status.textContent = "The live view is for teachers: log in with a teacher account.";
+        status.dataset.kind = "error";
+        return;
+      }
+      status.textContent = "Connection lost - reconnecting…";
+      status.dataset.kind = "warning";
+    },
+  },
+  { refusalCodes: [CLOSE_NOT_AUTHENTICATED, CLOSE_FORBIDDEN] },
+).connect();

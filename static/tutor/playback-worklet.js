@@ -16,14 +16,15 @@
 // "Played" counts samples actually handed to the audio output, so it is what the learner heard,
 // not what the server sent: the handover truncates the tutor's item at exactly this point.
 
-const SOURCE_RATE = 24000;
+import { WIRE_RATE } from "./protocol.js"; // worklets are ES modules (`audioWorklet.addModule`)
+
 const PREBUFFER_S = 0.08; // wait for this much audio before (re)starting, to ride out jitter
 const PROGRESS_S = 0.5;
 
 class PlaybackProcessor extends AudioWorkletProcessor {
   constructor() {
     super();
-    this.step = SOURCE_RATE / sampleRate; // source samples per output sample
+    this.step = WIRE_RATE / sampleRate; // source samples per output sample
     this.queue = []; // {itemId, data: Float32Array at `sampleRate`, offset} | {end: itemId}
     this.queued = 0; // output samples waiting in the queue
     this.played = new Map(); // itemId -> output samples played

@@ -2,8 +2,44 @@
 // Wire protocol: docs/internal-contracts.md ("Browser wire protocol").
 
 import { AudioEngine, MicrophoneError } from "./audio.js";
-import { CLOSE_NOT_A_LEARNER, CLOSE_NOT_AUTHENTICATED, CLOSE_SUPERSEDED, TutorSocket } from "./socket.js";
+import { CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED, CLOSE_SUPERSEDED } from "./protocol.js";
+import { ReconnectingSocket, socketUrl } from "./socket.js";
 import { SessionView } from "./ui.js";
+
+// The page's session, one phase at a time (`TutorPage.setPhase` is the only way to change it):
+//
+//   idle --Start--> starting --session.start sent--> running --Stop--> stopping
+//   running|stopping --`state: ended`, or the socket closed for good--> ended
+//   running|stopping --connection lost, reconnecting--> interrupted
+//   interrupted|ended --Start--> starting          any --refusal close code--> refused
+const PHASE = Object.freeze({
+  idle: "idle", // no session yet on this page
+  starting: "starting", // Start pressed: session.start goes out once the server is ready
+  running: "running", // session.start sent: the learner talks with the tutor
+  stopping: "stopping", // Stop pressed: the server ends the session and sends `state: ended`
+  interrupted: "interrupted", // the connection dropped during a session: the server ended it
+  ended: "ended", // the session ended (no reconnecting after that)
+  refused: "refused", // the server refused this page for good (login, account, another tab)
+});
+const TRANSITIONS = {
+  idle: ["starting", "refused"],
+  starting: ["running", "refused"],
+  running: ["stopping", "interrupted", "ended", "refused"],
+  stopping: ["interrupted", "ended", "refused"],
+  interrupted: ["starting", "refused"],
+  ended: ["starting", "refused"],
+  refused: [],
+};
+const CAN_START = new Set([PHASE.idle, PHASE.interrupted, PHASE.ended]);
+const IN_SESSION = new Set([PHASE.running, PHASE.stopping]);
+
+// What the current connection can do for a session. Apart from the phase: a connection comes and
+// goes on its own, and the server runs one session per connection.
+const LINK = Object.freeze({
+  waiting: "waiting", // connecting, or open and its first `state` not yet here
+  ready: "ready", // the server said `state` and no session ran on this connection
+  used: "used", // session.start went out on it (open or since closed): a new session needs a new one
+});
 
 // While the server is in these states the learner's microphone is not sent (the server freezes
 // its input during grading and the summary anyway; this saves the bandwidth).
@@ -27,21 +63,15 @@ class TutorPage {
     this.levelNames = JSON.parse(document.getElementById("level-names").textContent);
     this.language = root.dataset.language || undefined;
 
-    this.serverReady = false; // a `state` arrived on the current connection
-    this.inSession = false; // session.start sent and the session has not ended
-    this.ended = false; // the last session ended (no reconnecting after that)
-    this.hadSession = false; // a session ran on this page: a new one starts with a clean slate
-    this.socketUsed = false; // the current connection carried a session (the server allows one)
-    this.interrupted = false; // the connection dropped during a session
-    this.pendingStart = false; // Start pressed before the server was ready
-    this.stopping = false;
-    this.state = "idle";
+    this.phase = PHASE.idle;
+    root.dataset.phase = this.phase;
+    this.link = LINK.waiting;
+    this.sessions = 0; // sessions started on this page: a new one starts with a clean slate
+    this.state = "idle"; // the server's `state` of the running session
     this.audioItem = null; // item_id of the assistant audio arriving now (from `audio.start`)
     this.flushedItems = new Set(); // audio of these items is dropped if any still arrives
     this.framesSent = 0;
     this.framesReceived = 0;
-    this.wasConnected = false;
-    this.fatal = false; // the server refused this page for good (login, account, another tab)
 
     this.audio = new AudioEngine(
       { captureUrl: root.dataset.captureUrl, playbackUrl: root.dataset.playbackUrl },
@@ -52,9 +82,8 @@ class TutorPage {
         onPlaying: (playing) => (this.root.dataset.playing = playing ? "true" : "false"),
       },
     );
-    const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
-    this.socket = new TutorSocket(`${scheme}//${window.location.host}${root.dataset.wsPath}`, {
-      onOpen: () => this.onOpen(),
+    this.socket = new ReconnectingSocket(socketUrl(root.dataset.wsPath), {
+      onOpen: (info) => this.onOpen(info),
       onEvent: (msg) => this.onEvent(msg),
       onAudio: (buffer) => this.onAudio(buffer),
       onClose: (info) => this.onClose(info),
@@ -79,20 +108,36 @@ class TutorPage {
     this.socket.connect();
   }
 
+  // -- phase ------------------------------------------------------------------------------------
+
+  /** Move the session to `next` (one of PHASE, allowed by TRANSITIONS) and show it. */
+  setPhase(next) {
+    if (!TRANSITIONS[this.phase].includes(next)) {
+      throw new Error(`parla: no transition from ${this.phase} to ${next}`);
+    }
+    this.phase = next;
+    this.root.dataset.phase = next;
+    this.render();
+  }
+
+  get inSession() {
+    return IN_SESSION.has(this.phase);
+  }
+
   // -- controls ---------------------------------------------------------------------------------
 
   render() {
-    const active = this.inSession && !this.stopping;
+    const active = this.phase === PHASE.running;
     this.view.setControls({
-      canStart: !this.inSession && !this.pendingStart && !this.fatal,
+      canStart: CAN_START.has(this.phase),
       canStop: active && !MIC_PAUSED_STATES.has(this.state),
       canAnswer: active && this.socket.isOpen && !MIC_PAUSED_STATES.has(this.state),
-      startLabel: this.hadSession && !this.inSession ? "Start a new session" : "Start",
+      startLabel: this.sessions > 0 && !this.inSession ? "Start a new session" : "Start",
     });
   }
 
   async start() {
-    if (this.inSession || this.pendingStart || this.fatal) return;
+    if (!CAN_START.has(this.phase)) return;
     // Inside the click: the AudioContext may only start playing in response to a gesture.
     const audioReady = this.audio.init().then(
       () => true,
@@ -102,9 +147,8 @@ class TutorPage {
       },
     );
     this.view.clearNotice();
-    if (this.hadSession) this.resetForNewSession();
-    this.pendingStart = true;
-    this.render();
+    if (this.sessions > 0) this.resetForNewSession();
+    this.setPhase(PHASE.starting);
     this.view.setTurn("connecting");
 
     if (await audioReady) {
@@ -116,11 +160,13 @@ class TutorPage {
         });
       }
     }
+    // The first `state` may have started the session while we waited, or the server refused.
+    if (this.phase !== PHASE.starting) return;
     // The server runs one session per connection: a new one after it needs a fresh connection.
-    if (this.socketUsed || !this.socket.active) {
-      this.serverReady = false;
+    if (this.link === LINK.used || !this.socket.active) {
+      this.link = LINK.waiting;
       this.socket.reconnectNow(); // sendStart follows the first `state` of the new connection
-    } else if (this.serverReady && this.socket.isOpen) {
+    } else if (this.link === LINK.ready && this.socket.isOpen) {
       this.sendStart();
     } // else: connecting or reconnecting; sendStart follows the first `state`
   }
@@ -146,30 +192,21 @@ class TutorPage {
   }
 
   sendStart() {
-    this.pendingStart = false;
     const msg = { type: "session.start" };
     if (this.language) msg.language = this.language;
-    if (!this.socket.send(msg)) {
-      this.pendingStart = true; // the socket closed under us: start after reconnecting
-      return;
-    }
-    this.inSession = true;
-    this.hadSession = true;
-    this.socketUsed = true;
-    this.stopping = false;
-    this.ended = false;
-    this.interrupted = false;
+    if (!this.socket.send(msg)) return; // the socket closed under us: start after reconnecting
+    this.link = LINK.used;
+    this.sessions += 1;
     this.state = "connecting";
-    this.render();
+    this.setPhase(PHASE.running);
   }
 
   stop() {
-    if (!this.inSession || this.stopping) return;
-    this.stopping = true;
+    if (this.phase !== PHASE.running) return;
     this.socket.send({ type: "session.stop" });
     this.audio.stopMicrophone();
     this.view.setMicState("off");
-    this.render();
+    this.setPhase(PHASE.stopping);
   }
 
   sendAnswer() {
@@ -191,33 +228,25 @@ class TutorPage {
   }
 
   endSession() {
-    this.inSession = false;
-    this.stopping = false;
-    this.pendingStart = false;
-    this.ended = true;
     this.socket.shouldReconnect = false; // the server may close now: that is not a lost connection
     this.audio.stopMicrophone();
     this.view.setMicState("off");
     this.view.hideAssessing();
-    this.render();
+    this.setPhase(PHASE.ended);
   }
 
   // -- socket -----------------------------------------------------------------------------------
 
-  onOpen() {
-    this.socketUsed = false;
+  onOpen({ reconnected }) {
+    this.link = LINK.waiting;
     this.view.setConnection("connected");
-    if (this.wasConnected) this.view.announce("Reconnected.");
-    this.wasConnected = true;
+    if (reconnected) this.view.announce("Reconnected.");
   }
 
   onClose({ code, willRetry, delayMs }) {
-    this.serverReady = false;
+    if (this.link === LINK.ready) this.link = LINK.waiting; // a used one stays used until the next opens
     const interrupted = this.inSession;
-    if (code === CLOSE_NOT_AUTHENTICATED || code === CLOSE_NOT_A_LEARNER || code === CLOSE_SUPERSEDED) {
-      this.inSession = false;
-      this.pendingStart = false;
-      this.fatal = true;
+    if (code === CLOSE_NOT_AUTHENTICATED || code === CLOSE_FORBIDDEN || code === CLOSE_SUPERSEDED) {
       this.audio.stopMicrophone();
       this.view.setMicState("off");
       this.audio.flush("closed");
@@ -228,7 +257,7 @@ class TutorPage {
         this.view.showNotice("Please log in to talk with the tutor.", {
           action: { label: "Log in", onClick: () => (window.location.href = loginUrl) },
         });
-      } else if (code === CLOSE_NOT_A_LEARNER) {
+      } else if (code === CLOSE_FORBIDDEN) {
         this.view.setConnection("closed", "Not a learner account");
         this.view.showNotice(
           "This account is not a learner account, so it cannot start a tutor session. " +
@@ -241,16 +270,13 @@ class TutorPage {
           action: { label: "Use Parla here", onClick: () => window.location.reload() },
         });
       }
-      this.render();
+      this.setPhase(PHASE.refused);
       return;
     }
     if (willRetry) {
       this.view.setConnection("reconnecting", `Connection lost - reconnecting in ${Math.ceil(delayMs / 1000)} s…`);
       if (interrupted) {
         // The server ends a session whose socket is gone; its audio must not keep playing.
-        this.inSession = false;
-        this.interrupted = true;
-        this.stopping = false;
         this.audio.stopMicrophone();
         this.view.setMicState("off");
         this.audio.flush("connection-lost");
@@ -260,11 +286,12 @@ class TutorPage {
           "Connection lost - reconnecting… Your session was interrupted; press Start to begin again once connected.",
           { kind: "warning" },
         );
-      } else if (!this.pendingStart) {
+        this.setPhase(PHASE.interrupted);
+      } else if (this.phase !== PHASE.starting) {
         this.view.showNotice("Connection lost - reconnecting…", { kind: "warning" });
       }
     } else {
-      this.view.setConnection("closed", this.ended ? "Closed (session ended)" : "Disconnected");
+      this.view.setConnection("closed", this.phase === PHASE.ended ? "Closed (session ended)" : "Disconnected");
       if (interrupted) this.endSession();
     }
     this.render();
@@ -309,18 +336,18 @@ class TutorPage {
   }
 
   onState(msg) {
-    const first = !this.serverReady;
-    this.serverReady = true;
+    const first = this.link === LINK.waiting; // the first `state` of this connection
+    if (first) this.link = LINK.ready;
     if (typeof msg.demo === "boolean") this.view.setDemo(msg.demo);
     if (first) {
-      if (this.interrupted) {
+      if (this.phase === PHASE.interrupted) {
         this.view.showNotice("Reconnected. Your session was interrupted: press Start to begin a new one.", {
           kind: "info",
         });
       } else if (this.view.notice.dataset.kind === "warning") {
         this.view.clearNotice();
       }
-      if (this.pendingStart) {
+      if (this.phase === PHASE.starting) {
         this.sendStart();
         return;
       }
@@ -347,7 +374,7 @@ class TutorPage {
   // -- audio ------------------------------------------------------------------------------------
 
   onMicFrame(pcm) {
-    if (!this.inSession || this.stopping || MIC_PAUSED_STATES.has(this.state)) return;
+    if (this.phase !== PHASE.running || MIC_PAUSED_STATES.has(this.state)) return;
     if (this.socket.sendBinary(pcm)) {
       this.framesSent += 1;
       this.root.dataset.framesSent = String(this.framesSent);

@@ -1,27 +1,33 @@
-// The /ws/tutor/ websocket with reconnect-and-backoff (wire protocol: docs/internal-contracts.md).
+// A websocket that reconnects with backoff: the tutor page's /ws/tutor/ and the teachers' live view
+// (/ws/teacher/live/). Wire protocol: docs/internal-contracts.md.
 
-// Close codes after which reconnecting cannot help (tutor/auth.py, tutor/consumers.py).
-export const CLOSE_NOT_AUTHENTICATED = 4401;
-export const CLOSE_NOT_A_LEARNER = 4403;
-export const CLOSE_SUPERSEDED = 4409; // opened in another tab: reconnecting would take it back
-const FATAL_CODES = new Set([CLOSE_NOT_AUTHENTICATED, CLOSE_NOT_A_LEARNER, CLOSE_SUPERSEDED]);
+import { REFUSAL_CODES } from "./protocol.js";
 
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
 const BACKOFF_MAX_MS = 15000;
 // Mic audio is dropped rather than queued without bound while the network stalls.
 const MAX_BUFFERED_BYTES = 512 * 1024;
 
+/** The ws:// or wss:// URL of `path` on this page's host. */
+export function socketUrl(path) {
+  const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${window.location.host}${path}`;
+}
+
 /**
  * Callbacks (all optional):
- *   onOpen(), onEvent(obj), onAudio(ArrayBuffer),
+ *   onOpen({reconnected}), onEvent(obj), onAudio(ArrayBuffer),
  *   onClose({code, fatal, willRetry, delayMs, attempt})
+ * `refusalCodes`: close codes after which it does not reconnect (`fatal` in onClose).
  */
-export class TutorSocket {
-  constructor(url, callbacks) {
+export class ReconnectingSocket {
+  constructor(url, callbacks, { refusalCodes = REFUSAL_CODES } = {}) {
     this.url = url;
     this.cb = callbacks;
+    this.refusalCodes = new Set(refusalCodes);
     this.ws = null;
     this.attempt = 0;
+    this.opened = 0; // connections opened so far
     this.retryTimer = null;
     this.shouldReconnect = true;
   }
@@ -34,7 +40,8 @@ export class TutorSocket {
     this.ws = ws;
     ws.onopen = () => {
       this.attempt = 0;
-      this.cb.onOpen?.();
+      this.opened += 1;
+      this.cb.onOpen?.({ reconnected: this.opened > 1 });
     };
     ws.onmessage = (event) => {
       if (typeof event.data === "string") {
@@ -53,7 +60,7 @@ export class TutorSocket {
     ws.onclose = (event) => {
       if (this.ws !== ws) return; // an old socket we already replaced
       this.ws = null;
-      const fatal = FATAL_CODES.has(event.code);
+      const fatal = this.refusalCodes.has(event.code);
       const willRetry = this.shouldReconnect && !fatal;
       let delayMs = 0;
       if (willRetry) {

@@ -28,18 +28,6 @@ const LADDER_STATE_TEXT = {
 
 const ROLE_LABEL = { learner: "You", tutor: "Tutor", narrator: "Summary" };
 
-const CRITERION_LABEL = {
-  range: "Range",
-  accuracy: "Accuracy",
-  fluency: "Fluency",
-  interaction: "Interaction",
-  coherence: "Coherence",
-  phonology: "Pronunciation",
-  pronunciation: "Pronunciation",
-  vocabulary: "Vocabulary",
-  grammar: "Grammar",
-};
-
 const STATUS_TEXT = {
   pending: "Being graded…",
   graded: "Graded. The spoken summary is on its way.",
@@ -47,8 +35,9 @@ const STATUS_TEXT = {
   delivery_failed: "Graded. The spoken summary could not be played, so here it is in writing.",
 };
 
+// A criterion's label is its key, capitalised: the server's criteria (assessments/grading.py
+// CRITERIA: range, accuracy, fluency, interaction, coherence) read well that way, and so will a new one.
 function humanize(key) {
-  if (CRITERION_LABEL[key]) return CRITERION_LABEL[key];
   const words = String(key).replace(/[_-]+/g, " ").trim();
   return words.charAt(0).toUpperCase() + words.slice(1);
 }

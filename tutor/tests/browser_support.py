@@ -206,11 +206,11 @@ def launch_chromium(playwright, *, wav: Path | None = None, extra_args=()):
     )
 
 
-def log_in(page, server: LiveServer, next_path: str = "/session/") -> None:
-    """Log in through the real login page; lands on `next_path`."""
+def log_in(page, server: LiveServer, next_path: str = "/session/", *, username=None, password=None) -> None:
+    """Log in through the real login page (as the server's learner unless told); lands on `next_path`."""
     page.goto(f"{server.url}/accounts/login/?next={next_path}")
-    page.get_by_label("Username").fill(server.username)
-    page.get_by_label("Password").fill(server.password)
+    page.get_by_label("Username").fill(username or server.username)
+    page.get_by_label("Password").fill(password or server.password)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(f"{server.url}{next_path}")
 

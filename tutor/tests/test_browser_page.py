@@ -278,6 +278,32 @@ def test_unexpected_close_reconnects_with_a_message(page, page_server):
     assert page.locator("#transcript .utterance").count() == 0
 
 
+def test_start_pressed_before_the_server_is_ready_starts_once(chromium, page_server):
+    """The first `state` arrives while the microphone prompt is open: one session, on that connection."""
+    context = chromium.new_context()
+    page = context.new_page()
+    try:
+        page.add_init_script(
+            """
+            const getUserMedia = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+            navigator.mediaDevices.getUserMedia = (constraints) =>
+              new Promise((resolve) => setTimeout(resolve, 1000)).then(() => getUserMedia(constraints));
+            """
+        )
+        tutor = open_tutor(page, page_server, on_connect=())
+        page.get_by_role("button", name="Start").click()
+        page.wait_for_selector("#tutor[data-phase='starting']")
+        tutor.send(READY)
+        tutor.wait(lambda: tutor.received("session.start"), what="session.start")
+        page.wait_for_selector("#tutor[data-mic='on']")
+        tutor.wait(lambda: tutor.frames, what="mic frames")
+        assert len(tutor.sockets) == 1
+        assert len(tutor.received("session.start")) == 1
+        assert page.get_attribute("#tutor", "data-phase") == "running"
+    finally:
+        context.close()
+
+
 @pytest.mark.parametrize(
     "code,message",
     [(4401, "Please log in"), (4403, "not a learner account"), (4409, "opened in another window")],

@@ -1,0 +1,20 @@
+// What the browser and the server agree on, defined once for the page, its worklets and the live view.
+// Wire protocol: docs/internal-contracts.md and the README ("Browser wire protocol").
+
+// -- audio ----------------------------------------------------------------------------------------
+// PCM16 little endian, mono, 24 kHz both ways: the microphone's frames and the assistant's audio.
+// Python's counterpart: tutor/realtime/audio.py (SAMPLE_RATE, BYTES_PER_SAMPLE, CHANNELS).
+
+export const WIRE_RATE = 24000;
+export const FRAME_MS = 100;
+// 100 ms at 24 kHz: 2400 samples, 4800 bytes per binary frame, well under the 32 KiB wire limit.
+export const FRAME_SAMPLES = (WIRE_RATE * FRAME_MS) / 1000;
+
+// -- websocket close codes ------------------------------------------------------------------------
+// The server refuses a socket for good with these: reconnecting cannot help.
+// Python's counterparts: tutor/auth.py (4401, 4403) and tutor/consumers.py (4409).
+
+export const CLOSE_NOT_AUTHENTICATED = 4401; // anonymous: log in first
+export const CLOSE_FORBIDDEN = 4403; // logged in, but not a learner (/ws/tutor/) or not a teacher (/ws/teacher/live/)
+export const CLOSE_SUPERSEDED = 4409; // opened in another tab: reconnecting would take it back
+export const REFUSAL_CODES = [CLOSE_NOT_AUTHENTICATED, CLOSE_FORBIDDEN, CLOSE_SUPERSEDED];
