@@ -41,7 +41,9 @@ BREAKDOWNS_FOR_CEILING = 2
 # How placement ended. The natural ends come from the rules; the early ones from the session.
 # Together they are assessments.models.TutorSession.EndReason (a test keeps the two in step).
 NATURAL_END_REASONS = ("ceiling", "top")
-EARLY_END_REASONS = ("time_cap", "learner_left", "learner_stopped", "upstream_error", "upstream_expired")
+EARLY_END_REASONS = (
+    "time_cap", "learner_left", "learner_stopped", "upstream_error", "upstream_expired", "server_restart"
+)
 
 
 class PlacementFinished(ValueError):

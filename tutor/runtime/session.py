@@ -22,7 +22,7 @@ from assessments import services
 from tutor.runtime.delivery import AssessmentDelivery, DeliveryOutcome, HandoverConfig, TutorLink
 from assessments.grading import Grader, GradeInput, get_grader, grade_by_rules
 from tutor.runtime.store import DjangoAssessmentStore
-from tutor import live, persona
+from tutor import live, persona, recovery
 from tutor.realtime.exceptions import ClientError
 from assessments.placement import Placement, PlacementFinished
 from tutor.realtime.client import RealtimeClient, RealtimeClosed, RealtimeError
@@ -133,6 +133,7 @@ class TutorSessionRuntime(TutorLink):
                 model=self.upstream.model,
                 target_language=self.config.target_language,
             )
+            self._spawn(recovery.keep_alive(self.session_id), "heartbeat")  # other processes leave it alone
             self.relay = SpeechRelay(
                 self.learner, role="tutor", voice=lambda: self.client.tracker.voice, on_transcript=self._tutor_said
             )
