@@ -71,7 +71,8 @@ def start_with_daphne() -> Sweeper | None:
     from twisted.internet import defer, reactor
 
     sweeper = Sweeper()
-    reactor.callWhenRunning(sweeper.start)
+    # Startup triggers fire before the reactor's asyncio loop turns: callLater(0) runs inside it.
+    reactor.callWhenRunning(reactor.callLater, 0, sweeper.start)
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(sweeper.stop()))
     )
