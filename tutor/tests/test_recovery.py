@@ -225,7 +225,9 @@ def test_a_live_session_of_another_process_is_left_alone(simulator, make_user):
     # The live server counts a session stale only after 10 minutes: the dead row is the new process's to find.
     with parla_server(realtime_url=simulator.url, extra_env={**FAST, "PARLA_STALE_SECONDS": "600"}) as live:
         session = asyncio.run(learner_stays(live, {**FAST, "PARLA_STALE_SECONDS": "2"}))
+        # Ended by its own process, when the learner left.
+        wait_until(lambda: TutorSession.objects.get(pk=session.pk).end_reason, 10, "the session ended")
     session.refresh_from_db()
-    assert session.end_reason == TutorSession.EndReason.LEARNER_LEFT  # ended by its own process, when the learner left
+    assert session.end_reason == TutorSession.EndReason.LEARNER_LEFT
     dead.session.refresh_from_db()
     assert dead.session.end_reason == TutorSession.EndReason.SERVER_RESTART
