@@ -54,6 +54,7 @@ class TutorSession(models.Model):
         UPSTREAM_ERROR = "upstream_error", "Upstream error"
         UPSTREAM_EXPIRED = "upstream_expired", "Upstream session expired"
         SERVER_ERROR = "server_error", "Server error"
+        SERVER_RESTART = "server_restart", "Server stopped (ended by the recovery sweep)"
 
     learner = models.ForeignKey(Learner, on_delete=models.CASCADE, related_name="sessions")
     upstream = models.CharField(max_length=16, choices=Upstream.choices)
@@ -63,6 +64,9 @@ class TutorSession(models.Model):
     started_at = models.DateTimeField(default=timezone.now)
     ended_at = models.DateTimeField(null=True, blank=True)
     end_reason = models.CharField(max_length=20, choices=EndReason.choices, blank=True)
+    # Written periodically by the process running the session; a stale one means that process died
+    # (assessments.recovery ends such sessions).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-started_at"]
@@ -135,6 +139,10 @@ class Assessment(models.Model):
     grader = models.CharField(max_length=32, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     failure_reason = models.TextField(blank=True)
+    # The process grading it (host:pid) and since when: exactly one process grades an assessment;
+    # a claim not renewed for PARLA_STALE_SECONDS may be taken over (assessments.services.claim).
+    claimed_by = models.CharField(max_length=128, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     graded_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)

@@ -42,7 +42,7 @@ BREAKDOWNS_FOR_CEILING = 2
 # Together they are assessments.models.TutorSession.EndReason (a test keeps the two in step).
 NATURAL_END_REASONS = ("ceiling", "top")
 EARLY_END_REASONS = (
-    "time_cap", "learner_left", "learner_stopped", "upstream_error", "upstream_expired", "server_error"
+    "time_cap", "learner_left", "learner_stopped", "upstream_error", "upstream_expired", "server_error", "server_restart"
 )
 
 

@@ -6,7 +6,13 @@ The consumer and the session runtime never touch the ORM directly: they call the
 
 from __future__ import annotations
 
+import os
+import socket
+from datetime import datetime, timedelta
+
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from assessments.grading import GradeInput, GradeResult
@@ -15,10 +21,30 @@ from assessments.placement import EARLY_END_REASONS, Placement
 from assessments.transcript import Transcript, Utterance
 
 
+def process_id() -> str:
+    """Who claims and heartbeats: this process (host:pid), so a forked worker is someone else."""
+    return f"{socket.gethostname()}:{os.getpid()}"[:128]
+
+
+def stale_before() -> datetime:
+    """Heartbeats and claims older than this belong to a process that died."""
+    return timezone.now() - timedelta(seconds=settings.PARLA_STALE_SECONDS)
+
+
 def start_session(learner_id: int, *, upstream: str, model: str, target_language: str) -> int:
     return TutorSession.objects.create(
-        learner_id=learner_id, upstream=upstream, model=model, target_language=target_language
+        learner_id=learner_id, upstream=upstream, model=model, target_language=target_language,
+        heartbeat_at=timezone.now(),
     ).pk
+
+
+def heartbeat(session_id: int, claimer: str) -> None:
+    """The session's process is alive: its session, and the grading claim it holds on it, stay its own."""
+    now = timezone.now()
+    TutorSession.objects.filter(pk=session_id).update(heartbeat_at=now)
+    Assessment.objects.filter(session_id=session_id, status=Assessment.Status.PENDING, claimed_by=claimer).update(
+        claimed_at=now
+    )
 
 
 def set_upstream_session_id(session_id: int, upstream_session_id: str) -> None:
@@ -41,23 +67,57 @@ def record_probe(session_id: int, level: str, outcome: str, evidence: str, call_
 
 
 def create_assessment(session_id: int, level: str, partial: bool) -> int:
-    """Persist the placement result (status pending) before anything else can fail."""
+    """Persist the placement result (status pending) before anything else can fail.
+
+    This process claims it at once: the live handover grades it, nobody else.
+    """
     with transaction.atomic():
         session = TutorSession.objects.select_for_update().get(pk=session_id)
         assessment, _ = Assessment.objects.get_or_create(
-            session=session, defaults={"learner_id": session.learner_id, "level": level, "partial": partial}
+            session=session,
+            defaults={
+                "learner_id": session.learner_id, "level": level, "partial": partial,
+                "claimed_by": process_id(), "claimed_at": timezone.now(),
+            },
         )
     return assessment.pk
 
 
-def save_grade(assessment_id: int, result: GradeResult) -> None:
-    Assessment.objects.filter(pk=assessment_id).update(
-        level=result.level,
-        criteria=result.criteria,
-        summary=result.summary,
-        grader=result.grader[:32],
-        status=Assessment.Status.GRADED,
-        graded_at=timezone.now(),
+def _unclaimed() -> Q:
+    return Q(claimed_by="") | Q(claimed_at__isnull=True) | Q(claimed_at__lt=stale_before())
+
+
+def claim(assessment_id: int, claimer: str) -> bool:
+    """Claim a pending assessment for grading: True for exactly one caller while the claim is fresh.
+
+    One conditional UPDATE: PostgreSQL re-checks the condition on the locked row, so of two
+    concurrent claims the second finds it taken. A claim not renewed (by `heartbeat`) for
+    PARLA_STALE_SECONDS is taken over: its process died.
+    """
+    return bool(
+        Assessment.objects.filter(pk=assessment_id, status=Assessment.Status.PENDING)
+        .filter(_unclaimed())
+        .update(claimed_by=claimer, claimed_at=timezone.now())
+    )
+
+
+def save_grade(assessment_id: int, result: GradeResult, claimer: str | None = None) -> bool:
+    """Store the grade of a pending assessment under `claimer`'s claim (default: this process).
+
+    Refused (False) when it is no longer pending or another process holds a fresh claim: an
+    assessment is graded once.
+    """
+    return bool(
+        Assessment.objects.filter(pk=assessment_id, status=Assessment.Status.PENDING)
+        .filter(Q(claimed_by=claimer or process_id()) | _unclaimed())
+        .update(
+            level=result.level,
+            criteria=result.criteria,
+            summary=result.summary,
+            grader=result.grader[:32],
+            status=Assessment.Status.GRADED,
+            graded_at=timezone.now(),
+        )
     )
 
 
@@ -67,30 +127,28 @@ def mark_delivered(assessment_id: int, notes: str) -> None:
     )
 
 
-def mark_delivery_failed(assessment_id: int, reason: str) -> None:
-    """Not delivered, and why; the first reason recorded is kept (later ones are consequences)."""
-    Assessment.objects.filter(pk=assessment_id).exclude(status=Assessment.Status.DELIVERED).update(
-        status=Assessment.Status.DELIVERY_FAILED, failed_at=timezone.now()
+def mark_delivery_failed(assessment_id: int, reason: str) -> bool:
+    """A graded assessment could not be spoken. The first failure's reason is the one kept: a later
+    "learner disconnected" does not hide what went wrong. False if it was not graded-and-undelivered."""
+    return bool(
+        Assessment.objects.filter(pk=assessment_id, status=Assessment.Status.GRADED).update(
+            status=Assessment.Status.DELIVERY_FAILED, failed_at=timezone.now(), failure_reason=reason
+        )
     )
-    Assessment.objects.filter(pk=assessment_id, failure_reason="").exclude(
-        status=Assessment.Status.DELIVERED
-    ).update(failure_reason=reason)
 
 
 def keep_undelivered(assessment_id: int, fallback: GradeResult, reason: str) -> bool:
     """The learner left before the summary was delivered: keep the assessment, graded.
 
-    A pending assessment gets the rules grade; anything not delivered is marked delivery_failed
-    with `reason`. Returns False when it had been delivered already (nothing to do).
+    A pending assessment gets the rules grade (under this process's claim); a graded one is marked
+    delivery_failed with `reason`. Returns False when there was nothing to do: delivered, failed
+    already (its first reason stays), or graded by another process that holds the claim.
     """
     with transaction.atomic():
         assessment = Assessment.objects.select_for_update().get(pk=assessment_id)
-        if assessment.status == Assessment.Status.DELIVERED:
-            return False
         if assessment.status == Assessment.Status.PENDING:
             save_grade(assessment_id, fallback)
-        mark_delivery_failed(assessment_id, reason)
-    return True
+        return mark_delivery_failed(assessment_id, reason)
 
 
 def grade_input_from_db(assessment: Assessment) -> GradeInput:

@@ -21,3 +21,9 @@ application = ProtocolTypeRouter(
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+
+from tutor.recovery import start_with_daphne  # noqa: E402
+
+# Crash recovery: once this Daphne process serves, and then periodically, end the sessions of dead
+# processes and grade what they left (tutor/recovery.py says why this, and not ASGI lifespan).
+start_with_daphne()

@@ -157,3 +157,8 @@ PARLA_GRADER_TIMEOUT = env_float("PARLA_GRADER_TIMEOUT", 20.0)
 PARLA_STEP_TIMEOUT = env_float("PARLA_STEP_TIMEOUT", 5.0)
 PARLA_SIMULATOR_PACE = env_float("PARLA_SIMULATOR_PACE", 1.0)
 PARLA_VALIDATE_EVENTS = env_bool("PARLA_VALIDATE_EVENTS", DEBUG)
+# Crash recovery (assessments/recovery.py): a running session writes a heartbeat this often, and each
+# server process sweeps as often; a session (or grading claim) silent for PARLA_STALE_SECONDS belongs
+# to a process that died. Keep the stale time several heartbeats long and above the grader's timeout.
+PARLA_HEARTBEAT_SECONDS = env_float("PARLA_HEARTBEAT_SECONDS", 10.0)
+PARLA_STALE_SECONDS = env_float("PARLA_STALE_SECONDS", 60.0)

@@ -28,7 +28,7 @@ from assessments import services
 from assessments.grading import Grader, GradeInput, get_grader, grade_by_rules
 from assessments.placement import Placement, ProbeRecord
 from assessments.transcript import LEARNER, TUTOR, Transcript
-from tutor import live, persona
+from tutor import live, persona, recovery
 from tutor.realtime import wire
 from tutor.realtime.client import RealtimeClient, RealtimeClosed, RealtimeError
 from tutor.realtime.logs import bind
@@ -166,6 +166,7 @@ class TutorSessionRuntime(TutorLink):
                 target_language=self.config.target_language,
             )
             self.log.bind(session_id=self.session_id)
+            self._spawn(recovery.keep_alive(self.session_id), "heartbeat")  # other processes leave it alone
             await self._connect_tutor()
         except (RealtimeError, TimeoutError, OSError) as exc:
             self.log.warning("upstream unavailable", extra={"error": str(exc)})

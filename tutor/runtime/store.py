@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import logging
+
 from channels.db import database_sync_to_async
 
 from assessments import services
 from assessments.grading import GradeResult
 from tutor.runtime.delivery import AssessmentStore
 
+logger = logging.getLogger(__name__)
+
 
 class DjangoAssessmentStore(AssessmentStore):
-    """AssessmentStore on the Assessment model."""
+    """AssessmentStore on the Assessment model.
+
+    This process claimed the assessment when it created it (services.create_assessment) and its
+    session's heartbeat keeps the claim fresh, so the grade is stored under that claim: if this
+    process was taken for dead and another one graded the assessment, that grade stays.
+    """
 
     async def graded(self, assessment_id: int, result: GradeResult) -> None:
-        await database_sync_to_async(services.save_grade)(assessment_id, result)
+        if not await database_sync_to_async(services.save_grade)(assessment_id, result):
+            logger.warning("grade not stored: graded by another process", extra={"assessment_id": assessment_id})
 
     async def delivered(self, assessment_id: int, notes: str) -> None:
         await database_sync_to_async(services.mark_delivered)(assessment_id, notes)
 
     async def failed(self, assessment_id: int, reason: str) -> None:
         await database_sync_to_async(services.mark_delivery_failed)(assessment_id, reason)
-

@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -93,15 +94,22 @@ def stop_process(proc: subprocess.Popen) -> None:
             proc.wait(timeout=5)
 
 
-class ServerURL(str):
-    """The base URL of a live server, carrying its process id (to measure or kill it)."""
+@dataclasses.dataclass
+class LiveServer:
+    """A Parla server process serving the test database."""
 
-    pid: int
+    url: str  # http://127.0.0.1:PORT
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text()
 
 
 @contextmanager
-def daphne_server(*, realtime_url: str, redis_url: str | None, extra_env: dict | None = None):
-    """Parla served by Daphne on an ephemeral port; yields its base URL (http://127.0.0.1:PORT)."""
+def parla_server(*, realtime_url: str, redis_url: str | None = None, extra_env: dict | None = None, runserver=False):
+    """Parla served on an ephemeral port by `daphne config.asgi:application`, or with `runserver=True`
+    by `manage.py runserver` (Daphne's, without the autoreloader); yields a LiveServer."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "OPENAI_API_KEY", "DATABASE_URL"}}
     env.update(
@@ -116,20 +124,32 @@ def daphne_server(*, realtime_url: str, redis_url: str | None, extra_env: dict |
     if redis_url:
         env["REDIS_URL"] = redis_url
         env["CHANNELS_PREFIX"] = f"parla-test-{port}"
-    log = open(ROOT / "test-output" / f"daphne-{port}.log", "w") if (ROOT / "test-output").is_dir() else subprocess.DEVNULL
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for_port(port, 20, process)
-        url = ServerURL(f"http://127.0.0.1:{port}")
-        url.pid = process.pid
+    out_dir = ROOT / "test-output"
+    log_path = (out_dir if out_dir.is_dir() else Path(tempfile.mkdtemp(prefix="parla-server-"))) / f"daphne-{port}.log"
+    if runserver:
+        command = ["manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
+    else:
+        command = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, 20, process)
+            yield LiveServer(f"http://127.0.0.1:{port}", process, log_path)
+        finally:
+            stop_process(process)
+
+
+@contextmanager
+def daphne_server(*, realtime_url: str, redis_url: str | None, extra_env: dict | None = None):
+    """Parla served by Daphne on an ephemeral port; yields its base URL (http://127.0.0.1:PORT), which
+    carries the process id as `.pid` (to measure the server)."""
+    with parla_server(realtime_url=realtime_url, redis_url=redis_url, extra_env=extra_env) as server:
+        url = ServerURL(server.url)
+        url.pid = server.process.pid
         yield url
-    finally:
-        stop_process(process)
-        if log is not subprocess.DEVNULL:
-            log.close()
+
+
+class ServerURL(str):
+    """The base URL of a live server, carrying its process id."""
+
+    pid: int

@@ -1,0 +1,40 @@
+"""Grading claims and failure reasons on the Assessment row (assessments.services)."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from assessments import services
+from assessments.grading import GradeResult
+from assessments.models import Assessment, TutorSession
+
+pytestmark = pytest.mark.django_db
+
+GRADE = GradeResult("A2", {"range": "A2"}, "Good.", "rules")
+
+
+@pytest.fixture
+def assessment(learner_user):
+    session = TutorSession.objects.create(learner=learner_user.learner, upstream="simulator", model="m", target_language="es")
+    return Assessment.objects.create(learner=learner_user.learner, session=session, level="A2")
+
+
+def test_a_claim_is_held_by_one_process_until_it_goes_stale(assessment, settings):
+    settings.PARLA_STALE_SECONDS = 60
+    assert services.claim(assessment.pk, "host:1")
+    assert not services.claim(assessment.pk, "host:2")
+    assert not services.save_grade(assessment.pk, GRADE, "host:2")  # not the holder: refused
+    Assessment.objects.filter(pk=assessment.pk).update(claimed_at=timezone.now() - timedelta(seconds=61))
+    assert services.claim(assessment.pk, "host:2")  # its holder stopped renewing it: taken over
+    assert not services.save_grade(assessment.pk, GRADE, "host:1")
+    assert services.save_grade(assessment.pk, GRADE, "host:2")
+    assert not services.save_grade(assessment.pk, GRADE, "host:2")  # graded once
+    assert Assessment.objects.get(pk=assessment.pk).status == Assessment.Status.GRADED
+
+
+def test_the_first_failure_reason_is_kept(assessment):
+    services.save_grade(assessment.pk, GRADE)
+    assert services.mark_delivery_failed(assessment.pk, "narrator: refused")
+    assert not services.keep_undelivered(assessment.pk, GRADE, "learner disconnected (learner_left)")
+    assert Assessment.objects.get(pk=assessment.pk).failure_reason == "narrator: refused"
