@@ -6,12 +6,21 @@ The consumer and the session runtime never touch the ORM directly: they call the
 
 from __future__ import annotations
 
+import io
+import logging
+import wave
+
+from django.conf import settings
+from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
 
+from assessments.audio import BYTES_PER_SAMPLE, CHANNELS, SAMPLE_RATE
 from assessments.grading import GradeInput, GradeResult
 from assessments.models import Assessment, Probe, TutorSession, Turn
 from assessments.placement import EARLY_END_REASONS, Placement
+
+logger = logging.getLogger(__name__)
 
 
 def start_session(learner_id: int, *, upstream: str, model: str, target_language: str) -> int:
@@ -33,6 +42,29 @@ def end_session(session_id: int, reason: str) -> None:
 
 def record_turn(session_id: int, role: str, text: str, item_id: str, level: str) -> None:
     Turn.objects.create(session_id=session_id, role=role, text=text, item_id=item_id[:64], level=level)
+
+
+def save_turn_audio(turn_id: int, pcm: bytes) -> str | None:
+    """Keep a learner's spoken answer (PCM16 mono 24 kHz) as a WAV file of its turn, for the teacher.
+
+    Returns the stored file's name, or None when recording is off (PARLA_RECORD_AUDIO) or there is
+    no audio. The file goes through Django's storage API (STORAGES["default"]).
+    """
+    if not settings.PARLA_RECORD_AUDIO or not pcm:
+        return None
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(CHANNELS)
+        wav.setsampwidth(BYTES_PER_SAMPLE)
+        wav.setframerate(SAMPLE_RATE)
+        wav.writeframes(pcm)
+    turn = Turn.objects.get(pk=turn_id)
+    if turn.audio:
+        turn.audio.delete(save=False)  # a second take replaces the first, never leaves an orphan
+    turn.audio.save(f"turn-{turn_id}.wav", ContentFile(buffer.getvalue()), save=False)
+    Turn.objects.filter(pk=turn_id).update(audio=turn.audio.name)
+    logger.info("turn audio saved", extra={"turn_id": turn_id, "session_id": turn.session_id, "bytes": len(pcm)})
+    return turn.audio.name
 
 
 def record_probe(session_id: int, level: str, outcome: str, evidence: str, call_id: str) -> None:
