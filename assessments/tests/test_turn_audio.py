@@ -115,3 +115,23 @@ def test_retention_command_deletes_only_expired_audio(spoken_turn, learner_user,
     call_command("delete_expired_audio", "--days", "0", stdout=io.StringIO())
     recent.refresh_from_db()
     assert not recent.audio
+
+
+@pytest.mark.parametrize("recording", [True, False])
+def test_tutor_page_tells_the_learner_when_answers_are_recorded(client, learner_user, settings, recording):
+    settings.PARLA_RECORD_AUDIO = recording
+    settings.PARLA_AUDIO_RETENTION_DAYS = 45
+    client.force_login(learner_user)
+    html = client.get(reverse("tutor:session")).content.decode()
+    notice = "Your spoken answers are recorded so that your teacher can listen to them"
+    assert (notice in html) is recording
+    assert ("deleted after 45 days" in html) is recording
+
+
+def test_the_audio_format_is_defined_once_and_stays_django_free():
+    import subprocess
+    import sys
+
+    code = ("import sys, tutor.realtime.audio as a, assessments.audio as b; "
+            "assert 'django.conf' not in sys.modules; assert a.SAMPLE_RATE is b.SAMPLE_RATE and a.BYTES_PER_MS == 48")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
