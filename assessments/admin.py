@@ -35,6 +35,11 @@ def to_the_second(value):
     return timezone.localtime(value).strftime(SECONDS) if value else "-"
 
 
+def seconds_display(field: str, description: str):
+    """An admin column or read-only field showing the timestamp `field` to the second."""
+    return admin.display(description=description, ordering=field)(lambda self, obj: to_the_second(getattr(obj, field)))
+
+
 class ReadOnlyAdminMixin:
     """Records written by the tutor session: shown, never added, changed or deleted by hand."""
 
@@ -211,7 +216,7 @@ class ReviewForm(forms.ModelForm):
 @admin.register(Assessment)
 class AssessmentAdmin(admin.ModelAdmin):
     list_display = (
-        "learner_name", "language", "level", "teacher_level", "agreement_column", "grader", "status", "created",
+        "learner_name", "language", "machine_level", "teacher", "agreement_column", "grader", "status", "created",
     )
     list_filter = (
         ReviewedFilter, AgreementFilter, "level", LanguageFilter, "status", ("created_at", admin.DateFieldListFilter),
@@ -250,29 +255,23 @@ class AssessmentAdmin(admin.ModelAdmin):
     def language(self, obj):
         return obj.session.get_target_language_display()
 
+    @admin.display(description="Machine", ordering="level")
+    def machine_level(self, obj):
+        return obj.level or "not rated"
+
+    @admin.display(description="Teacher", ordering="teacher_level")
+    def teacher(self, obj):
+        return obj.teacher_level or "-"
+
     @admin.display(description="Agreement")
     def agreement_column(self, obj):
         return agreement_label(obj.level, obj.teacher_level) or "-"
 
-    @admin.display(description="Date", ordering="created_at")
-    def created(self, obj):
-        return to_the_second(obj.created_at)
-
-    @admin.display(description="Graded")
-    def graded(self, obj):
-        return to_the_second(obj.graded_at)
-
-    @admin.display(description="Delivered")
-    def delivered(self, obj):
-        return to_the_second(obj.delivered_at)
-
-    @admin.display(description="Delivery failed")
-    def failed(self, obj):
-        return to_the_second(obj.failed_at)
-
-    @admin.display(description="Reviewed at")
-    def reviewed(self, obj):
-        return to_the_second(obj.reviewed_at)
+    created = seconds_display("created_at", "Date")
+    graded = seconds_display("graded_at", "Graded")
+    delivered = seconds_display("delivered_at", "Delivered")
+    failed = seconds_display("failed_at", "Delivery failed")
+    reviewed = seconds_display("reviewed_at", "Reviewed at")
 
     # --- the review screen ---
 

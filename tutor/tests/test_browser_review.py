@@ -67,61 +67,72 @@ def server(tmp_path_factory):
         yield server, int(assessment), int(session)
 
 
+@pytest.fixture
+def teacher_page(chromium, server, request):
+    """open(path) -> a page of the teacher, logged in through the login page and landed on `path`, in a
+    browser window of the test's `viewport`."""
+    live = server[0]
+    context = chromium.new_context(viewport=request.node.callspec.params["viewport"])
+
+    def open_(path):
+        page = context.new_page()
+        log_in(page, dataclasses.replace(live, username=TEACHER, password=TEACHER_PASSWORD), path)
+        return page
+
+    try:
+        yield open_
+    finally:
+        context.close()
+
+
 def no_horizontal_scroll(page) -> bool:
     return page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
 
 
 @pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
-def test_assessment_review_page(chromium, server, browser_output, viewport):
-    live, assessment, _ = server
-    teacher = dataclasses.replace(live, username=TEACHER, password=TEACHER_PASSWORD)
-    context = chromium.new_context(viewport=viewport)
-    page = context.new_page()
-    try:
-        url = f"/admin/assessments/assessment/{assessment}/change/"
-        log_in(page, teacher, url)
-        assert page.locator(".review-ladder tr[data-verdict='tried']").count() == 2  # B1 and B2 answered
-        assert page.locator(".review-criteria td", has_text="not assessed").count() == 3
-        assert page.get_by_text("kept talking about her weekend").is_visible()
-        audio = page.locator(".review-conversation audio")
-        assert audio.count() == 1
-        # The player loads the recording through the guarded view (a real WAV, one second long).
-        audio.evaluate("a => { a.preload = 'auto'; a.load(); }")
-        page.wait_for_function(
-            "document.querySelector('.review-conversation audio').readyState >= 1", timeout=10_000
-        )
-        assert abs(audio.evaluate("a => a.duration") - 1.0) < 0.01
-        page.get_by_label("Teacher level").select_option("B2")
-        page.screenshot(path=browser_output / f"review-assessment-{viewport['width']}.png", full_page=True)
-        if viewport is PHONE:
-            assert no_horizontal_scroll(page)
-        page.get_by_label("Teacher level").select_option("")  # leave it unreviewed for the other width
-    finally:
-        context.close()
+def test_assessment_review_page(teacher_page, server, browser_output, viewport):
+    _, assessment, _ = server
+    page = teacher_page(f"/admin/assessments/assessment/{assessment}/change/")
+    assert page.locator(".review-ladder tr[data-verdict='tried']").count() == 2  # B1 and B2 answered
+    assert page.locator(".review-criteria td", has_text="not assessed").count() == 3
+    assert page.get_by_text("kept talking about her weekend").is_visible()
+    audio = page.locator(".review-conversation audio")
+    assert audio.count() == 1
+    # The player loads the recording through the guarded view (a real WAV, one second long).
+    audio.evaluate("a => { a.preload = 'auto'; a.load(); }")
+    page.wait_for_function(
+        "document.querySelector('.review-conversation audio').readyState >= 1", timeout=10_000
+    )
+    assert abs(audio.evaluate("a => a.duration") - 1.0) < 0.01
+    page.get_by_label("Teacher level").select_option("B2")
+    page.screenshot(path=browser_output / f"review-assessment-{viewport['width']}.png", full_page=True)
+    if viewport is PHONE:
+        assert no_horizontal_scroll(page)
+        return
+    # On the desktop the teacher saves the review: the list shows it, one level apart from the machine.
+    page.get_by_role("button", name="Save", exact=True).click()
+    page.wait_for_url("**/admin/assessments/assessment/")
+    row = page.locator("#result_list tbody tr").first
+    assert "one apart" in row.inner_text() and "B2" in row.inner_text()
+    page.screenshot(path=browser_output / "review-list-1280.png", full_page=True)
 
 
 @pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
-def test_live_view(chromium, server, browser_output, viewport):
+def test_live_view(teacher_page, server, browser_output, viewport):
     live, assessment, session = server
-    teacher = dataclasses.replace(live, username=TEACHER, password=TEACHER_PASSWORD)
-    context = chromium.new_context(viewport=viewport)
-    page = context.new_page()
-    try:
-        log_in(page, teacher, "/teacher/live/")
-        page.wait_for_function(
-            "document.getElementById('live-status').textContent.startsWith('Watching')", timeout=15_000
-        )
-        if os.environ.get("REDIS_URL"):
-            live.query(ANNOUNCE.format(session=session, assessment=assessment))
-            row = page.locator(f"#live-session-{session}")
-            row.wait_for(timeout=15_000)
-            assert row.locator("td[data-label='Language']").inner_text() == "Spanish"
-            assert "B1 (assessed)" in row.locator("td[data-label='Level']").inner_text()
-            link = row.locator("td[data-label='Assessment'] a")
-            assert link.get_attribute("href") == f"/admin/assessments/assessment/{assessment}/change/"
-        page.screenshot(path=browser_output / f"live-view-{viewport['width']}.png", full_page=True)
-        if viewport is PHONE:
-            assert no_horizontal_scroll(page)
-        assert page.get_by_role("link", name="Admin", exact=True).is_visible()
-    finally:
-        context.close()
+    page = teacher_page("/teacher/live/")
+    page.wait_for_function(
+        "document.getElementById('live-status').textContent.startsWith('Watching')", timeout=15_000
+    )
+    if os.environ.get("REDIS_URL"):
+        live.query(ANNOUNCE.format(session=session, assessment=assessment))
+        row = page.locator(f"#live-session-{session}")
+        row.wait_for(timeout=15_000)
+        assert row.locator("td[data-label='Language']").inner_text() == "Spanish"
+        assert "B1 (assessed)" in row.locator("td[data-label='Level']").inner_text()
+        link = row.locator("td[data-label='Assessment'] a")
+        assert link.get_attribute("href") == f"/admin/assessments/assessment/{assessment}/change/"
+    page.screenshot(path=browser_output / f"live-view-{viewport['width']}.png", full_page=True)
+    if viewport is PHONE:
+        assert no_horizontal_scroll(page)
+    assert page.get_by_role("link", name="Admin", exact=True).is_visible()
