@@ -306,3 +306,12 @@ def test_probe_and_session_pages_still_open(teacher_client, make_assessment):
     assert teacher_client.get(reverse("admin:assessments_probe_change", args=[probe.pk])).status_code == 200
     session = TutorSession.objects.get(pk=assessment.session_id)
     assert teacher_client.get(reverse("admin:assessments_tutorsession_change", args=[session.pk])).status_code == 200
+
+
+def test_history_and_facet_counts_open_for_a_teacher(teacher_client, make_assessment):
+    assessment = make_assessment("ana", "B1", "A2")
+    history = reverse("admin:assessments_assessment_history", args=[assessment.pk])
+    assert teacher_client.get(history).status_code == 200
+    # "Show counts" runs every filter's lookups as facets, the custom ones included.
+    response = teacher_client.get(CHANGELIST, {"_facets": "1"})
+    assert response.status_code == 200 and "One apart (1)" in response.content.decode()
