@@ -1,17 +1,43 @@
-"""Django admin for teachers: every record browsable, assessments reviewable.
+"""Django admin for teachers: every record browsable, assessments reviewable on one screen.
 
 Teachers are staff users in the `Teachers` group (assessments.roles). They view everything; on an
 assessment they may change only the review fields (teacher level and notes). Machine-written
-records (sessions, turns, probes) are read-only for everyone.
+records (sessions, turns, probes) are read-only for everyone. The assessment admin adds the review
+desk: filters for what needs a look, the machine's reasons beside the teacher's form, an action that
+confirms several ratings at once, a CSV export, and the "how far to trust the machine" page.
 """
 
-import json
+import csv
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Case, Count, F, IntegerField, Q, Value, When
+from django.db.models.functions import Abs
+from django.http import HttpResponse
+from django.template.loader import render_to_string
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from assessments.models import Assessment, Learner, Probe, TutorSession, Turn
+from assessments.agreement import FURTHER, ONE_APART, SAME, agreement, agreement_label, distance
+from assessments.cefr import LEVELS
+from assessments.grading import CRITERIA
+from assessments.models import Assessment, Language, Learner, Probe, TutorSession, Turn
+from assessments.placement import BREAKDOWNS_FOR_CEILING, PROBES_TO_SUSTAIN
+
+SECONDS = "%Y-%m-%d %H:%M:%S"
+
+
+def to_the_second(value):
+    """A timestamp as teachers read it: local time, to the second ("-" when unset)."""
+    return timezone.localtime(value).strftime(SECONDS) if value else "-"
+
+
+def seconds_display(field: str, description: str):
+    """An admin column or read-only field showing the timestamp `field` to the second."""
+    return admin.display(description=description, ordering=field)(lambda self, obj: to_the_second(getattr(obj, field)))
 
 
 class ReadOnlyAdminMixin:
@@ -66,6 +92,7 @@ class TurnAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ("role", "level")
     search_fields = ("text", "session__learner__user__username")
     list_select_related = ("session__learner__user",)
+    exclude = ("audio",)  # played on the assessment page through the guarded view, never a media link
 
 
 @admin.register(Probe)
@@ -76,43 +103,320 @@ class ProbeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ("session__learner__user",)
 
 
+# --- the review desk -------------------------------------------------------------------------------
+
+
+def level_rank(field: str) -> Case:
+    """The position of a level field on the CEFR scale, in SQL (NULL when blank)."""
+    return Case(*(When(**{field: level}, then=Value(i)) for i, level in enumerate(LEVELS)), output_field=IntegerField())
+
+
+def with_distance(queryset):
+    """Annotate `level_distance`: how many levels apart machine and teacher are (NULL if either is blank)."""
+    return queryset.annotate(level_distance=Abs(level_rank("level") - level_rank("teacher_level")))
+
+
+class ReviewedFilter(admin.SimpleListFilter):
+    title = "review"
+    parameter_name = "reviewed"
+
+    def lookups(self, request, model_admin):
+        return (("no", "Not reviewed"), ("yes", "Reviewed"))
+
+    def queryset(self, request, queryset):
+        if self.value() in ("no", "yes"):
+            return queryset.filter(reviewed_at__isnull=self.value() == "no")
+        return queryset
+
+
+class AgreementFilter(admin.SimpleListFilter):
+    title = "teacher vs machine"
+    parameter_name = "agreement"
+    DISTANCES = {"same": Q(level_distance=0), "one": Q(level_distance=1), "further": Q(level_distance__gte=2),
+                 "disagree": Q(level_distance__gte=1)}
+
+    def lookups(self, request, model_admin):
+        return (("disagree", "Disagreement"), ("same", "Same level"), ("one", "One apart"), ("further", "Further apart"))
+
+    def queryset(self, request, queryset):
+        if self.value() in self.DISTANCES:
+            return with_distance(queryset).filter(self.DISTANCES[self.value()])
+        return queryset
+
+
+class LanguageFilter(admin.SimpleListFilter):
+    title = "language"
+    parameter_name = "language"
+
+    def lookups(self, request, model_admin):
+        return Language.choices
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(session__target_language=self.value())
+        return queryset
+
+
+class RatingFilter(admin.SimpleListFilter):
+    title = "rating"
+    parameter_name = "rating"
+
+    def lookups(self, request, model_admin):
+        return (("full", "Full (ceiling found)"), ("partial", "Partial"), ("not_rated", "Not rated"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "full":
+            return queryset.filter(partial=False).exclude(status=Assessment.Status.NOT_RATED)
+        if self.value() == "partial":
+            return queryset.filter(partial=True)
+        if self.value() == "not_rated":
+            return queryset.filter(status=Assessment.Status.NOT_RATED)
+        return queryset
+
+
+def criteria_rows(criteria: dict) -> list[dict]:
+    """The criteria as table rows, from either stored shape: {criterion: level} or
+    {criterion: {level, evidence, confidence}}. A criterion without a level is "not assessed"."""
+    rows = []
+    for name in [*CRITERIA, *(c for c in criteria if c not in CRITERIA)]:
+        value = criteria.get(name)
+        detail = value if isinstance(value, dict) else {"level": value}
+        level = detail.get("level") if detail.get("level") in LEVELS else None
+        rows.append({
+            "key": name, "name": name.replace("_", " ").capitalize(), "level": level,
+            "evidence": detail.get("evidence") or "", "confidence": detail.get("confidence"),
+        })
+    return rows
+
+
+def placement_ladder(probes) -> list[dict]:
+    """Per level, the probes' outcomes in order and what placement made of them."""
+    ladder = []
+    for level in LEVELS:
+        outcomes = [p for p in probes if p.level == level]
+        sustained = sum(p.outcome == Probe.Outcome.SUSTAINED for p in outcomes)
+        breakdowns = len(outcomes) - sustained
+        if breakdowns >= BREAKDOWNS_FOR_CEILING:
+            verdict = "ceiling"
+        elif sustained >= PROBES_TO_SUSTAIN:
+            verdict = "sustained"
+        else:
+            verdict = "tried" if outcomes else "untested"
+        ladder.append({"level": level, "probes": outcomes, "verdict": verdict})
+    return ladder
+
+
+class ReviewForm(forms.ModelForm):
+    class Meta:
+        model = Assessment
+        fields = ("teacher_level", "notes")
+        widgets = {"notes": forms.Textarea(attrs={"rows": 4})}
+
+
 @admin.register(Assessment)
 class AssessmentAdmin(admin.ModelAdmin):
     list_display = (
-        "learner", "level", "teacher_level", "status", "grader", "partial", "created_at", "reviewed_by",
+        "learner_name", "language", "machine_level", "teacher", "agreement_column", "grader", "status", "created",
     )
-    list_filter = ("status", "level", "grader", "partial")
-    search_fields = ("learner__user__username",)
-    date_hierarchy = "created_at"
-    list_select_related = ("learner__user", "reviewed_by")
+    list_filter = (
+        ReviewedFilter, AgreementFilter, "level", LanguageFilter, "status", ("created_at", admin.DateFieldListFilter),
+        RatingFilter, "grader",
+    )
+    search_fields = (
+        "learner__user__username", "learner__user__first_name", "learner__user__last_name", "learner__user__email",
+    )
+    ordering = ("-created_at", "-pk")
+    list_select_related = ("learner__user", "session")
+    actions = ("mark_reviewed_in_agreement", "export_csv")
+    form = ReviewForm
     fieldsets = (
-        ("Placement", {"fields": ("learner", "session", "level", "partial", "grader", "status")}),
-        ("Grade", {"fields": ("criteria_table", "summary", "failure_reason")}),
-        ("Timeline", {"fields": ("created_at", "graded_at", "delivered_at", "failed_at")}),
-        ("Teacher review", {"fields": ("teacher_level", "notes", "reviewed_by", "reviewed_at")}),
+        ("The machine's rating", {"fields": ("learner", "session_link", "level", "status", "partial", "grader",
+                                             "placement")}),
+        ("Criteria", {"fields": ("criteria_table", "summary", "failure_reason")}),
+        ("The conversation", {"fields": ("conversation",)}),
+        ("Timeline", {"fields": ("created", "graded", "delivered", "failed")}),
+        ("Teacher review", {"fields": ("teacher_level", "notes", "reviewed_by", "reviewed")}),
     )
     # Everything the machine wrote; only teacher_level and notes are left editable.
     readonly_fields = (
-        "learner", "session", "level", "partial", "grader", "status", "criteria_table", "summary",
-        "failure_reason", "created_at", "graded_at", "delivered_at", "failed_at", "reviewed_by",
-        "reviewed_at",
+        "learner", "session_link", "level", "status", "partial", "grader", "placement", "criteria_table", "summary",
+        "failure_reason", "conversation", "created", "graded", "delivered", "failed", "reviewed_by", "reviewed",
     )
     review_fields = ("teacher_level", "notes")
 
+    # --- the list ---
+
+    @admin.display(description="Learner", ordering="learner__user__username")
+    def learner_name(self, obj):
+        user = obj.learner.user
+        return user.get_full_name() or user.get_username()
+
+    @admin.display(description="Language", ordering="session__target_language")
+    def language(self, obj):
+        return obj.session.get_target_language_display()
+
+    @admin.display(description="Machine", ordering="level")
+    def machine_level(self, obj):
+        return obj.level or "not rated"
+
+    @admin.display(description="Teacher", ordering="teacher_level")
+    def teacher(self, obj):
+        return obj.teacher_level or "-"
+
+    @admin.display(description="Agreement")
+    def agreement_column(self, obj):
+        return agreement_label(obj.level, obj.teacher_level) or "-"
+
+    created = seconds_display("created_at", "Date")
+    graded = seconds_display("graded_at", "Graded")
+    delivered = seconds_display("delivered_at", "Delivered")
+    failed = seconds_display("failed_at", "Delivery failed")
+    reviewed = seconds_display("reviewed_at", "Reviewed at")
+
+    # --- the review screen ---
+
+    @admin.display(description="Session")
+    def session_link(self, obj):
+        url = reverse("admin:assessments_tutorsession_change", args=[obj.session_id])
+        return format_html(
+            '<a href="{}">{}</a> · ended: {}', url, obj.session, obj.session.get_end_reason_display() or "-"
+        )
+
+    @admin.display(description="Placement ladder")
+    def placement(self, obj):
+        probes = list(obj.session.probes.all())
+        return render_to_string(
+            "admin/assessments/assessment/placement.html",
+            {"ladder": placement_ladder(probes), "probes": probes, "to_sustain": PROBES_TO_SUSTAIN,
+             "for_ceiling": BREAKDOWNS_FOR_CEILING},
+        )
+
     @admin.display(description="Criteria")
     def criteria_table(self, obj):
-        return format_html("<pre>{}</pre>", json.dumps(obj.criteria, indent=2, ensure_ascii=False))
+        return render_to_string("admin/assessments/assessment/criteria.html", {"rows": criteria_rows(obj.criteria)})
+
+    @admin.display(description="Turns")
+    def conversation(self, obj):
+        turns = list(obj.session.turns.all())
+        return render_to_string("admin/assessments/assessment/conversation.html", {"turns": turns})
 
     def get_readonly_fields(self, request, obj=None):
-        if request.user.has_perm("assessments.review_assessment"):
+        if self.has_review_permission(request):
             return self.readonly_fields
         return self.readonly_fields + self.review_fields
 
     def has_add_permission(self, request):
         return False  # assessments are created by placement, never by hand
 
+    def has_review_permission(self, request):
+        return request.user.has_perm("assessments.review_assessment")
+
     def save_model(self, request, obj, form, change):
         if any(name in form.changed_data for name in self.review_fields):
             obj.reviewed_by = request.user
             obj.reviewed_at = timezone.now()
         super().save_model(request, obj, form, change)
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        context = getattr(response, "context_data", None)
+        if context and "cl" in context:  # not on a redirect (bad filter, action done)
+            per_level = context["cl"].queryset.order_by().values("level").annotate(n=Count("pk"))
+            counts = {row["level"]: row["n"] for row in per_level}
+            context["level_counts"] = [(level, counts.get(level, 0)) for level in LEVELS]
+            context["not_rated_count"] = counts.get("", 0)
+        return response
+
+    # --- actions ---
+
+    @admin.action(description="Mark selected as reviewed, agreeing with the machine's level",
+                  permissions=["review"])
+    def mark_reviewed_in_agreement(self, request, queryset):
+        selected = queryset.count()
+        updated = queryset.exclude(level="").update(
+            teacher_level=F("level"), reviewed_by=request.user, reviewed_at=timezone.now()
+        )
+        skipped = selected - updated
+        self.message_user(request, f"{updated} assessment(s) marked as reviewed in agreement.", messages.SUCCESS)
+        if skipped:
+            self.message_user(request, f"{skipped} not rated assessment(s) left for a teacher's level.", messages.WARNING)
+
+    @admin.action(description="Export selected as CSV")
+    def export_csv(self, request, queryset):
+        assessments = list(queryset.select_related("learner__user", "session", "reviewed_by").order_by("-created_at"))
+        extra = sorted({c for a in assessments for c in a.criteria} - set(CRITERIA))
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="parla-assessments.csv"'
+        writer = csv.writer(response)
+        writer.writerow([
+            "id", "learner", "email", "language", "machine_level", "teacher_level", "agreement", "status",
+            "partial", "grader", *(f"criterion_{c}" for c in [*CRITERIA, *extra]), "created_at", "graded_at",
+            "reviewed_at", "reviewed_by", "notes",
+        ])
+        for a in assessments:
+            levels = {row["key"]: row["level"] or "" for row in criteria_rows(a.criteria)}
+            writer.writerow([
+                a.pk, a.learner.user.get_username(), a.learner.user.email, a.session.target_language, a.level,
+                a.teacher_level, agreement_label(a.level, a.teacher_level) or "", a.status, a.partial, a.grader,
+                *(levels[c] for c in [*CRITERIA, *extra]),
+                *(d.isoformat() if d else "" for d in (a.created_at, a.graded_at, a.reviewed_at)),
+                a.reviewed_by.get_username() if a.reviewed_by else "", a.notes,
+            ])
+        return response
+
+    # --- how far to trust the machine ---
+
+    def get_urls(self):
+        return [
+            path("agreement/", self.admin_site.admin_view(self.agreement_view), name="assessments_assessment_agreement"),
+            *super().get_urls(),
+        ]
+
+    def agreement_view(self, request):
+        """Teacher-versus-machine agreement over reviewed assessments, filterable by language, grader, date."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = AgreementFilterForm(request.GET or None, graders=self.graders())
+        reviewed = Assessment.objects.exclude(teacher_level="").exclude(level="").filter(reviewed_at__isnull=False)
+        if form.is_valid():
+            reviewed = form.apply(reviewed)
+        rows = list(with_distance(reviewed).select_related("learner__user", "session").order_by("-level_distance", "-created_at"))
+        figures = agreement([(a.level, a.teacher_level) for a in rows])
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "How far to trust the machine",
+            "form": form,
+            "figures": figures,
+            "matrix": list(zip(LEVELS, figures.matrix)),
+            "levels": LEVELS,
+            "largest": [(a, distance(a.level, a.teacher_level)) for a in rows if a.level_distance][:10],
+            "labels": (SAME, ONE_APART, FURTHER),
+        }
+        return TemplateResponse(request, "admin/assessments/assessment/agreement.html", context)
+
+    def graders(self):
+        return list(Assessment.objects.exclude(grader="").order_by("grader").values_list("grader", flat=True).distinct())
+
+
+class AgreementFilterForm(forms.Form):
+    language = forms.ChoiceField(required=False, choices=[("", "All languages"), *Language.choices])
+    grader = forms.ChoiceField(required=False)
+    since = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, *args, graders=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["grader"].choices = [("", "All graders"), *((g, g) for g in graders)]
+
+    def apply(self, queryset):
+        data = self.cleaned_data
+        if data["language"]:
+            queryset = queryset.filter(session__target_language=data["language"])
+        if data["grader"]:
+            queryset = queryset.filter(grader=data["grader"])
+        if data["since"]:
+            queryset = queryset.filter(created_at__date__gte=data["since"])
+        if data["until"]:
+            queryset = queryset.filter(created_at__date__lte=data["until"])
+        return queryset

@@ -89,6 +89,9 @@ class Turn(models.Model):
     item_id = models.CharField(max_length=64, blank=True)
     level = models.CharField(max_length=2, choices=CEFRLevel.choices)
     created_at = models.DateTimeField(default=timezone.now)
+    # The learner's spoken answer as a WAV (assessments.services.save_turn_audio), through Django's
+    # storage API; served only by assessments.views.turn_audio, deleted after PARLA_AUDIO_RETENTION_DAYS.
+    audio = models.FileField(upload_to="turn-audio/%Y/%m/%d/", blank=True)
 
     class Meta:
         ordering = ["created_at", "pk"]
@@ -126,11 +129,13 @@ class Assessment(models.Model):
         GRADED = "graded", "Graded"
         DELIVERED = "delivered", "Delivered to learner"
         DELIVERY_FAILED = "delivery_failed", "Delivery failed (shown as text)"
+        NOT_RATED = "not_rated", "Not rated (too few rated answers)"
 
     learner = models.ForeignKey(Learner, on_delete=models.CASCADE, related_name="assessments")
     session = models.OneToOneField(TutorSession, on_delete=models.CASCADE, related_name="assessment")
-    # The floor placement found; the grader may confirm it, its criteria explain it.
-    level = models.CharField(max_length=2, choices=CEFRLevel.choices)
+    # The floor placement found; the grader may confirm it, its criteria explain it. Blank only when
+    # the status is not_rated: too few rated answers give no level, never a default one.
+    level = models.CharField(max_length=2, choices=CEFRLevel.choices, blank=True)
     partial = models.BooleanField(
         default=False, help_text="Placement ended before the ceiling (time cap or the learner left)."
     )

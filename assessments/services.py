@@ -6,15 +6,20 @@ The consumer and the session runtime never touch the ORM directly: they call the
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import socket
+import wave
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from assessments.audio import BYTES_PER_SAMPLE, CHANNELS, SAMPLE_RATE
 from assessments.grading import GradeInput, GradeResult
 from assessments.models import Assessment, Probe, TutorSession, Turn
 from assessments.placement import EARLY_END_REASONS, Placement
@@ -29,6 +34,8 @@ def process_id() -> str:
 def stale_before() -> datetime:
     """Heartbeats and claims older than this belong to a process that died."""
     return timezone.now() - timedelta(seconds=settings.PARLA_STALE_SECONDS)
+
+logger = logging.getLogger(__name__)
 
 
 def start_session(learner_id: int, *, upstream: str, model: str, target_language: str) -> int:
@@ -60,6 +67,29 @@ def end_session(session_id: int, reason: str) -> None:
 
 def record_turn(session_id: int, role: str, text: str, item_id: str, level: str) -> None:
     Turn.objects.create(session_id=session_id, role=role, text=text, item_id=item_id[:64], level=level)
+
+
+def save_turn_audio(turn_id: int, pcm: bytes) -> str | None:
+    """Keep a learner's spoken answer (PCM16 mono 24 kHz) as a WAV file of its turn, for the teacher.
+
+    Returns the stored file's name, or None when recording is off (PARLA_RECORD_AUDIO) or there is
+    no audio. The file goes through Django's storage API (STORAGES["default"]).
+    """
+    if not settings.PARLA_RECORD_AUDIO or not pcm:
+        return None
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(CHANNELS)
+        wav.setsampwidth(BYTES_PER_SAMPLE)
+        wav.setframerate(SAMPLE_RATE)
+        wav.writeframes(pcm)
+    turn = Turn.objects.get(pk=turn_id)
+    if turn.audio:
+        turn.audio.delete(save=False)  # a second take replaces the first, never leaves an orphan
+    turn.audio.save(f"turn-{turn_id}.wav", ContentFile(buffer.getvalue()), save=False)
+    Turn.objects.filter(pk=turn_id).update(audio=turn.audio.name)
+    logger.info("turn audio saved", extra={"turn_id": turn_id, "session_id": turn.session_id, "bytes": len(pcm)})
+    return turn.audio.name
 
 
 def record_probe(session_id: int, level: str, outcome: str, evidence: str, call_id: str) -> None:

@@ -1,11 +1,14 @@
-"""The learner's own assessment history: the list with a levels-over-time chart, and one assessment."""
+"""The learner's own assessment history: the list with a levels-over-time chart, and one assessment;
+and a recorded answer's audio, for the teacher and the learner who said it."""
 
 from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, render
+from django.views.decorators.cache import never_cache
 
 from assessments.cefr import LEVEL_NAMES
 from assessments.chart import level_chart
-from assessments.models import Assessment
+from assessments.models import Assessment, Turn
 from assessments.roles import own_learner
 
 
@@ -36,3 +39,21 @@ def history_detail(request, pk):
             "turns": assessment.session.turns.all(),
         },
     )
+
+
+def may_hear(user, turn: Turn) -> bool:
+    """Teachers (staff who may view turns) and the learner who spoke may hear a recorded answer."""
+    if user.is_staff and user.has_perm("assessments.view_turn"):
+        return True
+    return turn.session.learner.user_id == user.pk
+
+
+@never_cache
+@login_required
+def turn_audio(request, pk):
+    """A learner's recorded answer (WAV). Anyone else gets a 404, so ids reveal nothing; the file is
+    read through the storage API and never exposed at a public media URL."""
+    turn = get_object_or_404(Turn.objects.select_related("session__learner").exclude(audio=""), pk=pk)
+    if not may_hear(request.user, turn):
+        raise Http404("No such recording.")
+    return FileResponse(turn.audio.open("rb"), content_type="audio/wav", filename=f"turn-{turn.pk}.wav")

@@ -12,7 +12,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env, env_bool, env_float, env_list
+from config.env import env, env_bool, env_float, env_int, env_list
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -122,6 +122,12 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
+# Learners' recorded answers go through Django's storage API (STORAGES["default"]): local files under
+# MEDIA_ROOT unless another backend is configured. They are never served from MEDIA_URL by Parla: only
+# assessments.views.turn_audio serves them, to teachers and to the learner they belong to.
+MEDIA_ROOT = env("MEDIA_ROOT", str(BASE_DIR / "media"))
+MEDIA_URL = env("MEDIA_URL", "media/")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -162,3 +168,7 @@ PARLA_VALIDATE_EVENTS = env_bool("PARLA_VALIDATE_EVENTS", DEBUG)
 # to a process that died. Keep the stale time several heartbeats long and above the grader's timeout.
 PARLA_HEARTBEAT_SECONDS = env_float("PARLA_HEARTBEAT_SECONDS", 10.0)
 PARLA_STALE_SECONDS = env_float("PARLA_STALE_SECONDS", 60.0)
+# Learner audio: each spoken answer kept as a WAV for the teacher, deleted after the retention period
+# by `manage.py delete_expired_audio`.
+PARLA_RECORD_AUDIO = env_bool("PARLA_RECORD_AUDIO", True)
+PARLA_AUDIO_RETENTION_DAYS = env_int("PARLA_AUDIO_RETENTION_DAYS", 90)

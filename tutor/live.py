@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 
 from channels.layers import get_channel_layer
+from django.urls import reverse
 from django.utils import timezone
 
 from assessments.placement import Placement
+from assessments.languages import LANGUAGES
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +58,24 @@ async def announce(snapshot: dict) -> None:
     if layer is None:
         return
     try:
-        await layer.group_send(
-            TEACHERS_GROUP, {"type": "live.session", "session": {**snapshot, "at": timezone.now().isoformat()}}
-        )
+        await layer.group_send(TEACHERS_GROUP, {"type": "live.session", "session": for_teachers(snapshot)})
     except Exception as exc:  # the live view is a convenience; the learner's session goes on
         logger.warning("live view announce failed", extra={"session_id": snapshot.get("session_id"), "error": str(exc)})
+
+
+def for_teachers(snapshot: dict) -> dict:
+    """The snapshot as the live view shows it: the language's name, the session's and the assessment's
+    admin pages, the time."""
+    assessment = snapshot.get("assessment")
+    if assessment and assessment.get("id") is not None:
+        assessment = {**assessment, "url": reverse("admin:assessments_assessment_change", args=[assessment["id"]])}
+    return {
+        **snapshot,
+        "session_url": reverse("admin:assessments_tutorsession_change", args=[snapshot["session_id"]]),
+        "language_name": LANGUAGES.get(snapshot.get("language"), snapshot.get("language")),
+        "assessment": assessment,
+        "at": timezone.now().isoformat(),
+    }
 
 
 def can_watch(user) -> bool:

@@ -7,10 +7,23 @@ const rows = document.getElementById("live-sessions");
 const status = document.getElementById("live-status");
 const LADDER_MARK = { sustained: "✓", breakdown: "✕", current: "•", untested: "·" };
 
-function cell(text) {
+// Each cell carries its column's name: on a phone the rows become cards that label their values.
+const COLUMNS = ["Learner", "Language", "State", "Level", "Ladder", "Probes", "Assessment"];
+
+function cell(content, column) {
   const td = document.createElement("td");
-  td.textContent = text;
+  td.dataset.label = column;
+  if (content instanceof Node) td.append(content);
+  else td.textContent = content;
   return td;
+}
+
+function link(text, href) {
+  if (!href) return text;
+  const a = document.createElement("a");
+  a.href = href;
+  a.textContent = text;
+  return a;
 }
 
 function render(session) {
@@ -21,11 +34,14 @@ function render(session) {
   row.dataset.state = session.state;
   const ladder = Object.entries(session.ladder).map(([level, mark]) => `${level}${LADDER_MARK[mark] || ""}`).join(" ");
   const a = session.assessment;
-  const assessment = a ? `${a.level} (${a.status}${a.partial ? ", partial" : ""})` : "-";
-  row.replaceChildren(
-    cell(session.learner), cell(session.language), cell(session.state.replace("_", " ")),
-    cell(session.level), cell(ladder), cell(String(session.probes)), cell(assessment),
-  );
+  // Once assessed, the level is the assessment's (the rating), no longer the level being probed.
+  const level = a && a.level ? `${a.level} (assessed)` : session.level;
+  const assessment = a ? link(`${a.level || "not rated"} - ${a.status.replace("_", " ")}${a.partial ? ", partial" : ""}`, a.url) : "-";
+  const values = [
+    link(session.learner, a?.url || session.session_url), session.language_name || session.language,
+    session.state.replace("_", " "), level, ladder, String(session.probes), assessment,
+  ];
+  row.replaceChildren(...values.map((value, i) => cell(value, COLUMNS[i])));
 }
 
 new ReconnectingSocket(

@@ -61,3 +61,18 @@ async def database_headers(session_cookie_headers, user):
     from asgiref.sync import sync_to_async
 
     return await sync_to_async(session_cookie_headers)(user)
+
+
+def test_snapshots_carry_the_language_name_and_the_admin_pages():
+    from tutor.live import for_teachers
+
+    shown = for_teachers(snapshot(language="fr", assessment={"id": 3, "level": "B1", "status": "graded", "partial": False}))
+    assert shown["language_name"] == "French"
+    assert shown["assessment"]["url"] == reverse("admin:assessments_assessment_change", args=[3])
+    assert shown["session_url"] == reverse("admin:assessments_tutorsession_change", args=[7])
+    assert for_teachers(snapshot())["assessment"] is None
+
+
+def test_live_page_is_linked_from_the_admin_index(client, teacher_user):
+    client.force_login(teacher_user)
+    assert f'href="{reverse("tutor:teacher_live")}"' in client.get(reverse("admin:index")).content.decode()
