@@ -12,6 +12,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from config.channel_layer import redis_channel_layer
 from config.env import env, env_bool, env_float, env_list
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -94,12 +95,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", "")
 if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": env("CHANNELS_PREFIX", "parla")},
-        }
-    }
+    # Socket timeout above the layer's blocking receive, retries, keepalive, restored groups after a
+    # Redis restart: see config/channel_layer.py (django/channels_redis#422).
+    CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL, env("CHANNELS_PREFIX", "parla"))}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 

@@ -109,7 +109,8 @@ def daphne_server(*, realtime_url: str, redis_url: str | None, extra_env: dict |
     )
     if redis_url:
         env["REDIS_URL"] = redis_url
-        env["CHANNELS_PREFIX"] = f"parla-test-{port}"
+        # Servers that should share the layer (several processes on one Redis) pass the same prefix.
+        env["CHANNELS_PREFIX"] = (extra_env or {}).get("CHANNELS_PREFIX", f"parla-test-{port}")
     log = open(ROOT / "test-output" / f"daphne-{port}.log", "w") if (ROOT / "test-output").is_dir() else subprocess.DEVNULL
     process = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
