@@ -82,6 +82,7 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         await connection.on_connect()
         await connection.send_command("INFO", "server")
         info = await connection.read_response()
+        info = info if isinstance(info, bytes) else str(info).encode()  # RESP2 bulk string, or RESP3 text
         run_id = next((line.split(b":", 1)[1].strip() for line in info.splitlines() if line.startswith(b"run_id:")), b"")
         previous = self._run_ids.get(index)
         self._run_ids[index] = run_id

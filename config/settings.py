@@ -104,7 +104,7 @@ CONTENT_SECURITY_POLICY = {
 # nobody can lock a learner out from elsewhere, and a classroom behind one address is not locked
 # together.
 AUTHENTICATION_BACKENDS = [
-    "axes.backends.AxesStandaloneBackend",  # first: it refuses locked-out attempts
+    "config.auth_backends.LoginThrottleBackend",  # first: it refuses locked-out attempts (django-axes)
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)

@@ -218,3 +218,12 @@ async def test_a_page_on_another_port_cannot_open_the_socket(learner_user, sessi
     assert await handshake(own)
     assert not await handshake(other_port)
     assert not await handshake([(k, v) for k, v in own if k != b"origin"])
+
+
+def test_authenticate_without_a_request_still_works(make_user):
+    """Management commands and the shell call `authenticate()` with no request: not throttled."""
+    from django.contrib.auth import authenticate
+
+    user = make_user("ana", learner=True, password="correct horse battery")
+    assert authenticate(username="ana", password="correct horse battery") == user
+    assert authenticate(username="ana", password="wrong") is None
