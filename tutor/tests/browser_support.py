@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import wave
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -204,6 +205,20 @@ def launch_chromium(playwright, *, wav: Path | None = None, extra_args=()):
         headless=True,
         args=[*CHROMIUM_ARGS, *fake_media_args(wav), *extra_args],
     )
+
+
+def wait_for_js(page, expression: str, timeout: float = 30_000) -> None:
+    """Wait until the JavaScript `expression` is truthy on the page (poll, `timeout` in ms).
+
+    Playwright's `wait_for_function` evaluates its predicate with the page's `eval`, which Parla's
+    Content-Security-Policy forbids (no 'unsafe-eval'); `page.evaluate` goes through the DevTools
+    protocol, which the policy does not govern.
+    """
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} ms waiting for {expression}")
+        page.wait_for_timeout(50)  # lets Playwright deliver the page's events meanwhile
 
 
 def log_in(page, server: LiveServer, next_path: str = "/session/", *, username=None, password=None) -> None:

@@ -123,7 +123,8 @@ def parla_server(*, realtime_url: str, redis_url: str | None = None, extra_env: 
     )
     if redis_url:
         env["REDIS_URL"] = redis_url
-        env["CHANNELS_PREFIX"] = f"parla-test-{port}"
+        # Servers that should share the layer (several processes on one Redis) pass the same prefix.
+        env["CHANNELS_PREFIX"] = (extra_env or {}).get("CHANNELS_PREFIX", f"parla-test-{port}")
     out_dir = ROOT / "test-output"
     log_path = (out_dir if out_dir.is_dir() else Path(tempfile.mkdtemp(prefix="parla-server-"))) / f"daphne-{port}.log"
     if runserver:

@@ -23,6 +23,7 @@ from tutor.tests.browser_support import (  # noqa: F401 (fixtures)
     fake_mic_wav,
     live_server,
     log_in,
+    wait_for_js,
     simulator_command_exists,
 )
 
@@ -65,23 +66,17 @@ def test_learner_speaks_climbs_the_ladder_and_gets_assessed(chromium, server, br
         page.get_by_role("button", name="Start").click()
 
         # Microphone audio leaves the page in binary frames...
-        page.wait_for_function(
-            "Number(document.querySelector('#tutor').dataset.framesSent) >= 20", timeout=STEP_TIMEOUT_MS
-        )
+        wait_for_js(page, "Number(document.querySelector('#tutor').dataset.framesSent) >= 20", timeout=STEP_TIMEOUT_MS)
         assert page.get_attribute("#tutor", "data-mic") == "on"
         # ...the tutor speaks (its transcript and its audio arrive)...
         page.wait_for_selector(".utterance-tutor .utterance-text:not(:empty)", timeout=STEP_TIMEOUT_MS)
-        page.wait_for_function(
-            "Number(document.querySelector('#tutor').dataset.framesReceived) > 0", timeout=STEP_TIMEOUT_MS
-        )
+        wait_for_js(page, "Number(document.querySelector('#tutor').dataset.framesReceived) > 0", timeout=STEP_TIMEOUT_MS)
         # ...and the server heard the learner: the simulator's VAD turned the frames into a turn,
         # whose transcript comes back to the page.
         page.wait_for_selector(".utterance-learner .utterance-text:not(:empty)", timeout=STEP_TIMEOUT_MS)
 
         # The ladder climbs beyond A1.
-        page.wait_for_function(
-            "document.querySelector('#tutor').dataset.level !== 'A1'", timeout=STEP_TIMEOUT_MS
-        )
+        wait_for_js(page, "document.querySelector('#tutor').dataset.level !== 'A1'", timeout=STEP_TIMEOUT_MS)
         assert level_reached(page) >= 1
         assert page.get_attribute("#ladder li[data-level='A1']", "data-state") == "sustained"
         page.screenshot(path=str(browser_output / "session.png"), full_page=True)

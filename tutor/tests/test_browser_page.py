@@ -21,6 +21,7 @@ from tutor.tests.browser_support import (  # noqa: F401 (fixtures)
     fake_mic_wav,
     live_server,
     log_in,
+    wait_for_js,
 )
 
 pytestmark = pytest.mark.browser
@@ -148,7 +149,7 @@ def test_start_sends_session_start_and_100ms_mic_frames(page, page_server):
     assert sent >= 10
     assert page.get_attribute("#tutor", "data-mic") == "on"
     # The fake microphone's speech moves the level meter.
-    page.wait_for_function("Number(document.querySelector('#mic-meter').getAttribute('aria-valuenow')) > 20")
+    wait_for_js(page, "Number(document.querySelector('#mic-meter').getAttribute('aria-valuenow')) > 20")
 
 
 def test_transcript_ladder_assessing_and_assessment_card(page, page_server):
@@ -215,7 +216,7 @@ def test_playback_reports_what_was_played_and_flush_answers_at_once(page, page_s
     # A long item, flushed while it plays: the answer names it and how much of it was heard.
     tutor.send({"type": "audio.start", "item_id": "item_b", "voice": "marin", "role": "tutor"})
     tutor.send(*chunks(tone(5000)))
-    page.wait_for_function("document.querySelector('#tutor').dataset.playing === 'true'")
+    wait_for_js(page, "document.querySelector('#tutor').dataset.playing === 'true'")
     page.wait_for_timeout(700)
     tutor.send({"type": "playback.flush", "request_id": "flush_1"})
     flushed = tutor.wait(lambda: tutor.received("playback.flushed"), timeout=2, what="playback.flushed")[0]

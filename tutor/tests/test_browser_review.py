@@ -20,6 +20,7 @@ from tutor.tests.browser_support import (  # noqa: F401 (fixtures)
     fake_mic_wav,
     live_server,
     log_in,
+    wait_for_js,
 )
 
 pytestmark = pytest.mark.browser
@@ -100,9 +101,7 @@ def test_assessment_review_page(teacher_page, server, browser_output, viewport):
     assert audio.count() == 1
     # The player loads the recording through the guarded view (a real WAV, one second long).
     audio.evaluate("a => { a.preload = 'auto'; a.load(); }")
-    page.wait_for_function(
-        "document.querySelector('.review-conversation audio').readyState >= 1", timeout=10_000
-    )
+    wait_for_js(page, "document.querySelector('.review-conversation audio').readyState >= 1", timeout=10_000)
     assert abs(audio.evaluate("a => a.duration") - 1.0) < 0.01
     page.get_by_label("Teacher level").select_option("B2")
     page.screenshot(path=browser_output / f"review-assessment-{viewport['width']}.png", full_page=True)
@@ -121,9 +120,7 @@ def test_assessment_review_page(teacher_page, server, browser_output, viewport):
 def test_live_view(teacher_page, server, browser_output, viewport):
     live, assessment, session = server
     page = teacher_page("/teacher/live/")
-    page.wait_for_function(
-        "document.getElementById('live-status').textContent.startsWith('Watching')", timeout=15_000
-    )
+    wait_for_js(page, "document.getElementById('live-status').textContent.startsWith('Watching')", timeout=15_000)
     if os.environ.get("REDIS_URL"):
         live.query(ANNOUNCE.format(session=session, assessment=assessment))
         row = page.locator(f"#live-session-{session}")
