@@ -60,3 +60,31 @@ async def test_learner_leaving_mid_grading_keeps_the_assessment_and_leaves_nothi
     assert "learner disconnected" in assessment.failure_reason
     assert assessment.level == "A1" and assessment.summary and assessment.grader == "rules"
     assert session.ended_at is not None and session.end_reason == "learner_left"
+
+
+async def test_a_resumed_session_neither_greets_again_nor_probes_an_answer_twice(learner_user):
+    """Upstream sessions expire every 1.5 s; each resume replays the conversation as text."""
+    from tutor.realtime.simulator.persona import GREETINGS
+
+    learner_profile = await sync_to_async(lambda: learner_user.learner)()
+    config = await sync_to_async(SessionConfig.for_learner)(learner_profile)
+    async with start_simulator(true_level="B1", session_max_seconds=1.5) as sim:
+        learner = MemoryLearner()
+        upstream = Upstream(sim.url, None, "gpt-realtime", "simulator")
+        runtime = TutorSessionRuntime(learner, learner_profile.pk, config, upstream=upstream)
+        runtime.launch()
+        answered = 0
+        while runtime.assessment_id is None:
+            await until(lambda: sum(e["type"] == "audio.end" for e in learner.events) > answered
+                        or runtime.assessment_id is not None, timeout=30)
+            if runtime.assessment_id is None:
+                answered = sum(e["type"] == "audio.end" for e in learner.events)
+                await asyncio.sleep(0.4)  # the learner thinks; sessions expire meanwhile
+                if runtime.assessment_id is None:
+                    await runtime.answer_text("Creo que sí, porque me gusta mucho leer y viajar.")
+        await runtime.close("learner_left")
+
+    assert runtime.resumes >= 1
+    tutor_lines = runtime.transcript.texts("tutor")
+    assert sum(line.startswith(GREETINGS["es"]) for line in tutor_lines) == 1
+    assert len(runtime.placement.probes) == len(runtime.transcript.texts("learner"))
