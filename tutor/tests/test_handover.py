@@ -242,3 +242,14 @@ def test_browser_that_never_answers_the_flush_still_hears_the_summary():
     assert outcome.status == "delivered"
     assert any("flush" in p for p in outcome.problems)  # recorded for the teacher, not hidden
     assert estimate_voice(bytes(learner.of_role("narrator")[0].audio)) == SUMMARY_VOICE
+
+
+def test_a_summary_that_cannot_be_spoken_is_explained_to_the_learner_in_parlas_words():
+    outcome, _store, learner = asyncio.run(
+        deliver_once(grader=RulesGrader(), level="A2", query="?drop_after_events=2", step_timeout=1.0)
+    )
+    assert outcome.status == "delivery_failed"
+    errors = [e for e in learner.events if e["type"] == "error"]
+    assert [e["code"] for e in errors] == ["summary_unavailable"]
+    assert "closed" not in errors[0]["message"]  # Parla's words, not the upstream's
+    assert learner.events.index(errors[0]) < max(i for i, e in enumerate(learner.events) if e["type"] == "assessment")
