@@ -25,6 +25,8 @@ from assessments.models import Assessment, Probe, TutorSession, Turn
 from assessments.placement import EARLY_END_REASONS, Placement
 from assessments.transcript import Transcript, Utterance
 
+logger = logging.getLogger(__name__)
+
 
 def process_id() -> str:
     """Who claims and heartbeats: this process (host:pid), so a forked worker is someone else."""
@@ -35,12 +37,13 @@ def stale_before() -> datetime:
     """Heartbeats and claims older than this belong to a process that died."""
     return timezone.now() - timedelta(seconds=settings.PARLA_STALE_SECONDS)
 
-logger = logging.getLogger(__name__)
-
 
 def start_session(learner_id: int, *, upstream: str, model: str, target_language: str) -> int:
     return TutorSession.objects.create(
-        learner_id=learner_id, upstream=upstream, model=model, target_language=target_language,
+        learner_id=learner_id,
+        upstream=upstream,
+        model=model,
+        target_language=target_language,
         heartbeat_at=timezone.now(),
     ).pk
 

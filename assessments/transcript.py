@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from assessments.grading import GradeInput
 from assessments.placement import Placement
+from assessments.text import storable_text
 
 LEARNER, TUTOR, NARRATOR = "learner", "tutor", "narrator"
 
@@ -31,7 +32,7 @@ class Transcript:
 
     def add(self, role: str, text: str | None, item_id: str = "", level: str = "") -> Utterance | None:
         """Append what `role` said; None (and nothing appended) when there are no words."""
-        text = (text or "").strip()
+        text = storable_text(text or "").strip()
         if not text:
             return None
         utterance = Utterance(role, text, item_id, level)

@@ -13,8 +13,8 @@ from channels.layers import get_channel_layer
 from django.urls import reverse
 from django.utils import timezone
 
+from assessments.languages import language_name
 from assessments.placement import Placement
-from assessments.languages import LANGUAGES
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def for_teachers(snapshot: dict) -> dict:
     return {
         **snapshot,
         "session_url": reverse("admin:assessments_tutorsession_change", args=[snapshot["session_id"]]),
-        "language_name": LANGUAGES.get(snapshot.get("language"), snapshot.get("language")),
+        "language_name": language_name(snapshot["language"]),
         "assessment": assessment,
         "at": timezone.now().isoformat(),
     }

@@ -49,3 +49,10 @@ def test_stored_turns_rebuild_the_same_grade_input_as_the_live_transcript(learne
 
     live_input = live.grade_input(placement, target_language="es", native_language="en")
     assert grade_input_from_db(assessment) == live_input
+
+
+def test_text_from_any_source_is_stored_without_nul_or_unpaired_surrogates():
+    transcript = Transcript()
+    utterance = transcript.add(TUTOR, "Hola\x00 \ud800mundo")
+    assert utterance.text == "Hola ?mundo"
+    utterance.text.encode("utf-8")  # storable as UTF-8 (would raise otherwise)

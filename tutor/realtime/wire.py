@@ -13,6 +13,8 @@ import json
 from enum import StrEnum
 from typing import Any
 
+from assessments.text import storable_text
+
 # Close codes of /ws/tutor/ and /ws/teacher/live/, sent after the handshake so the browser sees them.
 CLOSE_NOT_AUTHENTICATED = 4401  # anonymous: log in first
 CLOSE_FORBIDDEN = 4403  # logged in, but not allowed here (no Learner profile; not a teacher)
@@ -128,15 +130,8 @@ def _depth(text: str) -> int:
 
 
 def storable(text: str) -> bool:
-    """Whether `text` can be stored as it is: no NUL character (PostgreSQL text refuses it) and no
-    unpaired surrogate (not encodable as UTF-8)."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    """Whether `text` can be stored as it was sent (assessments.text.storable_text changes nothing)."""
+    return storable_text(text) == text
 
 
 def _check(kind: str, name: str, value):
