@@ -23,7 +23,7 @@ from django.utils.html import format_html
 
 from assessments.agreement import FURTHER, ONE_APART, SAME, agreement, agreement_label, distance
 from assessments.cefr import LEVELS
-from assessments.grading import CRITERIA
+from assessments.grading import CRITERIA, criteria_rows
 from assessments.models import Assessment, Language, Learner, Probe, TutorSession, Turn
 from assessments.placement import BREAKDOWNS_FOR_CEILING, PROBES_TO_SUSTAIN
 
@@ -55,7 +55,7 @@ class ReadOnlyAdminMixin:
 
 class TurnInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Turn
-    fields = ("created_at", "role", "level", "text", "item_id")
+    fields = ("created_at", "role", "level", "mode", "text", "fluency", "item_id")
     readonly_fields = fields
     extra = 0
     show_change_link = True
@@ -63,7 +63,7 @@ class TurnInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 class ProbeInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Probe
-    fields = ("created_at", "level", "outcome", "evidence")
+    fields = ("created_at", "level", "outcome", "evidence", "rater", "tutor_outcome", "disagreement")
     readonly_fields = fields
     extra = 0
 
@@ -97,8 +97,8 @@ class TurnAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(Probe)
 class ProbeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("created_at", "session", "level", "outcome", "evidence")
-    list_filter = ("level", "outcome")
+    list_display = ("created_at", "session", "level", "outcome", "evidence", "rater", "tutor_outcome", "disagreement")
+    list_filter = ("level", "outcome", "mode", "disagreement")
     search_fields = ("evidence", "session__learner__user__username")
     list_select_related = ("session__learner__user",)
 
@@ -174,28 +174,13 @@ class RatingFilter(admin.SimpleListFilter):
         return queryset
 
 
-def criteria_rows(criteria: dict) -> list[dict]:
-    """The criteria as table rows, from either stored shape: {criterion: level} or
-    {criterion: {level, evidence, confidence}}. A criterion without a level is "not assessed"."""
-    rows = []
-    for name in [*CRITERIA, *(c for c in criteria if c not in CRITERIA)]:
-        value = criteria.get(name)
-        detail = value if isinstance(value, dict) else {"level": value}
-        level = detail.get("level") if detail.get("level") in LEVELS else None
-        rows.append({
-            "key": name, "name": name.replace("_", " ").capitalize(), "level": level,
-            "evidence": detail.get("evidence") or "", "confidence": detail.get("confidence"),
-        })
-    return rows
-
-
 def placement_ladder(probes) -> list[dict]:
     """Per level, the probes' outcomes in order and what placement made of them."""
     ladder = []
     for level in LEVELS:
         outcomes = [p for p in probes if p.level == level]
         sustained = sum(p.outcome == Probe.Outcome.SUSTAINED for p in outcomes)
-        breakdowns = len(outcomes) - sustained
+        breakdowns = sum(p.outcome == Probe.Outcome.BREAKDOWN for p in outcomes)  # not ratable counts for neither
         if breakdowns >= BREAKDOWNS_FOR_CEILING:
             verdict = "ceiling"
         elif sustained >= PROBES_TO_SUSTAIN:
@@ -231,7 +216,7 @@ class AssessmentAdmin(admin.ModelAdmin):
     form = ReviewForm
     fieldsets = (
         ("The machine's rating", {"fields": ("learner", "session_link", "level", "status", "partial", "grader",
-                                             "placement")}),
+                                             "grader_disagreement", "placement")}),
         ("Criteria", {"fields": ("criteria_table", "summary", "failure_reason")}),
         ("The conversation", {"fields": ("conversation",)}),
         ("Timeline", {"fields": ("created", "graded", "delivered", "failed")}),
@@ -239,7 +224,8 @@ class AssessmentAdmin(admin.ModelAdmin):
     )
     # Everything the machine wrote; only teacher_level and notes are left editable.
     readonly_fields = (
-        "learner", "session_link", "level", "status", "partial", "grader", "placement", "criteria_table", "summary",
+        "learner", "session_link", "level", "status", "partial", "grader", "grader_disagreement", "placement",
+        "criteria_table", "summary",
         "failure_reason", "conversation", "created", "graded", "delivered", "failed", "reviewed_by", "reviewed",
     )
     review_fields = ("teacher_level", "notes")
@@ -290,6 +276,14 @@ class AssessmentAdmin(admin.ModelAdmin):
             {"ladder": placement_ladder(probes), "probes": probes, "to_sustain": PROBES_TO_SUSTAIN,
              "for_ceiling": BREAKDOWNS_FOR_CEILING},
         )
+
+    @admin.display(description="Grader's flag")
+    def grader_disagreement(self, obj):
+        """Where the grader saw it differently: stored for the teacher, never applied to the level."""
+        if not (obj.grader_level or obj.grader_flag):
+            return "-"
+        level = f"The grader's own level: {obj.grader_level}. " if obj.grader_level else ""
+        return format_html('<span class="grader-flag">{}{}</span>', level, obj.grader_flag)
 
     @admin.display(description="Criteria")
     def criteria_table(self, obj):

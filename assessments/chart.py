@@ -48,7 +48,12 @@ CHART_DATE_LABELS = 6  # label every point up to this many; beyond, only the fir
 
 
 def level_chart(assessments) -> LevelChart:
-    """Chart geometry for `assessments` in date order: evenly spaced points, one row per level."""
+    """Chart geometry for `assessments` in date order: evenly spaced points, one row per level.
+
+    An assessment without a level (not rated: too little evidence) is not drawn: it says nothing
+    about the learner's level, and a default level would pull the line down.
+    """
+    assessments = [a for a in assessments if a.teacher_level or a.level]
     step = (CHART_BOTTOM - CHART_TOP) / (len(LEVELS) - 1)
     rows = tuple((level, CHART_BOTTOM - i * step) for i, level in enumerate(LEVELS))
     n = len(assessments)

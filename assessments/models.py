@@ -29,6 +29,9 @@ class Learner(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="learner")
     target_language = models.CharField(max_length=8, choices=Language.choices, default=Language.SPANISH)
     native_language = models.CharField(max_length=8, choices=Language.choices, default=Language.ENGLISH)
+    # Feedback in English by default; on, the grader writes it in the native language (examples stay
+    # in the target language).
+    feedback_in_native_language = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -55,6 +58,10 @@ class TutorSession(models.Model):
         UPSTREAM_EXPIRED = "upstream_expired", "Upstream session expired"
         SERVER_ERROR = "server_error", "Server error"
         SERVER_RESTART = "server_restart", "Server stopped (ended by the recovery sweep)"
+        UPSTREAM_AUTH = "upstream_auth", "Upstream refused Parla's API key or access"
+        UPSTREAM_BUSY = "upstream_busy", "Upstream busy (rate limited or unavailable)"
+        UPSTREAM_QUOTA = "upstream_quota", "Upstream quota exhausted"
+        UPSTREAM_MODEL = "upstream_model", "Upstream model not available"
 
     learner = models.ForeignKey(Learner, on_delete=models.CASCADE, related_name="sessions")
     upstream = models.CharField(max_length=16, choices=Upstream.choices)
@@ -64,6 +71,10 @@ class TutorSession(models.Model):
     started_at = models.DateTimeField(default=timezone.now)
     ended_at = models.DateTimeField(null=True, blank=True)
     end_reason = models.CharField(max_length=20, choices=EndReason.choices, blank=True)
+    # The warm-up: the level the learner said they speak at on the start screen (blank: not sure),
+    # and the level placement started at (assessments.placement.starting_level).
+    self_assessment = models.CharField(max_length=2, choices=CEFRLevel.choices, blank=True)
+    start_level = models.CharField(max_length=2, choices=CEFRLevel.choices, default=CEFRLevel.A1)
     # Written periodically by the process running the session; a stale one means that process died
     # (assessments.recovery ends such sessions).
     heartbeat_at = models.DateTimeField(null=True, blank=True)
@@ -76,16 +87,25 @@ class TutorSession(models.Model):
 
 
 class Turn(models.Model):
-    """A finished utterance of the session, as text."""
+    """A finished utterance of the session. A learner turn is one answer: everything the learner said
+    or typed between two tutor turns, fragments merged."""
 
     class Role(models.TextChoices):
         LEARNER = "learner", "Learner"
         TUTOR = "tutor", "Tutor"
         NARRATOR = "narrator", "Narrator"
 
+    class Mode(models.TextChoices):
+        SPOKEN = "spoken", "Spoken"
+        WRITTEN = "written", "Written"
+
     session = models.ForeignKey(TutorSession, on_delete=models.CASCADE, related_name="turns")
     role = models.CharField(max_length=10, choices=Role.choices)
-    text = models.TextField()
+    # Only the learner's own words (typed, or from a real speech recognizer); empty when none are known.
+    text = models.TextField(blank=True)
+    mode = models.CharField(max_length=8, choices=Mode.choices, blank=True)  # learner answers only
+    # What the learner's audio showed (assessments.fluency.FluencyMeasures.as_dict), for spoken answers.
+    fluency = models.JSONField(default=dict, blank=True)
     item_id = models.CharField(max_length=64, blank=True)
     level = models.CharField(max_length=2, choices=CEFRLevel.choices)
     created_at = models.DateTimeField(default=timezone.now)
@@ -97,21 +117,40 @@ class Turn(models.Model):
         ordering = ["created_at", "pk"]
 
     def __str__(self):
-        return f"{self.get_role_display()}: {self.text[:60]}"
+        return f"{self.get_role_display()}: {self.shown_text[:60]}"
+
+    @property
+    def shown_text(self) -> str:
+        """The words, or what is known of a spoken answer without words ("spoken answer, 6.2 s")."""
+        if self.text or self.mode != self.Mode.SPOKEN:
+            return self.text
+        seconds = (self.fluency or {}).get("duration_ms", 0) / 1000
+        return f"spoken answer, {seconds:.1f} s" if seconds else "spoken answer"
 
 
 class Probe(models.Model):
-    """One `record_probe` call of the tutor: did the learner sustain a task at this level?"""
+    """One rated answer: the independent rater's judgement at the level probed, with the tutor's own
+    `record_probe` opinion beside it (a second opinion; placement follows the rater)."""
 
     class Outcome(models.TextChoices):
         SUSTAINED = "sustained", "Sustained"
         BREAKDOWN = "breakdown", "Breakdown"
+        NOT_RATABLE = "not_ratable", "Not ratable"
 
     session = models.ForeignKey(TutorSession, on_delete=models.CASCADE, related_name="probes")
+    turn = models.ForeignKey(Turn, null=True, blank=True, on_delete=models.SET_NULL, related_name="probes")
     level = models.CharField(max_length=2, choices=CEFRLevel.choices)
-    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    outcome = models.CharField(max_length=12, choices=Outcome.choices)
     evidence = models.TextField(blank=True)
+    rater = models.CharField(max_length=64, blank=True)
+    mode = models.CharField(max_length=8, choices=Turn.Mode.choices, blank=True)
+    measures = models.JSONField(default=dict, blank=True)  # what the rater used
+    # The tutor's record_probe call for this answer, if it made one (blank: it did not).
     call_id = models.CharField(max_length=64, blank=True)
+    tutor_level = models.CharField(max_length=2, choices=CEFRLevel.choices, blank=True)
+    tutor_outcome = models.CharField(max_length=12, choices=Outcome.choices, blank=True)
+    tutor_evidence = models.TextField(blank=True)
+    disagreement = models.BooleanField(default=False, help_text="The tutor's opinion differs from the rater's.")
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -142,6 +181,9 @@ class Assessment(models.Model):
     criteria = models.JSONField(default=dict, blank=True)
     summary = models.TextField(blank=True)
     grader = models.CharField(max_length=32, blank=True)
+    # Where the grader disagreed with the floor or the evidence, for a teacher; the level stays the floor.
+    grader_level = models.CharField(max_length=2, choices=CEFRLevel.choices, blank=True)
+    grader_flag = models.TextField(blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     failure_reason = models.TextField(blank=True)
     # The process grading it (host:pid) and since when: exactly one process grades an assessment;

@@ -1,7 +1,8 @@
 """Placement: finding the learner's floor and ceiling from the tutor's probes (pure, no Django, no I/O).
 
 The method follows oral proficiency interviews (DESIGN section 5). The tutor probes at the current
-level and reports every probe through `record_probe(level, outcome, evidence)`:
+level; the independent rater (assessments.rating) judges every answer once, and each judgement is
+recorded here (`record(level, outcome, evidence)`):
 
 - 2 sustained probes at the current level: the level is sustained, the tutor steps up.
   Sustaining C2 ends placement at the top.
@@ -18,11 +19,18 @@ Decisions on edge cases:
   tasks count. The update says `off_level=True` so the session can log it.
 - If placement starts above A1 and breaks down before anything was sustained, it steps *down* to the
   untested level below to find a floor (as an interviewer would); it then ends as soon as the floor
-  is found, because the ceiling is already known. From A1 nothing is below: placement ends with no
+  is found, because the ceiling is already known. While stepping down, one breakdown is enough to step
+  down again (the warm-up's start was too high: see `starting_level`). From A1 nothing is below: placement ends with no
   floor, and the rating is A1 with `below_floor=True` ("not yet sustaining A1").
+- A `not_ratable` answer (silence, off-task, another language) is recorded for the teacher but moves
+  nothing: it is neither evidence for nor against the level.
 - Invalid levels or outcomes raise `ValueError` with a message fit to return to the model;
   probes after placement finished raise `PlacementFinished` (a `ValueError` too).
 - `finish_early` after placement finished is a no-op: the session may call it on every teardown.
+- No rating without evidence (`has_evidence`): fewer rated answers than the configured minimum, or a
+  session cut short before anything was sustained, give no level at all (`not_rated`), never a
+  default one. A session cut short after a level was sustained reports what is known: "at least"
+  the floor (`partial`).
 """
 
 from __future__ import annotations
@@ -33,7 +41,9 @@ from assessments.cefr import LEVELS, level_index, next_level
 
 SUSTAINED = "sustained"
 BREAKDOWN = "breakdown"
-OUTCOMES = (SUSTAINED, BREAKDOWN)
+NOT_RATABLE = "not_ratable"
+OUTCOMES = (SUSTAINED, BREAKDOWN)  # what the tutor's record_probe may report
+JUDGEMENTS = (*OUTCOMES, NOT_RATABLE)  # what the rater may judge
 
 PROBES_TO_SUSTAIN = 2
 BREAKDOWNS_FOR_CEILING = 2
@@ -42,8 +52,22 @@ BREAKDOWNS_FOR_CEILING = 2
 # Together they are assessments.models.TutorSession.EndReason (a test keeps the two in step).
 NATURAL_END_REASONS = ("ceiling", "top")
 EARLY_END_REASONS = (
-    "time_cap", "learner_left", "learner_stopped", "upstream_error", "upstream_expired", "server_error", "server_restart"
+    "time_cap", "learner_left", "learner_stopped", "upstream_error", "upstream_expired", "server_error", "server_restart",
+    # the upstream refused or kept failing (tutor.realtime.failures): key, busy, quota, model access
+    "upstream_auth", "upstream_busy", "upstream_quota", "upstream_model",
 )
+
+
+# The warm-up: the start screen asks learners how well they speak; placement starts there (a C2 claim
+# starts at C1: two answers would be thin evidence for the top). "Not sure" starts at A1.
+HIGHEST_START = "C1"
+
+
+def starting_level(self_assessment: str | None) -> str:
+    """Where placement starts for a learner's self-assessment (None or "" when not sure)."""
+    if not self_assessment:
+        return LEVELS[0]
+    return LEVELS[min(level_index(self_assessment), level_index(HIGHEST_START))]
 
 
 class PlacementFinished(ValueError):
@@ -52,12 +76,13 @@ class PlacementFinished(ValueError):
 
 @dataclass(frozen=True)
 class ProbeRecord:
-    """One `record_probe` call, as the tutor reported it."""
+    """One judged answer, as the rater reported it."""
 
     level: str
     outcome: str
     evidence: str = ""
     off_level: bool = False  # reported at a level other than the current one: did not move the ladder
+    rater: str = ""
 
 
 @dataclass(frozen=True)
@@ -127,6 +152,28 @@ class Placement:
     def probes(self) -> tuple[ProbeRecord, ...]:
         return tuple(self._probes)
 
+    @property
+    def rated_answers(self) -> int:
+        """Answers judged sustained or breakdown (an answer that could not be rated is no evidence)."""
+        return sum(p.outcome in OUTCOMES for p in self._probes)
+
+    def has_evidence(self, minimum: int) -> bool:
+        """Whether the finished placement may give a level: at least `minimum` rated answers, and a
+        level sustained or the ceiling found (cut short before anything was sustained, nothing is known)."""
+        return self.rated_answers >= minimum and (self.floor is not None or self._end_reason in NATURAL_END_REASONS)
+
+    def one_answer_from_end(self) -> bool:
+        """Whether the next on-level answer can end placement (either outcome): the moment to get the
+        summary voice ready, so that the level is said without delay when placement ends."""
+        if self.finished:
+            return False
+        for outcome in OUTCOMES:
+            trial = Placement(self._current)
+            trial._status, trial._counts = dict(self._status), {k: dict(v) for k, v in self._counts.items()}
+            if trial.record(self._current, outcome).finished:
+                return True
+        return False
+
     def ladder(self) -> dict[str, str]:
         """Each level's state for the browser: sustained | breakdown | current | untested."""
         return {
@@ -136,12 +183,12 @@ class Placement:
 
     # -- events --------------------------------------------------------------------------------
 
-    def record(self, level: str, outcome: str, evidence: str = "") -> PlacementUpdate:
-        """Apply one probe of the tutor; ValueError if invalid or placement has finished."""
+    def record(self, level: str, outcome: str, evidence: str = "", rater: str = "") -> PlacementUpdate:
+        """Apply one judged answer; ValueError if invalid or placement has finished."""
         if level not in LEVELS:
             raise ValueError(f"invalid level {level!r}: expected one of {', '.join(LEVELS)}")
-        if outcome not in OUTCOMES:
-            raise ValueError(f"invalid outcome {outcome!r}: expected 'sustained' or 'breakdown'")
+        if outcome not in JUDGEMENTS:
+            raise ValueError(f"invalid outcome {outcome!r}: expected 'sustained' or 'breakdown' (or 'not_ratable')")
         if evidence is None:
             evidence = ""
         if not isinstance(evidence, str):
@@ -150,9 +197,11 @@ class Placement:
             raise PlacementFinished(f"placement already finished ({self._end_reason}); probe not recorded")
 
         off_level = level != self._current
-        self._probes.append(ProbeRecord(level, outcome, evidence.strip(), off_level))
+        self._probes.append(ProbeRecord(level, outcome, evidence.strip(), off_level, rater))
         if off_level:
             return self._update(level_changed=False, off_level=True)
+        if outcome == NOT_RATABLE:
+            return self._update(level_changed=False)
 
         counts = self._counts[level]
         counts[outcome] += 1
@@ -166,7 +215,7 @@ class Placement:
                 self._end_reason = "ceiling"
             else:
                 self._current = above
-        elif counts[BREAKDOWN] >= BREAKDOWNS_FOR_CEILING:
+        elif counts[BREAKDOWN] >= self._breakdowns_to_leave(level):
             self._status[level] = BREAKDOWN
             i = level_index(level)
             if i > 0 and self._status[LEVELS[i - 1]] is None:  # started above: look for a floor
@@ -174,6 +223,16 @@ class Placement:
             else:
                 self._end_reason = "ceiling"
         return self._update(level_changed=self._current != before)
+
+    def _breakdowns_to_leave(self, level: str) -> int:
+        """Two breakdowns make a ceiling; while stepping down from a start that was too high (the level
+        above already broke down twice and nothing is sustained yet) one is enough to step down again:
+        where the learner stops is known, what is looked for is a floor. At A1 it stays two."""
+        i = level_index(level)
+        above = next_level(level)
+        if i > 0 and above is not None and self._status[above] == BREAKDOWN and self.floor is None:
+            return 1
+        return BREAKDOWNS_FOR_CEILING
 
     def finish_early(self, reason: str) -> PlacementUpdate:
         """End placement with what is known (time cap, learner left...); no-op once finished."""

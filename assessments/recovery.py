@@ -20,7 +20,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from assessments import services
-from assessments.grading import GradeInput, Grader, GradeResult, fallback_grade
+from assessments.grading import GradeInput, Grader, GradeResult, fallback_grade, reconcile
 from assessments.models import Assessment, TutorSession
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def claim_for_grading(assessment_id: int, claimer: str) -> GradeInput | None:
 
 async def grade_safely(grader: Grader, data: GradeInput) -> GradeResult:
     try:
-        return await grader.grade(data)
+        return reconcile(data, await grader.grade(data))  # whatever the grader, a consistent card
     except Exception as exc:  # the rules always have an answer
         return fallback_grade(data, exc)
 

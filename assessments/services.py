@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from assessments.audio import BYTES_PER_SAMPLE, CHANNELS, SAMPLE_RATE
 from assessments.grading import GradeInput, GradeResult
+from assessments.grading.summary import NOT_RATED_SUMMARY
 from assessments.models import Assessment, Probe, TutorSession, Turn
 from assessments.placement import EARLY_END_REASONS, Placement
 from assessments.transcript import Transcript, Utterance
@@ -38,12 +39,17 @@ def stale_before() -> datetime:
     return timezone.now() - timedelta(seconds=settings.PARLA_STALE_SECONDS)
 
 
-def start_session(learner_id: int, *, upstream: str, model: str, target_language: str) -> int:
+def start_session(
+    learner_id: int, *, upstream: str, model: str, target_language: str, self_assessment: str = "",
+    start_level: str = "A1",
+) -> int:
     return TutorSession.objects.create(
         learner_id=learner_id,
         upstream=upstream,
         model=model,
         target_language=target_language,
+        self_assessment=self_assessment,
+        start_level=start_level,
         heartbeat_at=timezone.now(),
     ).pk
 
@@ -68,8 +74,18 @@ def end_session(session_id: int, reason: str) -> None:
     )
 
 
-def record_turn(session_id: int, role: str, text: str, item_id: str, level: str) -> None:
-    Turn.objects.create(session_id=session_id, role=role, text=text, item_id=item_id[:64], level=level)
+def record_turn(
+    session_id: int, role: str, text: str, item_id: str, level: str, mode: str = "", fluency: dict | None = None
+) -> int:
+    return Turn.objects.create(
+        session_id=session_id, role=role, text=text, item_id=item_id[:64], level=level, mode=mode,
+        fluency=fluency or {},
+    ).pk
+
+
+def update_answer(turn_id: int, text: str, mode: str, fluency: dict) -> None:
+    """A learner answer grew by a fragment, or was measured when it ended."""
+    Turn.objects.filter(pk=turn_id).update(text=text, mode=mode, fluency=fluency)
 
 
 def save_turn_audio(turn_id: int, pcm: bytes) -> str | None:
@@ -95,8 +111,28 @@ def save_turn_audio(turn_id: int, pcm: bytes) -> str | None:
     return turn.audio.name
 
 
-def record_probe(session_id: int, level: str, outcome: str, evidence: str, call_id: str) -> None:
-    Probe.objects.create(session_id=session_id, level=level, outcome=outcome, evidence=evidence, call_id=call_id[:64])
+def record_judgement(session_id: int, turn_id: int | None, judgement, opinion=None) -> int:
+    """Store the rater's judgement of one answer, with the tutor's `record_probe` opinion beside it."""
+    tutor = {}
+    if opinion is not None:
+        tutor = {
+            "call_id": opinion.call_id[:64],
+            "tutor_level": opinion.level,
+            "tutor_outcome": opinion.outcome,
+            "tutor_evidence": opinion.evidence,
+            "disagreement": (opinion.level, opinion.outcome) != (judgement.level, judgement.outcome),
+        }
+    return Probe.objects.create(
+        session_id=session_id,
+        turn_id=turn_id,
+        level=judgement.level,
+        outcome=judgement.outcome,
+        evidence=judgement.evidence,
+        rater=judgement.rater[:64],
+        mode=judgement.mode,
+        measures=judgement.measures,
+        **tutor,
+    ).pk
 
 
 def create_assessment(session_id: int, level: str, partial: bool) -> int:
@@ -104,14 +140,24 @@ def create_assessment(session_id: int, level: str, partial: bool) -> int:
 
     This process claims it at once: the live handover grades it, nobody else.
     """
+    return _create(session_id, {
+        "level": level, "partial": partial, "claimed_by": process_id(), "claimed_at": timezone.now(),
+    })
+
+
+def create_unrated_assessment(session_id: int, partial: bool) -> int:
+    """The session gave too little evidence for a level: an assessment `not_rated`, with no level and
+    the learner's explanation as its summary (nothing to grade, nothing to claim)."""
+    return _create(session_id, {
+        "level": "", "partial": partial, "status": Assessment.Status.NOT_RATED, "summary": NOT_RATED_SUMMARY,
+    })
+
+
+def _create(session_id: int, fields: dict) -> int:
     with transaction.atomic():
         session = TutorSession.objects.select_for_update().get(pk=session_id)
         assessment, _ = Assessment.objects.get_or_create(
-            session=session,
-            defaults={
-                "learner_id": session.learner_id, "level": level, "partial": partial,
-                "claimed_by": process_id(), "claimed_at": timezone.now(),
-            },
+            session=session, defaults={"learner_id": session.learner_id, **fields}
         )
     return assessment.pk
 
@@ -148,6 +194,8 @@ def save_grade(assessment_id: int, result: GradeResult, claimer: str | None = No
             criteria=result.criteria,
             summary=result.summary,
             grader=result.grader[:32],
+            grader_level=result.grader_level or "",
+            grader_flag=result.flag,
             status=Assessment.Status.GRADED,
             graded_at=timezone.now(),
         )
@@ -188,15 +236,27 @@ def grade_input_from_db(assessment: Assessment) -> GradeInput:
     """Rebuild what the grader needs from the stored session: its probes replayed through placement,
     its turns as the transcript (the same path as the live session's)."""
     session = assessment.session
-    placement = Placement()
-    for probe in session.probes.all():
-        if not placement.finished:
-            placement.record(probe.level, probe.outcome, probe.evidence)
+    placement = Placement(session.start_level)
+    transcript = Transcript()
+    turns = [(t.created_at, 0, t.pk, t) for t in session.turns.all()]
+    probes = [(p.created_at, 1, p.pk, p) for p in session.probes.all()]
+    # In the order they happened, so that each judgement goes beside its answer as it did live.
+    for _at, kind, _pk, row in sorted(turns + probes, key=lambda x: x[:3]):
+        if kind == 0:
+            transcript.utterances.append(
+                Utterance(row.role, row.text, row.item_id, row.level, row.mode, row.fluency or {})
+            )
+        elif not placement.finished:
+            placement.record(row.level, row.outcome, row.evidence, row.rater)
+            transcript.judge(placement.probes[-1])
     if not placement.finished:
         placement.finish_early(session.end_reason if session.end_reason in EARLY_END_REASONS else "learner_left")
-    transcript = Transcript(
-        Utterance(role, text, item_id, level) for role, text, item_id, level in session.turns.values_list("role", "text", "item_id", "level")
-    )
     return transcript.grade_input(
-        placement, target_language=session.target_language, native_language=assessment.learner.native_language
+        placement, target_language=session.target_language, native_language=assessment.learner.native_language,
+        feedback_language=feedback_language(assessment.learner),
     )
+
+
+def feedback_language(learner) -> str:
+    """The language of the learner's feedback: English, or their native language if they asked for it."""
+    return learner.native_language if learner.feedback_in_native_language else "en"

@@ -8,6 +8,7 @@ from django.views.decorators.cache import never_cache
 
 from assessments.cefr import LEVEL_NAMES
 from assessments.chart import level_chart
+from assessments.grading import criteria_rows
 from assessments.models import Assessment, Turn
 from assessments.roles import own_learner
 
@@ -35,7 +36,7 @@ def history_detail(request, pk):
         {
             "assessment": assessment,
             "level_name": LEVEL_NAMES.get(assessment.teacher_level or assessment.level, ""),
-            "criteria": [(name.replace("_", " ").capitalize(), value) for name, value in assessment.criteria.items()],
+            "criteria": criteria_rows(assessment.criteria) if assessment.criteria else [],
             "turns": assessment.session.turns.all(),
         },
     )

@@ -13,13 +13,15 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from config.websocket_origin import SameOriginValidator  # noqa: E402
+from tutor.backpressure import TransportMiddleware  # noqa: E402
 from tutor.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        # Origin must be this server's own, port included (config/websocket_origin.py).
-        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # Origin must be this server's own, port included (config/websocket_origin.py). Outermost, the
+        # connection's Daphne transport for the send queue's limit (tutor/backpressure.py).
+        "websocket": TransportMiddleware(SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
     }
 )
 

@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config.channel_layer import redis_channel_layer
 from config.env import env, env_bool, env_float, env_int, env_list
+from config.openai_models import REASONING_EFFORTS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -137,6 +138,17 @@ DATABASES = {
         env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"), conn_max_age=0
     )
 }
+# PostgreSQL connections come from a pool (Django 5.2's, psycopg_pool) instead of a new connection for
+# every database call: Django's docs say persistent connections (CONN_MAX_AGE) should be disabled under
+# ASGI, where sync code runs in short-lived threads, and the backend's pool used instead (README
+# "Deployment": connection pooling). DATABASE_POOL_MAX_SIZE=0 turns it off (e.g. behind PgBouncer).
+DATABASE_POOL_MAX_SIZE = env_int("DATABASE_POOL_MAX_SIZE", 10)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL_MAX_SIZE > 0:
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": min(2, DATABASE_POOL_MAX_SIZE),
+        "max_size": DATABASE_POOL_MAX_SIZE,
+        "timeout": 10,  # seconds a database call waits for a free connection before it fails
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory: the end-to-end tests' Daphne server runs in another process and must see
     # the test database.
@@ -198,19 +210,51 @@ PARLA_REALTIME_URL = env(
     "PARLA_REALTIME_URL", "wss://api.openai.com/v1/realtime" if OPENAI_API_KEY else ""
 )  # empty = start the bundled simulator inside the server process (demo mode)
 PARLA_DEMO_MODE = not OPENAI_API_KEY
-PARLA_REALTIME_MODEL = env("PARLA_REALTIME_MODEL", "gpt-realtime")
+# The current realtime model: "Build a low-latency voice agent: gpt-realtime-2.1" (the Realtime guide,
+# developers.openai.com/api/docs/guides/realtime; GPT-Realtime-2.1 is the update of GPT-Realtime-2,
+# developers.openai.com/api/docs/models/gpt-realtime-2.1). Models with an announced shutdown are listed
+# in config/openai_models.py, and `manage.py check` warns about them.
+PARLA_REALTIME_MODEL = env("PARLA_REALTIME_MODEL", "gpt-realtime-2.1")
+# `reasoning.effort` of the tutor session, sent only to models that take it (the gpt-realtime-2
+# family); one of openai.types.realtime.RealtimeReasoningEffort, or empty for the model's own default.
+# Low keeps the tutor's turns quick ("Low effort is the default and keeps responses quick":
+# vercel.com/ai-gateway/models/gpt-realtime-2/about).
+PARLA_REASONING_EFFORT = env("PARLA_REASONING_EFFORT", "low").strip().lower()
+if PARLA_REASONING_EFFORT and PARLA_REASONING_EFFORT not in REASONING_EFFORTS:
+    raise ImproperlyConfigured(
+        f"PARLA_REASONING_EFFORT must be one of {', '.join(REASONING_EFFORTS)} or empty; got {PARLA_REASONING_EFFORT!r}."
+    )
 PARLA_TUTOR_VOICE = env("PARLA_TUTOR_VOICE", "marin")
 PARLA_SUMMARY_VOICE = env("PARLA_SUMMARY_VOICE", "alloy")
-PARLA_TRANSCRIPTION_MODEL = env("PARLA_TRANSCRIPTION_MODEL", "gpt-4o-mini-transcribe")
+# The current live transcription model: "Transcribe live audio into streaming text: gpt-live-transcribe"
+# (developers.openai.com/api/docs/guides/realtime); listed for `audio.input.transcription` by
+# openai/types/realtime/audio_transcription.py, which announces the older models' shutdown.
+PARLA_TRANSCRIPTION_MODEL = env("PARLA_TRANSCRIPTION_MODEL", "gpt-live-transcribe")
 # Output speech speed by level: slower for beginners (0.25..1.5, applied between turns).
 PARLA_SPEED_BEGINNER = env_float("PARLA_SPEED_BEGINNER", 0.85)
 PARLA_SPEED_DEFAULT = env_float("PARLA_SPEED_DEFAULT", 1.0)
 PARLA_SESSION_MAX_MINUTES = env_float("PARLA_SESSION_MAX_MINUTES", 20.0)
+# No rating without evidence: a session with fewer rated answers ends not_rated. Two is the least the
+# placement rules decide on (two sustained answers sustain a level, two breakdowns find the ceiling).
+PARLA_MIN_RATED_ANSWERS = env_int("PARLA_MIN_RATED_ANSWERS", 2)
 PARLA_GRADER = env("PARLA_GRADER", "openai" if OPENAI_API_KEY else "rules")
-PARLA_GRADER_MODEL = env("PARLA_GRADER_MODEL", "gpt-4.1-mini")
+# A current text model with structured outputs for focused, high-volume tasks: gpt-6-luna (listed in
+# openai/types/shared/chat_model.py; its model page developers.openai.com/api/docs/models/gpt-6-luna;
+# the recommended replacement of the previous default, whose shutdown is announced for 2027-01-14).
+PARLA_GRADER_MODEL = env("PARLA_GRADER_MODEL", "gpt-6-luna")
 PARLA_GRADER_TIMEOUT = env_float("PARLA_GRADER_TIMEOUT", 20.0)
+# The independent rater of each answer (assessments/rating). Default model: a current small model, not on
+# the announced-shutdown list of the pinned openai package (openai/types/shared/chat_model.py, 3.57.0).
+PARLA_RATER = env("PARLA_RATER", "openai" if OPENAI_API_KEY else "offline")
+PARLA_RATER_MODEL = env("PARLA_RATER_MODEL", "gpt-5.4-mini")
+PARLA_RATER_TIMEOUT = env_float("PARLA_RATER_TIMEOUT", 8.0)
 PARLA_STEP_TIMEOUT = env_float("PARLA_STEP_TIMEOUT", 5.0)
-PARLA_SIMULATOR_PACE = env_float("PARLA_SIMULATOR_PACE", 1.0)
+# The bundled simulator generates audio at this multiple of real time; 4.0 like the real API, which
+# produces audio faster than real time (tutor/realtime/simulator/knobs.py DEFAULT_PACE says where).
+PARLA_SIMULATOR_PACE = env_float("PARLA_SIMULATOR_PACE", 4.0)
+# Seconds past the expected end of an assistant item (its length, played in real time from the page's
+# last report) after which the item is taken as over when the page does not report its end.
+PARLA_PLAYBACK_MARGIN = env_float("PARLA_PLAYBACK_MARGIN", 2.0)
 PARLA_VALIDATE_EVENTS = env_bool("PARLA_VALIDATE_EVENTS", DEBUG)
 # Crash recovery (assessments/recovery.py): a running session writes a heartbeat this often, and each
 # server process sweeps as often; a session (or grading claim) silent for PARLA_STALE_SECONDS belongs
@@ -221,3 +265,9 @@ PARLA_STALE_SECONDS = env_float("PARLA_STALE_SECONDS", 60.0)
 # by `manage.py delete_expired_audio`.
 PARLA_RECORD_AUDIO = env_bool("PARLA_RECORD_AUDIO", True)
 PARLA_AUDIO_RETENTION_DAYS = env_int("PARLA_AUDIO_RETENTION_DAYS", 90)
+# Capacity of one server process (README "Deployment"): sessions past the maximum are refused with a
+# clear message, not slowed; a browser that reads nothing of what it is sent is closed (tutor.backpressure):
+# paused by the transport for PARLA_SEND_STALL_SECONDS, or PARLA_SEND_QUEUE_BYTES waiting (~11 s of audio).
+PARLA_MAX_SESSIONS_PER_PROCESS = env_int("PARLA_MAX_SESSIONS_PER_PROCESS", 200)
+PARLA_SEND_QUEUE_BYTES = env_int("PARLA_SEND_QUEUE_BYTES", 1024 * 1024)
+PARLA_SEND_STALL_SECONDS = env_float("PARLA_SEND_STALL_SECONDS", 10.0)

@@ -2,13 +2,16 @@
 
 Socket handlers validate frames (tutor.realtime.wire) and call the session runtime; the runtime's upstream
 read loop is its own task, never awaited here. The consumer is also the runtime's `LearnerPort`: the
-one place that writes to the browser. Audio never travels over the channel layer; the layer carries
-only small control messages between a learner's connections (a new tab supersedes the old one).
+one place that writes to the browser, through a send queue with a limit (tutor.backpressure): a
+browser that reads nothing is closed with 4008 instead of being buffered for without bound. Audio never
+travels over the channel layer; the layer carries only small control messages between a learner's
+connections (a new tab supersedes the old one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 
@@ -17,11 +20,13 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocke
 from django.conf import settings
 
 from assessments.roles import learner_for
+from tutor import backpressure
 from tutor.realtime import wire
 from tutor.auth import refusal_code
 from tutor.realtime.wire import ClientError, State
 from tutor.live import TEACHERS_GROUP, can_watch
-from tutor.realtime.relay import FlushRequests, LearnerPort
+from tutor.realtime.relay import FlushRequests, LearnerPort, PlaybackWatch
+from tutor.runtime import capacity
 from tutor.runtime.session import SessionConfig, TutorSessionRuntime
 
 logger = logging.getLogger(__name__)
@@ -40,13 +45,31 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         """However the connection ends (a close, an exception in any handler, a cancellation), the
         session runtime ends with it: its upstream session closed, its tasks cancelled and awaited."""
         self.runtime: TutorSessionRuntime | None = None
+        self.outbox: backpressure.SendQueue | None = None
+        self.socket: backpressure.DaphneSocket | None = scope.get(backpressure.SCOPE_KEY)
         try:
             await super().__call__(scope, receive, send)
         finally:
             await self._end_runtime("server_error")
+            if self.outbox is not None:
+                await self.outbox.aclose()
+            if self.socket is not None:
+                self.socket.unwatch()
+
+    async def dispatch(self, message):
+        """Audio frames skip Channels' per-message database cleanup: AsyncConsumer.dispatch awaits
+        `aclose_old_connections()` (a hop to the one shared sync thread, behind every database write of
+        every session) before each handler (channels/consumer.py, channels 4.3). An audio frame touches
+        no database; every database call of a session goes through `database_sync_to_async`, which
+        closes old connections itself around each call (channels/db.py, DatabaseSyncToAsync)."""
+        if message["type"] == "websocket.receive" and message.get("bytes") is not None:
+            await self.websocket_receive(message)
+        else:
+            await super().dispatch(message)
 
     async def connect(self):
         self.flushes = FlushRequests()
+        self.playback = PlaybackWatch(margin=settings.PARLA_PLAYBACK_MARGIN)
         self.open = False
         clock = asyncio.get_running_loop().time
         self.limits = {
@@ -60,6 +83,13 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         # Accept, then close: a close code sent before the handshake completes never reaches the
         # browser (see tutor/auth.py).
         await self.accept()
+        self.outbox = backpressure.SendQueue(
+            self.base_send,
+            self.socket.watch() if self.socket is not None else None,
+            max_bytes=settings.PARLA_SEND_QUEUE_BYTES,
+            max_stall=settings.PARLA_SEND_STALL_SECONDS,
+            on_stuck=self._not_reading,
+        )
         if self.learner is None:
             await self.close(code=refusal_code(user))
             return
@@ -78,8 +108,7 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
             if bytes_data is not None:
                 self._within_rate("audio")
                 pcm = wire.parse_audio(bytes_data)
-                if self.runtime is not None:
-                    await self.runtime.learner_audio(pcm)
+                await self._runtime().learner_audio(pcm)  # before session.start: not_started
                 return
             self._within_rate("control")
             message = wire.parse_control(text_data or "")
@@ -105,7 +134,26 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
     async def _end_runtime(self, reason: str) -> None:
         runtime, self.runtime = self.runtime, None
         if runtime is not None:
-            await runtime.close(reason)
+            try:
+                await runtime.close(reason)
+            finally:
+                capacity.sessions.give_back()
+
+    async def close(self, code=None, reason=None):
+        """What waits in the send queue goes out before the close frame."""
+        if self.outbox is not None:
+            await self.outbox.flush()
+        await super().close(code=code, reason=reason)
+
+    async def _not_reading(self, reason: str) -> None:
+        """The send queue's verdict: the browser reads nothing. End the session, then close with 4008;
+        the connection is dropped if the close frame is not answered within a short grace."""
+        logger.warning("learner not reading", extra={"learner_id": self.learner.pk, "reason": reason})
+        self.open = False
+        await self._end_runtime("learner_left")
+        if self.socket is not None:
+            self.socket.abort_unanswered_close(wire.NOT_READING_CLOSE_GRACE_SECONDS)
+        await super().close(code=wire.CLOSE_NOT_READING)  # the queue was dropped: nothing to flush
 
     def _within_rate(self, kind: str) -> None:
         if not self.limits[kind].allow():
@@ -128,9 +176,30 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
     async def command_session_start(self, message):
         if self.runtime is not None:
             raise ClientError("already_started", "The session has already started.")
-        config = await database_sync_to_async(SessionConfig.for_learner)(self.learner)
-        self.runtime = TutorSessionRuntime(self, self.learner.pk, config, learner_name=self.learner.user.get_username())
+        if not capacity.sessions.take(settings.PARLA_MAX_SESSIONS_PER_PROCESS):
+            await self._at_capacity()
+            return
+        try:
+            config = await database_sync_to_async(SessionConfig.for_learner)(self.learner)
+            config = dataclasses.replace(config, self_assessment=message.get("self_assessment", ""))
+            self.runtime = TutorSessionRuntime(self, self.learner.pk, config, learner_name=self.learner.user.get_username())
+        except BaseException:
+            capacity.sessions.give_back()
+            raise
         self.runtime.launch()
+
+    async def _at_capacity(self) -> None:
+        """Refused, not slowed: the page shows the session as ended with the message, Start tries again."""
+        logger.warning(
+            "session refused at capacity",
+            extra={"learner_id": self.learner.pk, "max_sessions": settings.PARLA_MAX_SESSIONS_PER_PROCESS},
+        )
+        await self.send_event(wire.state(State.ENDED))
+        await self.send_event(
+            wire.error("at_capacity", "Parla is busy right now and cannot start your session. Please try again in a few minutes.")
+        )
+        self.open = False
+        await self.close(code=wire.CLOSE_TRY_AGAIN_LATER)
 
     async def command_session_stop(self, message):
         await self._runtime().stop()
@@ -141,9 +210,12 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
     async def command_playback_flushed(self, message):
         if not self.flushes.answer(message["request_id"], message.get("item_id"), message["played_ms"]):
             raise ClientError("unknown_request", "No playback flush is waiting for that request_id.")
+        self.playback.flush_answered(message.get("item_id"), message["played_ms"])
 
     async def command_playback_report(self, message):
-        pass  # informational: the flush answer is what the handover uses
+        # What the learner hears: barge-in, the speaking/listening state and "delivered" follow it.
+        # A report of an item this connection never sent changes nothing.
+        self.playback.report(message["item_id"], message.get("kind", "progress"), message["played_ms"])
 
     commands = {
         "session.start": command_session_start,
@@ -162,13 +234,14 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
 
     async def send_event(self, event: dict) -> None:
         if self.open:
-            await self.send(text_data=json.dumps(event))
+            await self.outbox.put({"type": "websocket.send", "text": json.dumps(event)})
 
     async def send_audio(self, pcm: bytes) -> None:
         if self.open:
-            await self.send(bytes_data=pcm)
+            await self.outbox.put({"type": "websocket.send", "bytes": pcm})
 
     async def request_flush(self):
+        self.playback.flushed()  # what was queued will not be heard
         return await self.flushes.request(self.send_event)
 
     # --- channel-layer handlers -----------------------------------------------------------------------
@@ -179,6 +252,14 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         await self.send_event(wire.error("superseded", "Parla was opened in another window; this one has stopped."))
         self.open = False
         await self.close(code=wire.CLOSE_SUPERSEDED)
+
+
+    async def session_logged_out(self, message):
+        """The learner logged out (tutor.signals): the session ends as on a disconnect, then the socket."""
+        await self.send_event(wire.error("logged_out", "You logged out, so this session has ended."))
+        self.open = False
+        await self._end_runtime("learner_left")
+        await self.close(code=wire.CLOSE_NOT_AUTHENTICATED)
 
 
 class TeacherLiveConsumer(AsyncJsonWebsocketConsumer):

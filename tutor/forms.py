@@ -8,8 +8,12 @@ class LanguagesForm(forms.ModelForm):
 
     class Meta:
         model = Learner
-        fields = ("target_language", "native_language")
-        labels = {"target_language": "I am learning", "native_language": "My native language"}
+        fields = ("target_language", "native_language", "feedback_in_native_language")
+        labels = {
+            "target_language": "I am learning",
+            "native_language": "My native language",
+            "feedback_in_native_language": "Feedback in my native language (examples stay in the language I am learning)",
+        }
 
     def clean(self):
         cleaned = super().clean()

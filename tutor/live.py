@@ -45,7 +45,7 @@ def session_snapshot(
         if assessment_id is None
         else {
             "id": assessment_id,
-            "level": assessment_level or placement.rating,
+            "level": None if assessment_status == "not_rated" else assessment_level or placement.rating,
             "status": assessment_status,
             "partial": placement.partial,
         },

@@ -15,9 +15,16 @@ from tutor.realtime.audio import API_FORMAT
 BEGINNER_LEVELS = ("A1", "A2")
 
 
-# Beginners pause mid-sentence to find words; a longer silence keeps VAD from cutting them off.
-SILENCE_MS_BEGINNER = 900
-SILENCE_MS = 650
+# Turn-taking that lets learners think. A pause to find a word or plan the next sentence must not end
+# the learner's answer (each end makes the tutor reply, and a fragment would be judged alone).
+# - A1-A2: short answers, pauses mid-sentence: server VAD with a long silence (the API's default is
+#   500 ms, "With shorter values the model will respond more quickly, but may jump in on short pauses
+#   from the user": openai-python realtime_audio_input_turn_detection.py, `silence_duration_ms`).
+# - B1 up: longer answers with planning pauses between sentences: semantic VAD with low eagerness, which
+#   "will wait longer for the user to continue speaking" (same file, `eagerness`; at most 8 s), and
+#   ends the turn sooner when the answer sounds finished.
+# Fragments the turn detection still cuts off are merged into one answer by tutor.runtime.answers.
+SILENCE_MS_BEGINNER = 1200
 
 # What the tutor asks at each level: speaking tasks after the CEFR illustrative descriptors for
 # spoken production and interaction (Council of Europe, CEFR Companion Volume 2020).
@@ -172,10 +179,15 @@ def tutor_session_config(
     speed_beginner: float,
     speed_default: float,
     turn_detection: bool = True,
+    reasoning_effort: str | None = None,
 ) -> dict:
-    """The tutor's `session` object for `session.update` (also sent on each level change)."""
+    """The tutor's `session` object for `session.update` (also sent on each level change).
+
+    `reasoning_effort` goes out as `reasoning.effort` (a field of `RealtimeSessionCreateRequest`);
+    pass it only for models that take it (`config.openai_models.takes_reasoning`).
+    """
     beginner = level in BEGINNER_LEVELS
-    return {
+    session = {
         "type": "realtime",
         "instructions": tutor_instructions(target_language, native_language, level),
         "output_modalities": ["audio"],
@@ -184,9 +196,7 @@ def tutor_session_config(
                 "format": API_FORMAT,
                 # Pinned: unpinned, short or accented learner speech is often transcribed as another language.
                 "transcription": {"model": transcription_model, "language": target_language},
-                "turn_detection": _server_vad(SILENCE_MS_BEGINNER if beginner else SILENCE_MS)
-                if turn_detection
-                else None,
+                "turn_detection": turn_detection_for(level) if turn_detection else None,
             },
             "output": {
                 "format": API_FORMAT,
@@ -197,16 +207,22 @@ def tutor_session_config(
         "tools": [RECORD_PROBE_TOOL],
         "tool_choice": "auto",
     }
+    if reasoning_effort:
+        session["reasoning"] = {"effort": reasoning_effort}
+    return session
 
 
-def _server_vad(silence_duration_ms: int) -> dict:
-    return {
-        "type": "server_vad",
-        "create_response": True,
-        "interrupt_response": True,  # barge-in: the learner talking over the tutor cancels its response
-        "prefix_padding_ms": 300,
-        "silence_duration_ms": silence_duration_ms,
-    }
+def turn_detection_for(level: str) -> dict:
+    """The turn detection at `level` (see SILENCE_MS_BEGINNER above for why)."""
+    if level in BEGINNER_LEVELS:
+        return {
+            "type": "server_vad",
+            "create_response": True,
+            "interrupt_response": True,  # barge-in: the learner talking over the tutor cancels its response
+            "prefix_padding_ms": 300,
+            "silence_duration_ms": SILENCE_MS_BEGINNER,
+        }
+    return {"type": "semantic_vad", "eagerness": "low", "create_response": True, "interrupt_response": True}
 
 
 def frozen_session_update() -> dict:
@@ -221,7 +237,7 @@ def voice_session_update(voice: str) -> dict:
 
 NARRATOR_INSTRUCTIONS = """\
 Role: narrator
-You read short assessment summaries aloud to a language learner, in English.
+You read short assessment summaries aloud to a language learner, in English, or in the language a summary is written in.
 Speak in a calm, friendly voice at a moderate pace. Read exactly the text you are given, word for
 word, with nothing added before or after it. Never ask questions and never call tools.
 """
@@ -250,7 +266,7 @@ def summary_response(summary_text: str) -> dict:
         raise ValueError("summary_text is empty")
     return {
         "instructions": f"Role: narrator\nRead aloud verbatim: {line}\n"
-        "Say exactly the text after 'Read aloud verbatim:', in English, and nothing else.",
+        "Say exactly the text after 'Read aloud verbatim:', in the language it is written in, and nothing else.",
         "output_modalities": ["audio"],
         # Also used on the tutor session when it never spoke (voice switched there): no probes then.
         "tool_choice": "none",

@@ -11,6 +11,17 @@ from assessments.roles import learner_for, own_learner
 from tutor.forms import LanguagesForm
 from tutor.live import can_watch
 
+# The warm-up on the start screen: "can do" statements after the CEFR self-assessment grid (spoken
+# production and interaction, Council of Europe), one per level.
+SELF_ASSESSMENTS = (
+    ("A1", "I can introduce myself and answer simple questions"),
+    ("A2", "I can talk about my day, my family and what I did"),
+    ("B1", "I can tell a story and explain my plans and opinions"),
+    ("B2", "I can argue a point and discuss topical issues at length"),
+    ("C1", "I can discuss complex topics fluently and precisely"),
+    ("C2", "I speak with ease and nuance on any topic"),
+)
+
 
 def home(request):
     """What Parla is, with the way in."""
@@ -29,6 +40,7 @@ def session(request, languages_form=None):
             "languages_form": languages_form or (LanguagesForm(instance=learner) if learner else None),
             "levels": [(level, LEVEL_NAMES[level]) for level in LEVELS],
             "level_names": LEVEL_NAMES,
+            "self_assessments": SELF_ASSESSMENTS,
         },
         status=400 if languages_form is not None else 200,
     )

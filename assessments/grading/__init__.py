@@ -6,8 +6,8 @@ offline grader; `openai_grader` the model grader, which falls back to the rules 
 """
 
 from assessments.grading.openai_grader import OpenAIGrader
-from assessments.grading.rules import RulesGrader, fallback_grade, grade_by_rules
-from assessments.grading.types import CRITERIA, GradeInput, GradeResult, Grader
+from assessments.grading.rules import RulesGrader, fallback_grade, grade_by_rules, reconcile
+from assessments.grading.types import CRITERIA, GradeInput, GradeResult, Grader, criteria_rows
 
 __all__ = [
     "CRITERIA",
@@ -16,9 +16,11 @@ __all__ = [
     "Grader",
     "OpenAIGrader",
     "RulesGrader",
+    "criteria_rows",
     "fallback_grade",
     "get_grader",
     "grade_by_rules",
+    "reconcile",
 ]
 
 

@@ -10,6 +10,9 @@ import re
 from dataclasses import dataclass, replace
 
 from assessments.cefr import LEVEL_NAMES, LEVELS, level_index, next_level
+from assessments.grading import consistency
+from assessments.grading.consistency import band, criterion, not_assessed
+from assessments.grading.summary import compose, opening
 from assessments.grading.types import CRITERIA, GradeInput, GradeResult, Grader
 from assessments.placement import SUSTAINED
 
@@ -67,32 +70,57 @@ def _probe_score(data: GradeInput, rating: int) -> int:
     return 1 if share > 0.55 else -1 if share < 0.45 else 0
 
 
-def rules_criteria(data: GradeInput) -> dict[str, str]:
-    """Each criterion within one level of the rating, from probes and transcript statistics."""
+def _quote(turn: str, words: int = 14) -> str:
+    """The start of what the learner said, as said (whitespace normalised): a quote for the evidence."""
+    return " ".join(turn.split()[:words])
+
+
+def _confidence(n: int, medium: int, high: int) -> str:
+    return "high" if n >= high else "medium" if n >= medium else "low"
+
+
+def rules_criteria(data: GradeInput) -> dict[str, dict]:
+    """Each criterion within the band the placement allows (consistency.band), from probes and
+    transcript statistics, each with a quote of the learner's words (or a judgement) and a confidence.
+    Without the learner's words there is nothing to quote: those criteria are "not assessed"."""
     r = level_index(data.level)
+    low, high = (level_index(x) for x in band(data))
     stats = TranscriptStats.of(data.learner_turns)
+    turns = [t for t in data.learner_turns if t.strip()]
 
     def near(i: int) -> str:
-        return LEVELS[min(max(i, r - 1, 0), r + 1, len(LEVELS) - 1)]
+        return LEVELS[min(max(i, low), high)]
 
-    if stats.words:
-        fluency = _met(stats.words_per_turn, WORDS_PER_TURN)
-        lexical_range = _met(stats.guiraud, GUIRAUD)
-        coherence = _met(stats.longest_turn, LONGEST_TURN)
-        if stats.minimal_share > 0.5:
-            interaction = r - 1
-        elif stats.minimal_share <= 0.2 and stats.questions >= 2:
-            interaction = r + 1
-        else:
-            interaction = r
-    else:  # nothing transcribed: no evidence to move them
-        fluency = lexical_range = coherence = interaction = r
+    judged = [p for p in data.probes if p.level in {data.level, next_level(data.level)}]
+    judgement = next((p.evidence for p in judged if p.evidence), "") or next((p.evidence for p in data.probes if p.evidence), "")
+    if judgement or turns:
+        accuracy = criterion(
+            near(r + _probe_score(data, r)), judgement or _quote(max(turns, key=len)), _confidence(len(judged), 2, 4)
+        )
+    else:
+        accuracy = not_assessed("no answer was judged or transcribed")
+    if not stats.words:
+        nothing = "no words of the learner were transcribed"
+        return {"range": not_assessed(nothing), "accuracy": accuracy, "fluency": not_assessed(nothing),
+                "interaction": not_assessed(nothing), "coherence": not_assessed(nothing),
+                "phonology": not_assessed("a transcript cannot show pronunciation")}
+    sure = _confidence(stats.words, 20, 60)
+    if stats.minimal_share > 0.5:
+        interaction = r - 1
+    elif stats.minimal_share <= 0.2 and stats.questions >= 2:
+        interaction = r + 1
+    else:
+        interaction = r
+    longest = max(turns, key=lambda t: len(t.split()))
+    richest = max(turns, key=lambda t: len(set(t.lower().split())))
+    asked = next((t for t in turns if "?" in t), min(turns, key=len))
     return {
-        "range": near(lexical_range),
-        "accuracy": near(r + _probe_score(data, r)),
-        "fluency": near(fluency),
-        "interaction": near(interaction),
-        "coherence": near(coherence),
+        "range": criterion(near(_met(stats.guiraud, GUIRAUD)), _quote(richest), sure),
+        "accuracy": accuracy,
+        "fluency": criterion(near(_met(stats.words_per_turn, WORDS_PER_TURN)), _quote(longest), sure),
+        "interaction": criterion(near(interaction), _quote(asked), _confidence(stats.turns, 3, 6)),
+        "coherence": criterion(near(_met(stats.longest_turn, LONGEST_TURN)), _quote(longest), sure),
+        "phonology": not_assessed("a transcript cannot show pronunciation"),
     }
 
 
@@ -112,16 +140,21 @@ NEXT_STEPS = {
 }
 
 
-def speakable_summary(data: GradeInput, level: str, criteria: dict[str, str]) -> str:
-    """Three or four plain English sentences for the narrator: level, a strength, a next step."""
+def assessed_levels(criteria: dict) -> dict[str, str]:
+    """criterion -> level of the criteria that were assessed (either stored shape)."""
+    levels = {}
+    for name in CRITERIA:
+        value = criteria.get(name)
+        level = value.get("level") if isinstance(value, dict) else value
+        if level in LEVELS:
+            levels[name] = level
+    return levels
+
+
+def speakable_feedback(data: GradeInput, criteria: dict) -> str:
+    """What follows the level sentence: one strength and one next step, in plain English."""
+    level = data.level
     name = f"{level}, {LEVEL_NAMES[level]}"
-    if data.below_floor:
-        opening = f"You are working towards level {name}: you are not yet sustaining {level} tasks on your own."
-    else:
-        opening = f"Your speaking level is {name}."
-    # Ties go to the earlier criterion: deterministic, and CRITERIA starts with the broad ones.
-    strength = max(CRITERIA, key=lambda c: level_index(criteria[c]))
-    step = min((c for c in CRITERIA if c != strength), key=lambda c: level_index(criteria[c]))
     above = next_level(level)
     if data.below_floor:
         goal = f"to reach {name}"
@@ -129,21 +162,30 @@ def speakable_summary(data: GradeInput, level: str, criteria: dict[str, str]) ->
         goal = f"to move towards {above}, {LEVEL_NAMES[above]}"
     else:
         goal = "to keep your level sharp"
-    sentences = [
-        opening,
-        f"Your strength is {strength}: {STRENGTHS[strength]}.",
-        f"As a next step, {NEXT_STEPS[step]}, {goal}.",
-    ]
-    if data.partial:
-        sentences.append("This result is provisional, because the session ended before placement was complete.")
-    return " ".join(sentences)
+    levels = assessed_levels(criteria)
+    if len(levels) < 2:  # no strength to name without evidence for it
+        return f"There was too little of your speech in words to say more; give longer answers next time, {goal}."
+    # Ties go to the earlier criterion: deterministic, and CRITERIA starts with the broad ones.
+    strength = max(levels, key=lambda c: level_index(levels[c]))
+    step = min((c for c in levels if c != strength), key=lambda c: level_index(levels[c]))
+    return f"Your strength is {strength}: {STRENGTHS[strength]}. As a next step, {NEXT_STEPS[step]}, {goal}."
+
+
+def speakable_summary(data: GradeInput, level: str, criteria: dict[str, str]) -> str:
+    """Plain English for the narrator: the level sentence (`summary.opening`), a strength, a next step."""
+    return compose(opening(replace(data, level=level)), speakable_feedback(replace(data, level=level), criteria))
 
 
 def grade_by_rules(data: GradeInput) -> GradeResult:
     """The deterministic assessment: the level is always the placement rating."""
     level_index(data.level)  # ValueError for an unknown level
     criteria = rules_criteria(data)
-    return GradeResult(data.level, criteria, speakable_summary(data, data.level, criteria), "rules")
+    return reconcile(data, GradeResult(data.level, criteria, speakable_summary(data, data.level, criteria), "rules"))
+
+
+def reconcile(data: GradeInput, result: GradeResult) -> GradeResult:
+    """`consistency.reconcile` with the rules' feedback for a grader whose feedback contradicts the level."""
+    return consistency.reconcile(data, result, speakable_feedback)
 
 
 class RulesGrader(Grader):

@@ -32,7 +32,9 @@ def test_pending_assessments_are_graded_by_replaying_their_probes(learner_user):
     assert assessment.status == Assessment.Status.GRADED
     assert assessment.level == "A2"  # the floor of the stored ladder
     assert assessment.grader == "rules" and "A2" in assessment.summary
-    assert set(assessment.criteria) == {"range", "accuracy", "fluency", "interaction", "coherence"}
+    # The five criteria text can show, and phonology, which it cannot: stored as "not assessed".
+    assert set(assessment.criteria) == {"range", "accuracy", "fluency", "interaction", "coherence", "phonology"}
+    assert assessment.criteria["phonology"]["level"] is None
     assert Assessment.objects.get(pk=delivered.pk).level == "C1"  # untouched
     assert "graded 1 pending assessment(s)" in out.getvalue()
 

@@ -53,6 +53,11 @@ def steps(a, b):
     return abs(level_index(a) - level_index(b))
 
 
+def levels(result):
+    """criterion -> level of the criteria that were assessed (the others are "not assessed")."""
+    return {c: v["level"] for c, v in result.criteria.items() if v["level"] is not None}
+
+
 # -- interface ------------------------------------------------------------------------------------
 
 
@@ -78,8 +83,11 @@ def test_grade_input_from_placement():
 async def test_rules_grader_result():
     result = await RulesGrader().grade(grade_input())
     assert result.level == "B1" and result.grader == "rules"
-    assert tuple(result.criteria) == CRITERIA
-    assert all(steps(v, "B1") <= 1 for v in result.criteria.values())
+    assert tuple(result.criteria) == (*CRITERIA, "phonology")
+    assert tuple(levels(result)) == CRITERIA  # phonology: a transcript cannot show it
+    assert all(steps(v, "B1") <= 1 for v in levels(result).values())
+    assert all(v["evidence"] and v["confidence"] in ("low", "medium", "high") for v in result.criteria.values()
+               if v["level"])
     assert "B1, Threshold" in result.summary
     assert "Your strength is" in result.summary and "next step" in result.summary
     assert 2 <= result.summary.count(". ") + 1 <= 5
@@ -95,23 +103,35 @@ def test_rules_never_override_placement_and_stay_within_one_level(level):
     for turns in [(), ("sí",) * 10, (" ".join(f"palabra{i}" for i in range(120)) + "?",) * 5]:
         result = grade_by_rules(grade_input(level=level, floor=level, learner_turns=turns))
         assert result.level == level
-        assert all(steps(v, level) <= 1 for v in result.criteria.values()), result.criteria
+        assert all(steps(v, level) <= 1 for v in levels(result).values()), result.criteria
 
 
 def test_minimal_answers_pull_fluency_and_interaction_down():
     result = grade_by_rules(grade_input(level="B2", floor="B2", ceiling="C1", learner_turns=("sí", "no", "no sé")))
-    assert result.criteria["fluency"] == "B1" and result.criteria["interaction"] == "B1"
+    assert levels(result)["fluency"] == "B1" and levels(result)["interaction"] == "B1"
 
 
 def test_long_varied_answers_with_questions_lift_transcript_criteria():
     rich = tuple(" ".join(f"w{t}x{i}" for i in range(40)) + " ¿verdad?" for t in range(6))
+    # Cut short at A2 (no ceiling found): one above the level is not contradicted by any breakdown.
+    result = grade_by_rules(grade_input(level="A2", floor="A2", ceiling=None, partial=True, end_reason="time_cap",
+                                        learner_turns=rich))
+    assert {levels(result)[c] for c in ("range", "fluency", "coherence", "interaction")} == {"B1"}
+
+
+def test_criteria_never_reach_the_ceiling_the_learner_broke_down_at():
+    # The card of the issue: overall A2 with accuracy and fluency B1, after breaking down at B1.
+    rich = tuple(" ".join(f"w{t}x{i}" for i in range(40)) + " ¿verdad?" for t in range(6))
     result = grade_by_rules(grade_input(level="A2", floor="A2", ceiling="B1", learner_turns=rich))
-    assert {result.criteria[c] for c in ("range", "fluency", "coherence", "interaction")} == {"B1"}
+    assert set(levels(result).values()) <= {"A1", "A2"}
 
 
-def test_no_transcript_leaves_transcript_criteria_at_the_rating():
+def test_no_transcript_leaves_transcript_criteria_not_assessed():
+    # No words, no evidence: "not assessed", never a level guessed from the rating.
     result = grade_by_rules(grade_input(learner_turns=()))
-    assert all(result.criteria[c] == "B1" for c in ("range", "fluency", "coherence", "interaction"))
+    assert all(result.criteria[c]["level"] is None for c in ("range", "fluency", "coherence", "interaction"))
+    assert levels(result) == {"accuracy": "B1"}  # judged from the answers' judgements
+    assert "Your strength" not in result.summary
 
 
 @pytest.mark.parametrize(
@@ -124,15 +144,17 @@ def test_no_transcript_leaves_transcript_criteria_at_the_rating():
     ],
 )
 def test_accuracy_follows_probe_consistency_around_the_rating(b1, b2, accuracy):
-    probes = [ProbeRecord("B1", o) for o in b1] + [ProbeRecord("B2", o) for o in b2]
-    assert grade_by_rules(grade_input(probes=probes)).criteria["accuracy"] == accuracy
+    probes = [ProbeRecord("B1", o, "ok") for o in b1] + [ProbeRecord("B2", o, "ok") for o in b2]
+    # No ceiling (cut short): B2 for accuracy contradicts no breakdown at B2.
+    data = grade_input(probes=probes, ceiling=None, partial=True, end_reason="time_cap")
+    assert levels(grade_by_rules(data))["accuracy"] == accuracy
 
 
 def test_below_floor_summary_says_not_yet_a1():
     data = grade_input(level="A1", floor=None, ceiling="A1", probes=[ProbeRecord("A1", B)] * 2,
                        learner_turns=("hola",))
     result = grade_by_rules(data)
-    assert result.level == "A1" and set(result.criteria.values()) <= {"A1", "A2"}
+    assert result.level == "A1" and set(levels(result).values()) <= {"A1"}
     assert "working towards level A1, Breakthrough" in result.summary
     assert "not yet sustaining A1" in result.summary
 
@@ -165,8 +187,14 @@ def test_unknown_rating_is_rejected():
 # -- parsing the model's output -------------------------------------------------------------------
 
 
-def model_json(level="B1", criteria=None, summary="Your speaking level is B1, Threshold. Well done."):
-    return json.dumps({"level": level, "criteria": criteria or {c: level for c in CRITERIA}, "summary": summary})
+QUOTE = "visitamos Lisboa y comimos mucho pescado"  # words of SPANISH_B1
+
+
+def model_json(level="B1", criteria=None, feedback="Well done.", disagreement=""):
+    criteria = criteria or {c: level for c in CRITERIA}
+    criteria = {c: v if isinstance(v, dict) else {"level": v, "evidence": QUOTE, "confidence": "medium"}
+                for c, v in criteria.items()}
+    return json.dumps({"level": level, "criteria": criteria, "feedback": feedback, "disagreement": disagreement})
 
 
 def parse_assessment(text: str) -> dict:
@@ -175,8 +203,8 @@ def parse_assessment(text: str) -> dict:
 
 
 def test_parse_assessment_accepts_valid_output_and_flattens_the_summary():
-    parsed = parse_assessment(model_json(summary="Line one.\nLine two."))
-    assert parsed["level"] == "B1" and parsed["summary"] == "Line one. Line two."
+    parsed = parse_assessment(model_json(feedback="Line one.\nLine two."))
+    assert parsed["level"] == "B1" and parsed["feedback"] == "Line one. Line two."
 
 
 @pytest.mark.parametrize(
@@ -185,9 +213,10 @@ def test_parse_assessment_accepts_valid_output_and_flattens_the_summary():
         "not json",
         "[]",
         model_json(level="B3"),
-        json.dumps({"level": "B1", "criteria": {"range": "B1"}, "summary": "x"}),
-        model_json(criteria={c: "X" for c in CRITERIA}),
-        model_json(summary="  "),
+        json.dumps({"level": "B1", "criteria": {"range": "B1"}, "feedback": "x", "disagreement": ""}),
+        model_json(criteria={c: {"level": "X", "evidence": "", "confidence": "low"} for c in CRITERIA}),
+        model_json(criteria={c: {"level": "B1", "evidence": "", "confidence": "sure"} for c in CRITERIA}),
+        model_json(feedback="  "),
     ],
 )
 def test_parse_assessment_rejects_invalid_output(text):
@@ -197,15 +226,18 @@ def test_parse_assessment_rejects_invalid_output(text):
 
 def test_schema_is_strict_compatible():
     # Strict structured outputs need every property required and no additional properties.
-    for obj in (ASSESSMENT_SCHEMA, ASSESSMENT_SCHEMA["$defs"]["Criteria"]):
+    for obj in (ASSESSMENT_SCHEMA, *ASSESSMENT_SCHEMA["$defs"].values()):
         assert obj["additionalProperties"] is False and set(obj["required"]) == set(obj["properties"])
 
 
 def test_schema_asks_for_a_cefr_level_overall_and_per_criterion():
     criteria = ASSESSMENT_SCHEMA["$defs"]["Criteria"]["properties"]
     assert tuple(criteria) == CRITERIA
-    for prop in (ASSESSMENT_SCHEMA["properties"]["level"], *criteria.values()):
-        assert prop["enum"] == list(LEVELS)
+    assert ASSESSMENT_SCHEMA["properties"]["level"]["enum"] == list(LEVELS)
+    one = ASSESSMENT_SCHEMA["$defs"]["CriterionAssessment"]["properties"]
+    # A level, or null when the conversation does not show the aspect; a quote; a confidence.
+    assert one["level"]["anyOf"] == [{"enum": list(LEVELS), "type": "string"}, {"type": "null"}]
+    assert one["evidence"]["type"] == "string" and one["confidence"]["enum"] == ["low", "medium", "high"]
 
 
 # -- OpenAI grader over HTTP ----------------------------------------------------------------------
@@ -285,13 +317,19 @@ def openai_grader(api, timeout=5.0):
 
 async def test_openai_grader_success_sends_a_structured_output_request(fake_api):
     criteria = {"range": "B1", "accuracy": "A2", "fluency": "B2", "interaction": "B1", "coherence": "B1"}
-    fake_api.output_text = model_json(level="B2", criteria=criteria, summary="Your level is B2, Vantage.\nGreat.")
+    fake_api.output_text = model_json(level="B2", criteria=criteria, feedback="Great stories.\nKeep going.",
+                                      disagreement="Long fluent answers at B1.")
     data = grade_input()
     result = await openai_grader(fake_api).grade(data)
 
-    assert result.level == "B2"  # one step from placement: the model may refine it
-    assert result.criteria == criteria
-    assert result.summary == "Your level is B2, Vantage. Great."
+    # The level is the floor: the model's B2 is kept for the teacher, never applied.
+    assert result.level == "B1" and result.grader_level == "B2"
+    assert "Long fluent answers at B1." in result.flag
+    assert levels(result) == {**criteria, "fluency": "B1"}  # B2 is the ceiling: shown as B1, and flagged
+    assert "fluency B2" in result.flag
+    assert result.criteria["range"] == {"level": "B1", "evidence": QUOTE, "confidence": "medium"}
+    assert result.criteria["phonology"]["level"] is None
+    assert result.summary == "Your speaking level is B1, Threshold. Great stories. Keep going."
     assert result.grader == "openai:gpt-test"
 
     [request] = fake_api.requests
@@ -305,17 +343,18 @@ async def test_openai_grader_success_sends_a_structured_output_request(fake_api)
     [developer, user] = body["input"]
     assert developer["role"] == "developer" and "CEFR" in developer["content"]
     sent = json.loads(user["content"])
-    assert sent["learner_turns"] == list(data.learner_turns)
+    assert [t["text"] for t in sent["conversation"]] == list(data.learner_turns)
     assert sent["placement"]["level"] == "B1" and sent["target_language"] == "Spanish"
     assert sent["probes"][6] == {"level": "B2", "outcome": "breakdown", "evidence": "long pause"}
 
 
 async def test_openai_grader_clamps_a_level_more_than_one_step_away(fake_api):
-    fake_api.output_text = model_json(level="C2", summary="Your level is C2, Mastery.")
+    fake_api.output_text = model_json(level="C2", feedback="You are really at C2 level.")
     result = await openai_grader(fake_api).grade(grade_input())
-    assert result.level == "B1"
-    assert set(result.criteria.values()) == {"B2"}  # the model's view, within one step of the rating
-    assert "B1, Threshold" in result.summary and "C2" not in result.summary
+    assert result.level == "B1" and result.grader_level == "C2"
+    assert set(levels(result).values()) == {"B1"}  # within the band: below the ceiling B2
+    assert "B1, Threshold" in result.summary and "C2" not in result.summary  # feedback naming C2 replaced
+    assert "another level" in result.flag
     assert result.grader == "openai:gpt-test"
 
 
@@ -426,3 +465,14 @@ def test_grading_module_imports_without_django():
     code = "import sys, assessments.grading; assert 'django.conf' not in sys.modules"
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env={"PYTHONPATH": str(root)})
+
+
+async def test_feedback_can_be_asked_in_the_native_language_with_examples_in_the_target_language(fake_api):
+    from dataclasses import replace
+
+    await openai_grader(fake_api).grade(replace(grade_input(), native_language="fr", feedback_language="fr"))
+    [developer, user] = fake_api.requests[0]["body"]["input"]
+    assert "Write it in French" in developer["content"] and "example in Spanish" in developer["content"]
+    assert json.loads(user["content"])["feedback_language"] == "French"
+    await openai_grader(fake_api).grade(grade_input())  # the default
+    assert "Write it in English" in fake_api.requests[1]["body"]["input"][0]["content"]

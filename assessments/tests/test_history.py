@@ -152,3 +152,30 @@ def test_history_link_in_the_site_navigation_for_learners(client, learner_user):
     client.force_login(learner_user)
     html = client.get(reverse("tutor:session")).content.decode()
     assert f'href="{reverse("assessments:history")}"' in html
+
+
+def test_not_rated_sessions_are_listed_but_never_drawn(client, learner_user):
+    make_assessment(learner_user, "B1", days_ago=5, summary="Good.")
+    for days in (4, 3, 2):
+        make_assessment(learner_user, "", days_ago=days, status=Assessment.Status.NOT_RATED, summary="Not enough.")
+    make_assessment(learner_user, "B1", days_ago=1, summary="Good again.")
+    client.force_login(learner_user)
+
+    html = client.get(reverse("assessments:history")).content.decode()
+
+    assert chart_levels(html) == ["B1", "B1"]  # the line is not pulled down by sessions without a level
+    assert html.count('data-rating="not_rated"') == 3
+
+
+def test_a_partial_assessment_says_at_least(client, learner_user):
+    a = make_assessment(learner_user, "A2", partial=True, summary="Your speaking level is at least A2.")
+    client.force_login(learner_user)
+    assert "at least A2" in client.get(reverse("assessments:history")).content.decode()
+    assert "at least" in client.get(reverse("assessments:history_detail", args=[a.pk])).content.decode()
+
+
+def test_a_not_rated_assessment_shows_no_level_and_no_feedback(client, learner_user):
+    a = make_assessment(learner_user, "", status=Assessment.Status.NOT_RATED, summary="Not enough speaking.")
+    client.force_login(learner_user)
+    html = client.get(reverse("assessments:history_detail", args=[a.pk])).content.decode()
+    assert "Not rated" in html and "level-badge" not in html and "Criteria" not in html

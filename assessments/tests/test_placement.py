@@ -285,3 +285,95 @@ def test_any_answers_end_within_three_probes_a_level_with_a_consistent_result(st
     assert (p.floor is None) or ladder[p.floor] == "sustained"
     assert (p.ceiling is None) or ladder[p.ceiling] == "breakdown"
     assert len(p.probes) == n
+
+
+# --- no rating without evidence ------------------------------------------------------------------
+
+
+def test_no_answer_is_no_evidence_whatever_ended_the_session():
+    for reason in EARLY_END_REASONS:
+        p = Placement()
+        p.finish_early(reason)
+        assert p.rated_answers == 0
+        assert not p.has_evidence(1) and not p.has_evidence(2)
+
+
+def test_fewer_rated_answers_than_the_minimum_is_no_evidence():
+    p = Placement()
+    sustain(p, "A1")
+    p.finish_early("learner_stopped")
+    assert p.rated_answers == 2
+    assert p.has_evidence(2) and not p.has_evidence(3)
+
+
+def test_cut_short_before_anything_was_sustained_is_no_evidence():
+    p = Placement()
+    run(p, ("A1", S), ("A1", B))
+    p.finish_early("time_cap")
+    assert p.rated_answers == 2 and p.floor is None
+    assert not p.has_evidence(2)  # "working towards A1" would be a guess, not what was seen
+
+
+def test_cut_short_after_a_level_was_sustained_is_rated_at_least_that_level():
+    p = Placement()
+    sustain(p, "A1")
+    sustain(p, "A2")
+    run(p, ("B1", B))
+    p.finish_early("learner_stopped")
+    assert p.has_evidence(2) and p.partial and p.rating == "A2"
+
+
+def test_two_breakdowns_at_a1_are_evidence_of_working_towards_a1():
+    p = Placement()
+    run(p, ("A1", B), ("A1", B))
+    assert p.end_reason == "ceiling" and p.below_floor
+    assert p.has_evidence(2)
+
+
+# --- the warm-up: a quicker climb for strong speakers --------------------------------------------
+
+
+from assessments.placement import starting_level  # noqa: E402
+
+
+def test_the_self_assessment_decides_the_starting_level():
+    assert starting_level(None) == starting_level("") == "A1"  # not sure
+    assert starting_level("B1") == "B1"
+    assert starting_level("C2") == "C1"  # two answers would be thin evidence for the top
+
+
+def answers_to_ceiling(self_assessment, true_level):
+    p = Placement(start_level=starting_level(self_assessment))
+    n = simulate(p, lambda level: level_index(level) <= level_index(true_level))
+    assert p.rating == true_level and not p.partial
+    return n
+
+
+def test_a_c1_speaker_reaches_the_ceiling_in_a_few_answers():
+    assert answers_to_ceiling("C1", "C1") == 4  # C1 sustained twice, C2 broken down twice
+    assert answers_to_ceiling(None, "C1") == 12  # from A1 without the warm-up
+
+
+def test_a_learner_who_over_rates_themself_is_stepped_down_and_placed_correctly():
+    p = Placement(start_level=starting_level("C1"))
+    run(p, ("C1", B), ("C1", B))  # the start was too high
+    update = run(p, ("B2", B))  # stepping down: one breakdown is enough to step down again
+    assert update.level_changed and p.current_level == "B1" and p.ladder()["B2"] == "breakdown"
+    run(p, ("B1", B))
+    assert p.current_level == "A2"
+    update = sustain(p, "A2")
+    assert update.finished and p.rating == "A2" and p.ceiling == "B1" and not p.below_floor
+    assert answers_to_ceiling("C1", "A2") == 6
+
+
+def test_stepping_down_stays_at_two_breakdowns_at_a1():
+    p = Placement(start_level="B1")
+    run(p, ("B1", B), ("B1", B), ("A2", B))
+    assert p.current_level == "A1"
+    assert not run(p, ("A1", B)).finished  # "working towards A1" needs two
+    assert run(p, ("A1", B)).finished and p.below_floor
+
+
+@given(claimed=st.sampled_from([None, *LEVELS]), true_level=st.sampled_from(LEVELS))
+def test_whatever_the_self_assessment_a_consistent_learner_is_placed_at_their_level(claimed, true_level):
+    assert answers_to_ceiling(claimed, true_level) <= 3 * len(LEVELS)

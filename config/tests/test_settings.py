@@ -55,6 +55,37 @@ def test_database_url_selects_postgresql_with_psycopg3():
     assert run_python(code, clean_env()).stdout.strip() == "psycopg"  # psycopg 3, not psycopg2
 
 
+def test_postgresql_connections_come_from_django_s_pool():
+    s = read_settings(clean_env(DATABASE_URL="postgres://parla:pw@db.internal:5433/parla"), *NAMES)
+    db = s["DATABASES"]["default"]
+    assert db["CONN_MAX_AGE"] == 0  # Django refuses persistent connections with a pool
+    assert db["OPTIONS"]["pool"] == {"min_size": 2, "max_size": 10, "timeout": 10}
+    s = read_settings(clean_env(DATABASE_URL="postgres://parla:pw@db/parla", DATABASE_POOL_MAX_SIZE="0"), *NAMES)
+    assert "pool" not in s["DATABASES"]["default"].get("OPTIONS", {})
+    s = read_settings(clean_env(), *NAMES)
+    assert "pool" not in s["DATABASES"]["default"].get("OPTIONS", {})  # SQLite has none
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+async def test_database_calls_of_a_session_reuse_pooled_connections():
+    """Each database_sync_to_async call used to open (and close) a PostgreSQL connection of its own."""
+    from channels.db import database_sync_to_async
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the pool is PostgreSQL's")
+
+    def backend_pid():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            return cursor.fetchone()[0]
+
+    pids = {await database_sync_to_async(backend_pid)() for _ in range(20)}
+    # The pool's own few (it opens its 2 in the background, and may add one while they connect).
+    assert len(pids) <= 4, f"{len(pids)} connections opened for 20 calls"
+
+
 def test_openai_api_key_selects_the_real_upstream():
     s = read_settings(clean_env(OPENAI_API_KEY="sk-test"), *NAMES)
     assert s["PARLA_DEMO_MODE"] is False
@@ -90,3 +121,39 @@ def test_malformed_boolean_is_refused_with_its_name():
     result = run_manage("check", env=clean_env(DEBUG="maybe"))
     assert result.returncode != 0
     assert "DEBUG must be one of" in result.stderr
+
+
+def test_current_models_are_the_defaults_and_manage_check_is_clean_with_them():
+    env = clean_env()
+    s = read_settings(env, "PARLA_REALTIME_MODEL", "PARLA_TRANSCRIPTION_MODEL", "PARLA_GRADER_MODEL",
+                      "PARLA_REASONING_EFFORT")
+    assert s == {"PARLA_REALTIME_MODEL": "gpt-realtime-2.1", "PARLA_TRANSCRIPTION_MODEL": "gpt-live-transcribe",
+                 "PARLA_GRADER_MODEL": "gpt-6-luna", "PARLA_REASONING_EFFORT": "low"}
+    result = run_manage("check", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "parla.W001" not in result.stdout + result.stderr
+
+
+def test_manage_check_warns_about_each_model_with_an_announced_shutdown():
+    # Old defaults, each with an announced shutdown (config/openai_models.py lists them with the source).
+    env = clean_env(PARLA_REALTIME_MODEL="gpt-realtime-mini", PARLA_TRANSCRIPTION_MODEL="whisper-1",
+                    PARLA_GRADER_MODEL="gpt-4.1-mini")
+    result = run_manage("check", env=env)
+    assert result.returncode == 0, result.stderr  # a warning, not an error: the server still starts
+    out = result.stdout + result.stderr
+    assert out.count("parla.W001") == 3, out
+    assert "PARLA_REALTIME_MODEL='gpt-realtime-mini'" in out and "2027-01-20" in out
+    assert "PARLA_TRANSCRIPTION_MODEL='whisper-1'" in out and "2027-02-26" in out
+    assert "PARLA_GRADER_MODEL='gpt-4.1-mini'" in out and "2027-01-14" in out
+
+
+def test_reasoning_effort_takes_the_apis_values_or_empty():
+    assert read_settings(clean_env(PARLA_REASONING_EFFORT="XHigh"), "PARLA_REASONING_EFFORT") == {
+        "PARLA_REASONING_EFFORT": "xhigh"
+    }
+    assert read_settings(clean_env(PARLA_REASONING_EFFORT=""), "PARLA_REASONING_EFFORT") == {
+        "PARLA_REASONING_EFFORT": ""
+    }
+    result = run_manage("check", env=clean_env(PARLA_REASONING_EFFORT="max"))
+    assert result.returncode != 0
+    assert "PARLA_REASONING_EFFORT must be one of minimal, low, medium, high, xhigh" in result.stderr

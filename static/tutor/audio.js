@@ -2,7 +2,7 @@
 // worklet turning the microphone into PCM16 frames and a playback worklet with a flushable
 // jitter buffer. The worklets are in capture-worklet.js and playback-worklet.js.
 
-import { WIRE_RATE } from "./protocol.js";
+import { PLAYBACK_END, PLAYBACK_PROGRESS, PLAYBACK_START, WIRE_RATE } from "./protocol.js";
 
 const FLUSH_REPLY_TIMEOUT_MS = 250;
 
@@ -38,7 +38,8 @@ function micErrorCode(err) {
  * Callbacks (all optional):
  *   onFrame(ArrayBuffer)                 100 ms of 24 kHz PCM16 from the microphone
  *   onLevel(rms, peak)                   input level, ~20 times a second
- *   onPlayed({itemId, playedMs, done})   playback progress of an assistant item
+ *   onPlayed({itemId, playedMs, kind})   an assistant item started, progressed or ended playing
+ *                                        (kind: PLAYBACK_START / _PROGRESS / _END of protocol.js)
  *   onPlaying(bool)                      assistant audio started / stopped coming out
  */
 export class AudioEngine {
@@ -100,11 +101,14 @@ export class AudioEngine {
 
   onPlaybackMessage(msg) {
     switch (msg.type) {
+      case "started":
+        this.cb.onPlayed?.({ itemId: msg.itemId, playedMs: 0, kind: PLAYBACK_START });
+        break;
       case "progress":
-        this.cb.onPlayed?.({ itemId: msg.itemId, playedMs: msg.playedMs, done: false });
+        this.cb.onPlayed?.({ itemId: msg.itemId, playedMs: msg.playedMs, kind: PLAYBACK_PROGRESS });
         break;
       case "done":
-        this.cb.onPlayed?.({ itemId: msg.itemId, playedMs: msg.playedMs, done: true });
+        this.cb.onPlayed?.({ itemId: msg.itemId, playedMs: msg.playedMs, kind: PLAYBACK_END });
         break;
       case "activity":
         this.cb.onPlaying?.(msg.playing);

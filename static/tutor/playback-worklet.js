@@ -6,6 +6,7 @@
 //   {type: "end", itemId}                        the item has no more audio (from `audio.end`)
 //   {type: "flush", requestId}                   drop everything queued, now
 // Posts:
+//   {type: "started", itemId}                    an item's first samples went to the output
 //   {type: "progress", itemId, playedMs}         every ~500 ms while an item plays
 //   {type: "done", itemId, playedMs}             an item played to its end
 //   {type: "flushed", requestId, itemId, playedMs, dropped}  reply to "flush": the item that was
@@ -136,6 +137,7 @@ class PlaybackProcessor extends AudioWorkletProcessor {
       if (head.itemId !== this.current) {
         this.current = head.itemId;
         this.sinceProgress = 0;
+        if (this.played.get(head.itemId) === 0) this.port.postMessage({ type: "started", itemId: head.itemId });
       }
       const take = Math.min(frames - written, head.data.length - head.offset);
       out.set(head.data.subarray(head.offset, head.offset + take), written);

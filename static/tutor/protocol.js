@@ -10,6 +10,15 @@ export const FRAME_MS = 100;
 // 100 ms at 24 kHz: 2400 samples, 4800 bytes per binary frame, well under the 32 KiB wire limit.
 export const FRAME_SAMPLES = (WIRE_RATE * FRAME_MS) / 1000;
 
+// -- playback reports ------------------------------------------------------------------------------
+// `playback.report` {item_id, played_ms, kind}: the page tells the server what the learner hears, since
+// the upstream generates audio faster than real time. Python's counterpart: tutor/realtime/playback.py
+// (REPORT_KINDS), validated in tutor/realtime/wire.py.
+
+export const PLAYBACK_START = "start"; // the item's first samples reached the audio output
+export const PLAYBACK_PROGRESS = "progress"; // every ~500 ms while it plays
+export const PLAYBACK_END = "end"; // it played to its end (a flushed item has no end: `playback.flushed` says)
+
 // -- websocket close codes ------------------------------------------------------------------------
 // The server refuses a socket for good with these: reconnecting cannot help.
 // Python's counterparts: tutor/auth.py (4401, 4403) and tutor/consumers.py (4409).
@@ -18,3 +27,14 @@ export const CLOSE_NOT_AUTHENTICATED = 4401; // anonymous: log in first
 export const CLOSE_FORBIDDEN = 4403; // logged in, but not a learner (/ws/tutor/) or not a teacher (/ws/teacher/live/)
 export const CLOSE_SUPERSEDED = 4409; // opened in another tab: reconnecting would take it back
 export const REFUSAL_CODES = [CLOSE_NOT_AUTHENTICATED, CLOSE_FORBIDDEN, CLOSE_SUPERSEDED];
+// Closes after which reconnecting is fine (Python's counterparts: tutor/realtime/wire.py):
+export const CLOSE_NOT_READING = 4008; // the page read nothing it was sent for too long (a frozen tab)
+export const CLOSE_TRY_AGAIN_LATER = 1013; // the server was at capacity; `state: ended` and `at_capacity` came first
+export const CLOSE_TOO_MANY = 4429; // the page sent far more (or far more bad) messages than it ever does
+
+// -- server events the page treats specially ----------------------------------------------------
+// Python's counterpart: tutor/realtime/wire.py (busy).
+
+// The tutor service is rate limited: the server retries by itself; the page shows the message
+// until the tutor speaks again.
+export const EVENT_BUSY = "busy";

@@ -2,7 +2,7 @@
 // Wire protocol: docs/internal-contracts.md ("Browser wire protocol").
 
 import { AudioEngine, MicrophoneError } from "./audio.js";
-import { CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED, CLOSE_SUPERSEDED } from "./protocol.js";
+import { CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED, CLOSE_SUPERSEDED, EVENT_BUSY } from "./protocol.js";
 import { ReconnectingSocket, socketUrl } from "./socket.js";
 import { SessionView } from "./ui.js";
 
@@ -194,6 +194,9 @@ class TutorPage {
   sendStart() {
     const msg = { type: "session.start" };
     if (this.language) msg.language = this.language;
+    // The warm-up: where placement starts ("" = not sure: from A1). See assessments/placement.py.
+    const selfAssessment = document.getElementById("self-assessment");
+    if (selfAssessment && selfAssessment.value) msg.self_assessment = selfAssessment.value;
     if (!this.socket.send(msg)) return; // the socket closed under us: start after reconnecting
     this.link = LINK.used;
     this.sessions += 1;
@@ -330,6 +333,9 @@ class TutorPage {
       case "error":
         this.view.showNotice(msg.message || `Error: ${msg.code}`, { kind: "error" });
         break;
+      case EVENT_BUSY:
+        this.view.showNotice(msg.message, { kind: "busy" }); // cleared when the tutor speaks again
+        break;
       default:
         console.debug("parla: unhandled event", msg.type);
     }
@@ -358,10 +364,12 @@ class TutorPage {
     }
     this.state = msg.state;
     this.view.setTurn(msg.state);
+    if (msg.state === "tutor_speaking" && this.view.notice.dataset.kind === "busy") this.view.clearNotice();
     if (this.audio.microphoneOn) this.view.setMicState(MIC_PAUSED_STATES.has(msg.state) ? "paused" : "on");
     if (msg.state === "ended") {
       this.endSession();
-      this.view.showNotice(
+      // An error that ended the session (the tutor service refused, ran out of quota...) stays readable.
+      if (this.view.notice.hidden || this.view.notice.dataset.kind !== "error") this.view.showNotice(
         this.view.card.hidden
           ? "Session ended."
           : "Session ended. Your assessment is below and in your history.",
@@ -400,8 +408,9 @@ class TutorPage {
     this.socket.send({ type: "playback.flushed", request_id: requestId, item_id: itemId, played_ms: playedMs });
   }
 
-  onPlayed({ itemId, playedMs }) {
-    if (itemId) this.socket.send({ type: "playback.report", item_id: itemId, played_ms: playedMs });
+  // What the learner hears, for the server: barge-in, the speaking state and "delivered" follow it.
+  onPlayed({ itemId, playedMs, kind }) {
+    if (itemId) this.socket.send({ type: "playback.report", item_id: itemId, played_ms: playedMs, kind });
   }
 }
 

@@ -33,6 +33,7 @@ const STATUS_TEXT = {
   graded: "Graded. The spoken summary is on its way.",
   delivered: "Graded and read aloud to you.",
   delivery_failed: "Graded. The spoken summary could not be played, so here it is in writing.",
+  not_rated: "Not rated: there was not enough speaking in this session to place you.",
 };
 
 // A criterion's label is its key, capitalised: the server's criteria (assessments/grading.py
@@ -165,7 +166,7 @@ export class SessionView {
   // -- transcript -------------------------------------------------------------------------------
 
   /** Show a transcript event: a partial one carries the next piece, the final one the whole text. */
-  transcriptEvent({ role, item_id: itemId, text, final }) {
+  transcriptEvent({ role, item_id: itemId, text, final, mode, spoken_ms: spokenMs }) {
     const key = itemId || `${role}-${this.entries.size}`;
     let entry = this.entries.get(key);
     if (!entry) {
@@ -184,8 +185,15 @@ export class SessionView {
       this.entries.set(key, entry);
       this.transcript.append(entry);
     }
-    if (final) entry.body.textContent = text;
-    else entry.body.textContent += text;
+    if (final && !text && typeof spokenMs === "number") {
+      // A spoken answer whose words are not known (no recognizer): say what is known, never words.
+      entry.body.textContent = `spoken answer, ${(spokenMs / 1000).toFixed(1)} s`;
+      entry.dataset.words = "unknown";
+    } else if (final) {
+      entry.body.textContent = text;
+      delete entry.dataset.words;
+    } else entry.body.textContent += text;
+    if (mode) entry.dataset.mode = mode;
     entry.dataset.final = final ? "true" : "false";
     entry.setAttribute("aria-busy", final ? "false" : "true");
     this.scrollTranscript();
@@ -237,13 +245,19 @@ export class SessionView {
 
   showAssessment({ id, level, criteria, summary, status, partial }, levelNames) {
     const card = this.card;
-    card.dataset.level = level;
+    // Not rated: no level at all (too little evidence), never a default one.
+    const rated = Boolean(level);
+    card.dataset.level = level || "";
     card.dataset.status = status || "";
     if (id !== undefined && id !== null) card.dataset.assessmentId = String(id);
-    card.querySelector("#assessment-level").textContent = level;
-    card.querySelector("#assessment-level-name").textContent = levelNames[level] || "";
+    const badge = card.querySelector("#assessment-level");
+    badge.textContent = rated ? level : "";
+    badge.hidden = !rated;
+    // Cut short with evidence: what is known is a lower bound ("at least A2").
+    const name = rated ? levelNames[level] || "" : "Not rated";
+    card.querySelector("#assessment-level-name").textContent = rated && partial ? `at least ${level}, ${name}` : name;
     card.querySelector("#assessment-status").textContent = STATUS_TEXT[status] || "";
-    card.querySelector("#assessment-partial").hidden = !partial;
+    card.querySelector("#assessment-partial").hidden = !(partial && rated);
     card.querySelector("#assessment-summary").textContent = summary || "";
     card.querySelector("#assessment-summary-block").hidden = !summary;
     const list = card.querySelector("#assessment-criteria");
@@ -260,7 +274,7 @@ export class SessionView {
       const calm = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
       card.scrollIntoView({ behavior: calm ? "auto" : "smooth", block: "start" });
       card.querySelector("#assessment-title").focus({ preventScroll: true });
-      this.announce(`Your assessed level is ${level}.`);
+      this.announce(rated ? `Your assessed level is ${partial ? "at least " : ""}${level}.` : STATUS_TEXT.not_rated);
     }
   }
 
@@ -272,9 +286,9 @@ export class SessionView {
       let note = "";
       if (value !== null && typeof value === "object") {
         const score = value.level ?? value.score ?? value.value ?? value.rating;
-        shown = score !== undefined ? String(score) : "";
+        shown = score !== undefined && score !== null ? String(score) : "";
         note = value.comment ?? value.evidence ?? value.note ?? value.reason ?? "";
-        if (!shown && !note) note = JSON.stringify(value);
+        if (!shown) note = "not assessed"; // a criterion the evidence cannot show (e.g. phonology from text)
       } else {
         shown = String(value);
       }

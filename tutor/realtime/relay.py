@@ -2,7 +2,9 @@
 
 `LearnerPort` is the interface the tutor session and the handover talk to; the consumer implements it
 over the `/ws/tutor/` socket (tests and the benchmark implement it in memory). `SpeechRelay` forwards one
-upstream session's assistant speech (audio deltas and transcripts) to a `LearnerPort`.
+upstream session's assistant speech (audio deltas and transcripts) to a `LearnerPort`. `PlaybackWatch`
+is the learner's `Playback` (what the page reported it played) on the event loop's clock, with a way
+to wait for it to change.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tutor.realtime import wire
+from tutor.realtime.audio import audio_ms
+from tutor.realtime.playback import DEFAULT_MARGIN, Playback, PlayedItem
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +32,76 @@ class PlaybackPosition:
     played_ms: int
 
 
+class PlaybackWatch:
+    """One learner's `Playback` on the event loop's clock; `changed()` waits for its next change.
+
+    Fed by the speech relays (audio sent), the learner port (flushes) and the page's reports; read by
+    the session (barge-in, tutor_speaking / listening) and the handover (delivered = heard).
+    """
+
+    def __init__(self, margin: float = DEFAULT_MARGIN) -> None:
+        self.state = Playback(margin)
+        self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    def sent(self, item_id: str, role: str, pcm_bytes: int) -> None:
+        self.state.sent(item_id, role, audio_ms(pcm_bytes), self.now())
+        self._notify()
+
+    def complete(self, item_id: str) -> None:
+        self.state.complete(item_id)
+        self._notify()
+
+    def report(self, item_id: str, kind: str, played_ms: int) -> bool:
+        known = self.state.report(item_id, kind, played_ms, self.now())
+        self._notify()
+        return known
+
+    def flushed(self) -> None:
+        self.state.flushed()
+        self._notify()
+
+    def flush_answered(self, item_id: str | None, played_ms: int) -> None:
+        self.state.flush_answered(item_id, played_ms)
+
+    def audible(self) -> PlayedItem | None:
+        return self.state.audible(self.now())
+
+    async def changed(self) -> None:
+        """Return at the next change, or when a bound passes (an unreported end is then assumed)."""
+        event = self._changed
+        deadline = self.state.deadline(self.now())
+        try:
+            async with asyncio.timeout_at(deadline):  # None: no bound to pass, wait for a change
+                await event.wait()
+        except TimeoutError:
+            pass
+
+    async def until_over(self, item_ids: list[str]) -> dict[str, str]:
+        """Wait until every item is over for the learner; {item_id: how} (playback.REPORTED, ...).
+
+        Bounded: an item the page never reports is over once its bound passes (its length played in
+        real time plus the margin), so this returns even for a page that went silent.
+        """
+        while True:
+            outcomes = {item_id: self.state.outcome(item_id, self.now()) for item_id in item_ids}
+            if all(outcomes.values()):
+                return outcomes
+            await self.changed()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+
 class LearnerPort:
-    """What a learner's browser offers the session. Subclasses implement every method."""
+    """What a learner's browser offers the session. Subclasses implement every method and create
+    `playback` (a PlaybackWatch) before the session starts; `request_flush` tells it of the flush."""
+
+    playback: PlaybackWatch
 
     async def send_event(self, event: dict) -> None:
         raise NotImplementedError("LearnerPort subclasses must implement send_event()")
@@ -122,6 +194,10 @@ class SpeechRelay:
         self._current_item = None
         return item_id
 
+    def was_silenced(self, item_id: str) -> bool:
+        """True if the learner cut this item off (barge-in or a written answer)."""
+        return item_id in self._silenced
+
     @property
     def speaking_item(self) -> str | None:
         return self._current_item
@@ -138,12 +214,15 @@ class SpeechRelay:
             self._current_item = event.item_id
             await self.learner.send_event(wire.audio_start(event.item_id, self.voice(), self.role))
         self.audio_frames += 1
-        await self.learner.send_audio(base64.b64decode(event.delta))
+        pcm = base64.b64decode(event.delta)
+        self.learner.playback.sent(event.item_id, self.role, len(pcm))
+        await self.learner.send_audio(pcm)
 
     async def on_output_audio_done(self, event: Any) -> None:
         if self.muted or event.item_id != self._current_item:
             return
         self._current_item = None
+        self.learner.playback.complete(event.item_id)
         await self.learner.send_event(wire.audio_end(event.item_id))
 
     async def on_output_audio_transcript_delta(self, event: Any) -> None:

@@ -39,3 +39,30 @@ class OwnedTasks:
 
     def __len__(self) -> int:
         return len(self.running)
+
+
+LAG_TICK = 0.1  # seconds: how finely a wait notices that the event loop runs late
+MAX_STRETCH = 3.0  # a wait lasts at most this many times its timeout, however late the loop runs
+
+
+async def wait_responsive(future: asyncio.Future, timeout: float) -> object:
+    """`future`'s result, where `timeout` counts only the time the event loop was keeping up.
+
+    A server process at its limit runs every callback late: the answer a wait expects may have
+    reached the socket in time and still not been handled before a wall-clock timeout fires, and the
+    learner would see a failure that is the server's own slowness (issue 14: `playback.flushed`
+    answers arriving "after the handover gave up"). So the wait is charged in ticks of LAG_TICK: a tick
+    that took longer than that because the loop was late is charged LAG_TICK only. A peer that never
+    answers still times out, after at most MAX_STRETCH x `timeout`. The future is not cancelled on
+    timeout (the caller decides), and TimeoutError is raised as by `asyncio.timeout`.
+    """
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + timeout * MAX_STRETCH
+    charged = 0.0
+    while not future.done():
+        step = min(LAG_TICK, timeout - charged)
+        if step <= 0 or loop.time() >= give_up:
+            raise TimeoutError
+        await asyncio.wait([future], timeout=step)
+        charged += step
+    return future.result()

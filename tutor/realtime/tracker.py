@@ -34,6 +34,7 @@ class OutputItem:
     audio_done: bool = False
     transcript: str = ""
     truncated_at_ms: int | None = None
+    call_id: str | None = None  # a function call's
 
     @property
     def audio_ms(self) -> int:
@@ -83,6 +84,7 @@ class ResponseTracker:
             "response.output_audio.delta": self.on_output_audio_delta,
             "response.output_audio.done": self.on_output_audio_done,
             "response.output_audio_transcript.delta": self.on_output_audio_transcript_delta,
+            "response.output_text.delta": self.on_output_audio_transcript_delta,  # what a text reply says
             "response.done": self.on_response_done,
             "conversation.item.added": self.on_conversation_item_added,
             "conversation.item.created": self.on_conversation_item_added,
@@ -125,6 +127,22 @@ class ResponseTracker:
         audio = _get(self.session, "audio")
         output = _get(audio, "output") if audio is not None else None
         return _get(output, "voice") if output is not None else None
+
+    def calls_of(self, response_id: str) -> list[str]:
+        """The call_ids of the function calls `response_id` made, in order."""
+        state = self.responses.get(response_id)
+        items = [self.items[i] for i in state.item_ids] if state else []
+        return [item.call_id for item in items if item.type == "function_call" and item.call_id]
+
+    def spoke_after_calls(self, response_id: str) -> bool:
+        """The response said something after its last function call (the gpt-realtime-2 generation
+        answers in the same response: preamble, call, answer): no new response is needed for it."""
+        state = self.responses.get(response_id)
+        items = [self.items[i] for i in state.item_ids] if state else []
+        last_call = max((n for n, item in enumerate(items) if item.type == "function_call"), default=-1)
+        return any(
+            item.type == "message" and (item.audio_bytes > 0 or item.transcript) for item in items[last_call + 1 :]
+        )
 
     def item(self, item_id: str | None) -> OutputItem | None:
         return self.items.get(item_id) if item_id else None
@@ -247,4 +265,5 @@ class ResponseTracker:
         if item is not None:
             state.type = _get(item, "type") or state.type
             state.role = _get(item, "role") or ("assistant" if state.type == "message" else state.type)
+            state.call_id = _get(item, "call_id") or state.call_id
         return state

@@ -13,13 +13,20 @@ import json
 from enum import StrEnum
 from typing import Any
 
+from assessments.cefr import LEVELS
 from assessments.text import storable_text
+from tutor.realtime.playback import REPORT_KINDS
 
 # Close codes of /ws/tutor/ and /ws/teacher/live/, sent after the handshake so the browser sees them.
 CLOSE_NOT_AUTHENTICATED = 4401  # anonymous: log in first
 CLOSE_FORBIDDEN = 4403  # logged in, but not allowed here (no Learner profile; not a teacher)
 CLOSE_SUPERSEDED = 4409  # the same learner opened the tutor in another window
 CLOSE_TOO_MANY = 4429  # the browser sent far more (or far more bad) messages than the page ever does
+CLOSE_NOT_READING = 4008  # the browser read nothing of what it was sent for too long (tutor.backpressure)
+CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455 "Try Again Later": this server process runs all the sessions it may
+# A browser that does not read may never receive its close frame: the connection is dropped this long
+# after the close was sent (autobahn's close handshake timeout), whatever the browser does.
+NOT_READING_CLOSE_GRACE_SECONDS = 5.0
 
 # Bounded work per connection. The page sends 10 audio frames and a few control messages a second;
 # the limits leave room for clients that replay recorded answers faster than real time (the tests do).
@@ -28,6 +35,7 @@ CONTROL_PER_SECOND, CONTROL_BURST = 20.0, 60
 ANSWERS_PER_SECOND, ANSWERS_BURST = 2.0, 10  # written answers: typed, not pasted by the thousand
 MAX_REFUSED = 50  # refused messages (bad or over the rate) before the connection is closed with 4429
 MAX_JSON_DEPTH = 8  # control messages are flat objects
+SELF_ASSESSMENTS = LEVELS  # the warm-up's answers, besides "" (not sure)
 
 
 class State(StrEnum):
@@ -60,10 +68,11 @@ MAX_ID_CHARS = 64
 
 # message type -> {field: (python type, required)}
 CONTROL_MESSAGES: dict[str, dict[str, tuple[type, bool]]] = {
-    "session.start": {},
+    "session.start": {"self_assessment": (str, False)},
     "session.stop": {},
     "answer.text": {"text": (str, True)},
-    "playback.report": {"item_id": (str, True), "played_ms": (int, True)},
+    # kind: start | progress | end of playing the item (REPORT_KINDS); a report without one is progress
+    "playback.report": {"item_id": (str, True), "played_ms": (int, True), "kind": (str, False)},
     "playback.flushed": {"request_id": (str, True), "item_id": (str, False), "played_ms": (int, True)},
 }
 
@@ -143,6 +152,12 @@ def _check(kind: str, name: str, value):
             raise ClientError("bad_field", "answer.text needs some text.")
         if len(value) > MAX_TEXT_ANSWER_CHARS:
             raise ClientError("bad_field", f"Written answers may be at most {MAX_TEXT_ANSWER_CHARS} characters.")
+    elif name == "self_assessment":
+        # The warm-up's answer: a CEFR level, or "" for not sure (assessments.placement.starting_level).
+        if value not in ("", *SELF_ASSESSMENTS):
+            raise ClientError("bad_field", f"session.start.self_assessment must be one of {', '.join(SELF_ASSESSMENTS)} or ''.")
+    elif name == "kind" and value not in REPORT_KINDS:
+        raise ClientError("bad_field", f"{kind}.kind must be one of {', '.join(REPORT_KINDS)}.")
     elif name == "played_ms" and value < 0:
         raise ClientError("bad_field", f"{kind}.played_ms must be >= 0.")
     elif isinstance(value, str) and len(value) > MAX_ID_CHARS:
@@ -186,9 +201,18 @@ def audio_end(item_id: str) -> dict:
     return {"type": "audio.end", "item_id": item_id}
 
 
-def transcript(role: str, item_id: str, text: str, final: bool) -> dict:
-    """Live text: a delta while `final` is False, the whole utterance when it is True."""
-    return {"type": "transcript", "role": role, "item_id": item_id, "text": text, "final": final}
+def transcript(role: str, item_id: str, text: str, final: bool, *, mode: str = "", spoken_ms: int | None = None) -> dict:
+    """Live text: a delta while `final` is False, the whole utterance when it is True.
+
+    A learner's answer also says how it was given (`mode`: spoken | written); a spoken answer whose
+    words are not known has empty `text` and its length in `spoken_ms` (the page says "spoken answer").
+    """
+    event = {"type": "transcript", "role": role, "item_id": item_id, "text": text, "final": final}
+    if mode:
+        event["mode"] = mode
+    if spoken_ms is not None:
+        event["spoken_ms"] = spoken_ms
+    return event
 
 
 def level(current: str, ladder: dict[str, str]) -> dict:
@@ -215,6 +239,17 @@ def assessment(
         "grader": grader,
         "status": status,
         "partial": partial,
+    }
+
+
+def busy(attempt: int, retry_in: float) -> dict:
+    """The upstream is rate limited (or had an error): the tutor tries again in `retry_in` seconds."""
+    seconds = max(1, round(retry_in))
+    return {
+        "type": "busy",
+        "attempt": attempt,
+        "retry_in_ms": round(retry_in * 1000),
+        "message": f"The tutor is busy; trying again in {seconds} s.",
     }
 
 

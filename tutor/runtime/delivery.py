@@ -2,17 +2,21 @@
 
 The protocol of DESIGN section 3, each step confirmed by a server event and bounded by a timeout:
 
-    1 freeze      turn detection off (session.updated) and learner audio no longer forwarded
+    1 freeze      learner audio no longer forwarded; turn detection off (session.updated)
     2 keepalive   heartbeat to the browser + websocket ping upstream while the grader works
     3 cancel      only a response the tracker knows is active; wait for *its* response.done
     4 clear       browser flush -> truncate the real item at the played ms -> input buffer cleared
     5 voice       same session if it never spoke (session.updated shows the voice), else the narrator
-                  session that was opened while grading ran
-    6 speak       response.create with the summary; wait for its response.done -> delivered
+                  session, opened before the ceiling (TutorLink.prepare_narrator) or at the latest now
+    6 speak       the level at once (it is the placement floor, known now), while the grader works;
+                  then the feedback when the grade is ready; then wait for the page to report that the
+                  summary played to its end (bounded by its length plus a margin) -> delivered
 
-Steps 3-4 (tutor session) and the narrator's step 6 run side by side: they are different upstream
-sessions, and what the learner hears is ordered by the browser flush, which is sent before the narrator
-is asked to speak. Nothing here sleeps to "let the server settle": every wait is for an event.
+Grading starts with the handover and runs beside it: the learner hears their level one round trip
+after the ceiling, whatever the grading time. Steps 1 and 3-4 (tutor session) and the narrator's step
+6 run side by side: they are different upstream sessions, and what the learner hears is ordered by
+the browser flush, which is sent before the narrator is asked to speak. Nothing here sleeps to "let
+the server settle": every wait is for an event.
 
 The assessment row exists before this worker starts (status pending). Its status is written after
 each stage; whatever fails, the learner gets the summary as text and the row says why it was not spoken.
@@ -27,13 +31,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from assessments.grading import Grader, GradeInput, GradeResult, fallback_grade, grade_by_rules
+from assessments.grading import Grader, GradeInput, GradeResult, fallback_grade, grade_by_rules, reconcile
+from assessments.grading.summary import feedback_after, opening
 from tutor import persona
 from tutor.realtime.client import RealtimeClient, RealtimeError
 from tutor.realtime.relay import LearnerPort, PlaybackPosition, SpeechRelay
 from tutor.realtime import wire
 from tutor.realtime.logs import bind
-from tutor.realtime.tasks import cancel_and_wait
+from tutor.realtime.playback import REPORTED
+from tutor.realtime.tasks import cancel_and_wait, wait_responsive
 from tutor.realtime.wire import State
 
 logger = logging.getLogger(__name__)
@@ -46,6 +52,15 @@ class HandoverConfig:
     speak_timeout: float = 120.0  # the whole summary, spoken in real time
     keepalive_interval: float = 1.0
     expected_grading_seconds: float = 8.0  # only shapes the progress bar
+
+
+async def close_narrator(task: asyncio.Task | None) -> None:
+    """Cancel and await a narrator's opening task, and close the session it opened (if it did)."""
+    if task is None:
+        return
+    await cancel_and_wait(task)
+    if not task.cancelled() and task.exception() is None:
+        await task.result()[0].close()
 
 
 class StepFailed(RealtimeError):
@@ -73,6 +88,27 @@ class TutorLink:
 
     client: RealtimeClient  # the tutor's upstream session
     relay: SpeechRelay  # forwards the tutor's speech to the learner
+    _early_narrator: asyncio.Task | None = None
+
+    def prepare_narrator(self, voice: str) -> None:
+        """Start opening the narrator session now, ahead of the handover, so that the level can be
+        spoken one round trip after the ceiling (idempotent). The link owns it until `take_narrator`;
+        `discard_narrator` closes it if no handover took it."""
+        if self._early_narrator is None:
+            self._early_narrator = asyncio.create_task(self.open_narrator(voice), name="narrator-early")
+
+    def take_narrator(self, voice: str) -> asyncio.Task:
+        """The narrator's opening task, for the handover, which owns it from now on: the one prepared
+        earlier if it is (or will be) open, else one started now."""
+        task, self._early_narrator = self._early_narrator, None
+        if task is not None and task.done() and (task.cancelled() or task.exception() or not task.result()[0].is_open):
+            task = None  # it failed to open, or the connection went away while it waited: a new one
+        return task or asyncio.create_task(self.open_narrator(voice), name="narrator-open")
+
+    async def discard_narrator(self) -> None:
+        """Close a narrator session prepared for a handover that did not happen (cancelled and awaited)."""
+        task, self._early_narrator = self._early_narrator, None
+        await close_narrator(task)
 
     def stop_learner_audio(self) -> None:
         raise NotImplementedError("TutorLink subclasses must implement stop_learner_audio()")
@@ -92,7 +128,9 @@ class DeliveryOutcome:
     result: GradeResult
     speaker: str = ""  # "narrator" | "tutor" | ""
     problems: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)  # loop.time() of: grade_ready, first_audio
+    # loop.time() of: ceiling (the handover began), first_audio (the level), level_done (its response.done),
+    # grade_ready, feedback_audio
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class AssessmentDelivery:
@@ -120,25 +158,38 @@ class AssessmentDelivery:
         self.problems: list[str] = []
         self.timings: dict[str, float] = {}
         self.heartbeats = 0
-        self._narrator: tuple[RealtimeClient, SpeechRelay] | None = None
+        self.spoken_items: list[str] = []  # the summary's audio items, heard when the page says so
         self.log = bind(logger, assessment_id=assessment_id, upstream=self.client.name)
         self._loop = asyncio.get_running_loop()
 
     async def run(self) -> DeliveryOutcome:
-        narrator = asyncio.create_task(self._open_narrator(), name=f"narrator-open-{self.assessment_id}")
-        result: GradeResult | None = None
+        self.timings["ceiling"] = self._loop.time()
+        narrator = self.tutor.take_narrator(self.config.summary_voice)
+        grading = asyncio.create_task(self.grade(), name=f"grade-{self.assessment_id}")
+        result: GradeResult | None = None  # set once stored
         try:
-            await self.freeze()
             async with self.keepalive():
-                result = await self.grade()
-            await self.store.graded(self.assessment_id, result)
+                client, speaker = await self.hand_over(narrator)  # the level, spoken while grading runs
+                graded = await grading
+            await self.store.graded(self.assessment_id, graded)
+            result = graded
             await self._send_card(result, "graded")
             self.timings["grade_ready"] = self._loop.time()
-            speaker = await self.hand_over(result.summary, narrator)
+            feedback = feedback_after(opening(self.grade_input), result.summary)
+            if feedback:
+                await self.speak(client, feedback, "feedback_audio")
+            await self.heard()
         except Exception as exc:  # any failure: the summary stays stored and is shown as text
+            if result is None and not grading.cancelled():
+                # The summary is shown as text: the grader's, once it is done (grade() is bounded by
+                # grade_timeout and always has an answer).
+                result = await grading
+                await self.store.graded(self.assessment_id, result)
+                await self._send_card(result, "graded")
             return await self._fail(result, exc)
         finally:
-            await self._dispose_narrator(narrator)
+            await cancel_and_wait(grading)
+            await close_narrator(narrator)
         await self.store.delivered(self.assessment_id, "; ".join(self.problems))
         await self._send_card(result, "delivered")
         self.log.info("assessment delivered", extra={"speaker": speaker, "level": result.level})
@@ -147,7 +198,7 @@ class AssessmentDelivery:
     # --- 1. freeze -----------------------------------------------------------------------------------
 
     async def freeze(self) -> None:
-        """No new response can start: learner audio stops here, turn detection stops upstream."""
+        """No new response can start: turn detection stops upstream (learner audio stopped at the ceiling)."""
         self.tutor.stop_learner_audio()
         try:
             await self.client.request(
@@ -187,24 +238,26 @@ class AssessmentDelivery:
             await asyncio.sleep(interval)  # heartbeat period, not a wait for the server
 
     async def grade(self) -> GradeResult:
+        """The grader's result held to the level and the evidence (grading.reconcile); the rules' on failure."""
         try:
             async with asyncio.timeout(self.config.grade_timeout):
-                return await self.grader.grade(self.grade_input)
+                return reconcile(self.grade_input, await self.grader.grade(self.grade_input))
         except Exception as exc:  # the rules grader is pure and always has an answer
             self._problem(StepFailed("grade", exc))
             return fallback_grade(self.grade_input, exc)
 
     # --- 3-6. the handover ---------------------------------------------------------------------------
 
-    async def hand_over(self, summary: str, narrator: asyncio.Task) -> str:
-        """Quiet the tutor and speak `summary` in the summary voice; returns who spoke it."""
+    async def hand_over(self, narrator: asyncio.Task) -> tuple[RealtimeClient, str]:
+        """Quiet the tutor and say the level in the summary voice; returns the session that spoke, and who."""
+        self.tutor.stop_learner_audio()  # no new turn from the learner from here on
         self.tutor.relay.mute()  # no tutor audio reaches the learner after the flush below
         flushed = await self.learner.request_flush()
         quiet = asyncio.create_task(self.quiet_tutor(flushed), name=f"quiet-tutor-{self.assessment_id}")
         try:
             if self.client.tracker.may_produce_audio:
                 # The tutor spoke (or may be about to): its voice can no longer change. The narrator
-                # session has been opening since grading began; it need not wait for steps 3-4.
+                # session is open (prepared before the ceiling) or opening; it need not wait for 1, 3-4.
                 client = await self._narrator_ready(narrator)
                 speaker = "narrator"
             else:
@@ -212,14 +265,21 @@ class AssessmentDelivery:
                 await self.switch_voice()
                 self.tutor.relay.unmute(role="narrator")
                 client, speaker = self.client, "tutor"
-            await self.tutor.set_state(State.SUMMARY)
-            await self.speak(client, summary)
+            # The level goes upstream first; the state change (teachers' live view, the page) meanwhile.
+            speaking = asyncio.create_task(self.speak(client, opening(self.grade_input), "first_audio"))
+            try:
+                await self.tutor.set_state(State.SUMMARY)
+                await speaking
+            finally:
+                await cancel_and_wait(speaking)
+            self.timings["level_done"] = self._loop.time()
         finally:
             await self._finish(quiet)
-        return speaker
+        return client, speaker
 
     async def quiet_tutor(self, flushed: asyncio.Future) -> None:
-        """Steps 3 and 4 on the tutor session."""
+        """Steps 1, 3 and 4 on the tutor session, in that order."""
+        await self.freeze()
         await self.cancel_active_response()
         await self.clear(flushed)
 
@@ -286,8 +346,9 @@ class AssessmentDelivery:
             raise StepFailed("voice", f"session.updated shows voice {self.client.tracker.voice!r}")
         self.log.info("voice switched", extra={"voice": voice})
 
-    async def speak(self, client: RealtimeClient, summary: str) -> None:
-        """response.create with the summary; returns when its response.done arrives."""
+    async def speak(self, client: RealtimeClient, summary: str, timing: str) -> None:
+        """response.create with `summary`; returns when its response.done arrives. The first audio
+        delta's time is recorded as `timings[timing]`."""
         ids: dict[str, str] = {}
 
         def created(event: Any) -> bool:
@@ -298,7 +359,7 @@ class AssessmentDelivery:
 
         def first_audio(event: Any) -> bool:
             if event.type == "response.output_audio.delta" and event.response_id == ids.get("response"):
-                self.timings.setdefault("first_audio", self._loop.time())
+                self.timings.setdefault(timing, self._loop.time())
                 return True
             return False
 
@@ -320,13 +381,31 @@ class AssessmentDelivery:
             done.cancel()
         if finished.response.status != "completed":
             raise StepFailed("speak", f"summary response ended {finished.response.status}")
+        tracker = client.tracker
+        self.spoken_items += [i for i in tracker.responses[ids["response"]].item_ids if tracker.items[i].audio_bytes]
         self.log.info("summary spoken", extra={"response_id": ids["response"], "speaker": client.name})
 
-    # --- internals -----------------------------------------------------------------------------------
+    async def heard(self) -> None:
+        """Delivered means heard: wait until the page reports that the summary played to its end.
 
-    async def _open_narrator(self) -> tuple[RealtimeClient, SpeechRelay]:
-        self._narrator = await self.tutor.open_narrator(self.config.summary_voice)
-        return self._narrator
+        The upstream generates faster than real time, so `response.done` comes while most of the
+        summary is still to be played. The wait is bounded (its length played in real time from the
+        page's last report, plus the playback margin): a page that never reports the end does not hold
+        the session, and the assessment is delivered with a note saying so.
+        """
+        playback = self.learner.playback
+        outcomes = await playback.until_over(self.spoken_items)
+        unheard = {item: how for item, how in outcomes.items() if how != REPORTED}
+        if unheard:
+            ms = playback.state.length_ms(self.spoken_items)
+            self._problem(StepFailed("playback", (
+                f"the page did not report the end of the summary ({ms} ms of audio: "
+                f"{', '.join(sorted(set(unheard.values())))}); taken as heard after its length plus "
+                f"{playback.state.margin:g} s")))
+        else:
+            self.log.info("summary heard", extra={"items": self.spoken_items})
+
+    # --- internals -----------------------------------------------------------------------------------
 
     async def _narrator_ready(self, narrator: asyncio.Task) -> RealtimeClient:
         client, _relay = await self._step("narrator", self._within(narrator, self.config.step_timeout))
@@ -334,15 +413,10 @@ class AssessmentDelivery:
 
     @staticmethod
     async def _within(future: asyncio.Future, timeout: float) -> Any:
-        """`future`'s result within `timeout`; the future itself is left alone on timeout (shielded)."""
-        async with asyncio.timeout(timeout):
-            return await asyncio.shield(future)
-
-    async def _dispose_narrator(self, narrator: asyncio.Task) -> None:
-        await cancel_and_wait(narrator)  # a narrator that failed to open has nothing to close
-        if self._narrator is not None:
-            await self._narrator[0].close()
-            self._narrator = None
+        """`future`'s result within `timeout` of the loop's responsive time (an overloaded server's own
+        lateness is not the browser's or the narrator's: tasks.wait_responsive); the future itself is
+        left alone on timeout."""
+        return await wait_responsive(future, timeout)
 
     async def _finish(self, quiet: asyncio.Task) -> None:
         """Await the tutor-side steps; their failure is recorded, it does not unsay the summary."""

@@ -4,8 +4,11 @@ It keeps the session's lifecycle (start, resume after an expiry, stop, end, clos
 tasks; the rest is done by parts with one job each:
 
     Transcript          assessments.transcript: what was said, for grading, replay and Turn rows
+    AnswerCollector     tutor.runtime.answers: the learner's answers, fragments merged, with their audio
+    Rater               assessments.rating: judges every answer once -> placement
     ResponseScheduler   tutor.runtime.responses: one response at a time, interruptions, truncation
-    ProbeHandler        tutor.runtime.probes: the tutor's record_probe calls -> placement
+    ProbeHandler        tutor.runtime.probes: the tutor's record_probe calls, a second opinion
+    FailedResponses     tutor.runtime.retries: failed responses retried, or placement ended
     AssessmentDelivery  tutor.runtime.delivery: the handover to the spoken summary
     session_snapshot    tutor.live: what teachers see
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,19 +29,27 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from assessments import services
+from assessments.fluency import measure, speech_span
+from config.openai_models import takes_reasoning
 from assessments.grading import Grader, GradeInput, get_grader, grade_by_rules
-from assessments.placement import Placement, ProbeRecord
+from assessments.grading.summary import NOT_RATED_SUMMARY
+from assessments.placement import Placement, starting_level
+from assessments.rating import OfflineRater, Rater, get_rater
+from assessments.services import feedback_language
 from assessments.transcript import LEARNER, TUTOR, Transcript
 from tutor import live, persona, recovery
 from tutor.realtime import wire
-from tutor.realtime.client import RealtimeClient, RealtimeClosed, RealtimeError
+from tutor.realtime.client import RealtimeClient, RealtimeClosed, RealtimeError, RealtimeRefused
+from tutor.realtime.failures import UNCLAIMED_ERROR_MESSAGE, UpstreamFailure
 from tutor.realtime.logs import bind
 from tutor.realtime.relay import LearnerPort, SpeechRelay
 from tutor.realtime.tasks import OwnedTasks
 from tutor.realtime.wire import ClientError, State
+from tutor.runtime.answers import AnswerCollector, OpenAnswer
 from tutor.runtime.delivery import AssessmentDelivery, DeliveryOutcome, HandoverConfig, TutorLink
 from tutor.runtime.probes import ProbeHandler
 from tutor.runtime.responses import ResponseScheduler, assistant_text_item, user_text_item
+from tutor.runtime.retries import FailedResponses
 from tutor.runtime.store import DjangoAssessmentStore
 from tutor.upstream import Upstream, open_narrator, resolve_upstream
 
@@ -46,6 +58,7 @@ logger = logging.getLogger(__name__)
 db = database_sync_to_async
 EXPIRED_CLOSE_CODE = 1001  # the API closes an expired session with 1001 "going away"
 MAX_RESUMES = 3  # 60-minute sessions: three resumes is far beyond any placement's time cap
+HELD_AUDIO_FRAMES = 300  # learner audio held while the upstream resumes (30 s of the page's 100 ms frames)
 
 
 @dataclass(frozen=True)
@@ -55,11 +68,16 @@ class SessionConfig:
     tutor_voice: str
     summary_voice: str
     transcription_model: str
+    reasoning_effort: str  # empty: the model's default
     speed_beginner: float
     speed_default: float
     max_seconds: float
     step_timeout: float
     grader: Grader = field(hash=False)
+    rater: Rater = field(hash=False, default_factory=OfflineRater)
+    min_rated_answers: int = 2  # fewer rated answers: the session ends not_rated
+    self_assessment: str = ""  # the warm-up's answer on the start screen ("" = not sure)
+    feedback_language: str = "en"  # the learner's native language when they asked for feedback in it
 
     @classmethod
     def for_learner(cls, learner) -> "SessionConfig":
@@ -69,11 +87,15 @@ class SessionConfig:
             tutor_voice=settings.PARLA_TUTOR_VOICE,
             summary_voice=settings.PARLA_SUMMARY_VOICE,
             transcription_model=settings.PARLA_TRANSCRIPTION_MODEL,
+            reasoning_effort=settings.PARLA_REASONING_EFFORT,
             speed_beginner=settings.PARLA_SPEED_BEGINNER,
             speed_default=settings.PARLA_SPEED_DEFAULT,
             max_seconds=settings.PARLA_SESSION_MAX_MINUTES * 60,
             step_timeout=settings.PARLA_STEP_TIMEOUT,
             grader=get_grader(),
+            rater=get_rater(),
+            min_rated_answers=settings.PARLA_MIN_RATED_ANSWERS,
+            feedback_language=feedback_language(learner),
         )
 
     @property
@@ -97,8 +119,11 @@ class TutorSessionRuntime(TutorLink):
         self.learner_name = learner_name or f"learner {learner_id}"
         self.config = config
         self.upstream = upstream
-        self.placement = Placement()
+        self.placement = Placement(starting_level(config.self_assessment))
         self.transcript = Transcript()
+        self.answers = AnswerCollector()
+        self._rating = asyncio.Lock()  # one answer judged at a time, in order
+        self._answer_rows = asyncio.Lock()  # one Turn row per answer, however its fragments interleave
         self.session_id: int | None = None
         self.assessment_id: int | None = None
         self.state = State.READY
@@ -109,6 +134,7 @@ class TutorSessionRuntime(TutorLink):
         self.resumes = 0
         self.delivery: AssessmentDelivery | None = None
         self.delivery_outcome: DeliveryOutcome | None = None
+        self.not_rated = False  # ended without enough evidence for a level
         self.log = bind(logger, session_id=None, learner_id=learner_id)
         self.tasks = OwnedTasks(f"{id(self):x}")
         self.responses = ResponseScheduler(
@@ -121,16 +147,20 @@ class TutorSessionRuntime(TutorLink):
             log=self.log,
         )
         self.probes = ProbeHandler(
-            placement=self.placement,
+            answers=self.answers, responses=self.responses, log=self.log, on_answer=self._judge_open_answer
+        )
+        self.failures = FailedResponses(
+            client=lambda: self.client,
             responses=self.responses,
-            store=self._store_probe,
-            on_recorded=self._send_level,
-            on_finished=self.begin_assessment,
-            level_session=lambda: self._tutor_session(initial=False),
-            step_timeout=config.step_timeout,
+            learner=learner,
+            may_respond=lambda: self.assessment_id is None and not self._ended,
+            give_up=self._upstream_failed,
+            spawn=self._spawn,
             log=self.log,
         )
+        self._reply_complete = False  # a response after the learner's last answer finished speaking
         self._accepting_audio = False
+        self._held_audio: deque[bytes] = deque(maxlen=HELD_AUDIO_FRAMES)
         self._upstream_ready = False  # configured (session.updated) and, after a resume, replayed
         self._closing = False
         self._ended = False
@@ -138,7 +168,9 @@ class TutorSessionRuntime(TutorLink):
             "response.created": self.on_response_created,
             "response.done": self.on_response_done,
             "input_audio_buffer.speech_started": self.on_speech_started,
+            "input_audio_buffer.committed": self.on_input_audio_buffer_committed,
             "conversation.item.input_audio_transcription.completed": self.on_input_transcription_completed,
+            "conversation.item.input_audio_transcription.failed": self.on_input_transcription_failed,
             "response.function_call_arguments.done": self.on_function_call_arguments_done,
             "error": self.on_error,
         }
@@ -164,16 +196,25 @@ class TutorSessionRuntime(TutorLink):
                 upstream=self.upstream.kind,
                 model=self.upstream.model,
                 target_language=self.config.target_language,
+                self_assessment=self.config.self_assessment,
+                start_level=self.placement.current_level,
             )
             self.log.bind(session_id=self.session_id)
             self._spawn(recovery.keep_alive(self.session_id), "heartbeat")  # other processes leave it alone
+            self._spawn(self.config.rater.prepare(self.config.target_language), "rater-prepare")
             await self._connect_tutor()
+        except RealtimeRefused as exc:
+            self.log.warning(
+                "upstream refused the session",
+                extra={"status": exc.status, "close_code": exc.close_code, "code": exc.code, "error_message": exc.message},
+            )
+            await self._end_before_start(exc.failure.code, exc.failure.message, exc.failure.end_reason)
+            return
         except (RealtimeError, TimeoutError, OSError) as exc:
             self.log.warning("upstream unavailable", extra={"error": str(exc)})
-            await self.learner.send_event(
-                wire.error("upstream_unavailable", "The tutor could not be reached. Please try again.")
+            await self._end_before_start(
+                "upstream_unavailable", "The tutor could not be reached. Please try again.", "upstream_error"
             )
-            await self._end("upstream_error")
             return
         self.log.info("tutor session started", extra={"upstream": self.upstream.kind})
         self._spawn(self._watch_upstream(), "watch-upstream")
@@ -181,8 +222,21 @@ class TutorSessionRuntime(TutorLink):
         await self._send_level()
         self._upstream_ready = True
         self._accepting_audio = True
-        await self.set_state(State.LISTENING)
-        await self.responses.create()  # the tutor greets and asks the first question
+        # The tutor greets and asks the first question: the state goes from connecting to
+        # tutor_speaking, never to "your turn" just before the tutor speaks; then it follows playback.
+        await self.set_state(State.TUTOR_SPEAKING)
+        await self.responses.create()
+        self._spawn(self._follow_playback(), "follow-playback")
+
+    async def _end_before_start(self, code: str, message: str, reason: str) -> None:
+        """The tutor session could not start: the learner is told in Parla's words (the upstream's own
+        text is in the log), the session ends with `reason`, and none of its tasks is left running."""
+        await self.learner.send_event(wire.error(code, message))
+        self.placement.finish_early(reason)
+        if self.session_id is not None:
+            await self._not_rated()  # a session row with no answer: not rated, never a default level
+        await self._end(reason)
+        await self.tasks.cancel_all()  # the heartbeat; this start task is the caller and ends next
 
     async def _connect_tutor(self) -> None:
         """Open and configure the tutor's upstream session (session.updated confirms the config)."""
@@ -203,7 +257,10 @@ class TutorSessionRuntime(TutorLink):
             self._upstream_ready = False
             try:
                 await self._connect_tutor()
+                self.responses.reset()
                 for utterance in self.transcript.conversation:
+                    if not utterance.text:
+                        continue  # a spoken answer whose words are not known: there is no text to replay
                     item = user_text_item if utterance.role == LEARNER else assistant_text_item
                     await self.responses.add_item(item(utterance.text))
             except (RealtimeError, TimeoutError, OSError) as exc:
@@ -213,28 +270,38 @@ class TutorSessionRuntime(TutorLink):
                 return False
             self._upstream_ready = True
             self.resumes += 1
+            try:
+                while self._held_audio:  # what the learner said meanwhile, before anything else is said
+                    await self.client.send_audio(self._held_audio.popleft())
+            except RealtimeClosed:
+                pass  # the new session closed at once: the watch loop sees it next
             conversation = self.transcript.conversation
             self.log.info("upstream session resumed", extra={"turns": len(conversation), "resumes": self.resumes})
-            if conversation and conversation[-1].role == LEARNER:
-                await self.responses.respond()  # the learner's last answer has had no reply yet
-            # else the tutor spoke last: its question stands, and the learner answers it
+            if not self._reply_complete:
+                # The tutor's last reply was cut (or never came): e.g. only its preamble was said.
+                self.responses.want("resume")
+            else:
+                await self.set_state(State.LISTENING)  # its question stands: the learner's turn
         return True
 
     async def stop(self) -> None:
-        """The learner pressed Stop: assess what is known (or just end if nothing was probed)."""
+        """The learner pressed Stop: assess what is known (not rated when too little is known)."""
         if self.assessment_id is not None or self._ended:
             return
-        if self.client is None:
+        if self.client is None:  # still connecting: nothing was said
+            self.placement.finish_early("learner_stopped")
+            if self.session_id is not None:
+                await self._not_rated()
             await self._end("learner_stopped")
             return
-        self.placement.finish_early("learner_stopped")
-        await self.begin_assessment()
+        await self._end_placement("learner_stopped")
 
     async def close(self, reason: str = "learner_left") -> None:
         """The learner's socket is gone: cancel and await every task, keep what was learned."""
         self._closing = True
         self._accepting_audio = False
         await self.tasks.cancel_all()
+        await self.discard_narrator()
         if self.client is not None:
             await self.client.close()
         if self.session_id is not None:
@@ -253,28 +320,37 @@ class TutorSessionRuntime(TutorLink):
         if self.session_id is not None:
             await db(services.end_session)(self.session_id, reason)
         await self.set_state(State.ENDED)
-        if self.client is not None and not self._closing:
-            await self.client.close()
+        if not self._closing:
+            await self.discard_narrator()  # prepared for a handover that did not come (not rated)
+            if self.client is not None:
+                await self.client.close()
         self.log.info("tutor session ended", extra={"reason": reason})
 
     # --- learner input ----------------------------------------------------------------------------
 
     async def learner_audio(self, pcm: bytes) -> None:
-        if self._accepting_audio and self._upstream_ready and self.client.is_open:
+        if not self._accepting_audio:
+            return
+        self.answers.audio(pcm)  # the answer's recording and fluency, whatever the upstream does
+        if self._upstream_ready and self.client.is_open:
             try:
                 await self.client.send_audio(pcm)
+                return
             except RealtimeClosed:
-                pass  # the upstream is closing or being resumed: _watch_upstream deals with it
+                pass  # the upstream is closing: _watch_upstream resumes it (or ends the session)
+        # Held while the upstream session is being resumed, and sent to the new one: a learner who
+        # answers just as the old session expires is still heard (bounded; dropped if none comes).
+        self._held_audio.append(pcm)
 
     async def answer_text(self, text: str) -> None:
         if self.session_id is None or self.client is None:
             raise ClientError("not_started", "The session is still starting; answer when the tutor asks.")
         if self.assessment_id is not None or self._ended:
             raise ClientError("placement_ended", "The placement has ended; this answer was not recorded.")
-        await self._learner_said(text, item_id="")
+        await self._show_answer(self.answers.written(text, self.placement.current_level))
         async with self.responses.lock:  # not while a resumed session is being configured
             await self.responses.add_item(user_text_item(text))
-        await self.responses.create(interrupt=True)
+        await self.responses.answer_written()
 
     # --- TutorLink (used by the handover) -------------------------------------------------------------
 
@@ -294,6 +370,8 @@ class TutorSessionRuntime(TutorLink):
     # --- upstream events (dispatched from the client's reader task: never await a request here) -----
 
     async def on_upstream_event(self, event: Any) -> None:
+        if self.client is not None and self.client.is_open:
+            self.responses.observe(event)  # first: the turn-taking state every decision below reads
         if await self.relay.handle(event):
             return
         handler = self._handlers.get(event.type)
@@ -301,20 +379,53 @@ class TutorSessionRuntime(TutorLink):
             await handler(event)
 
     async def on_response_created(self, event: Any) -> None:
-        if self.assessment_id is None:
-            await self.set_state(State.TUTOR_SPEAKING)
+        self.failures.on_response_created()
+        await self._show_state()  # mostly from playback (_follow_playback), not from generation
 
     async def on_response_done(self, event: Any) -> None:
-        if self.assessment_id is None and not self.client.tracker.has_active_response:
-            await self.set_state(State.LISTENING)
+        if event.response.status == "completed" and self.client.tracker.spoke_after_calls(event.response.id):
+            self._reply_complete = True
+        self._tutor_spoke(event.response)
+        await self.failures.on_response_done(event)
+        await self._show_state()
+
+    def _tutor_spoke(self, response: Any) -> None:
+        """A reply that spoke ended complete and went to the learner uncut: the tutor has taken its
+        turn, so the learner's answer before it is complete. Judged at the reply's end, not at its first
+        spoken item: a reply can open with a preamble before its record_probe call (gpt-realtime-2).
+        A reply the learner talked over (barge-in, or a written answer) was silenced and does not end
+        their answer; a tool call has no audio."""
+        if self.assessment_id is not None or self.relay.muted or response.status != "completed":
+            return
+        tracker = self.client.tracker
+        state = tracker.responses.get(response.id)
+        spoken = [i for i in (state.item_ids if state else ()) if i in tracker.items and tracker.items[i].audio_bytes]
+        if spoken and not any(self.relay.was_silenced(i) for i in spoken):
+            self._close_answer()
 
     async def on_speech_started(self, event: Any) -> None:
-        # Barge-in: the server cancels the response itself (interrupt_response).
-        if self.relay.speaking_item and self.assessment_id is None:
+        # Barge-in: the learner talks while the tutor is audible - also after generation finished (the
+        # upstream generates faster than real time): the page is flushed and the item cut where the
+        # learner stopped hearing it. An active response is cancelled by the server (interrupt_response).
+        if self.assessment_id is None and self.learner.playback.audible() is not None:
             await self.responses.interrupt_playback()
 
+    async def on_input_audio_buffer_committed(self, event: Any) -> None:
+        if self.assessment_id is None:
+            self.answers.committed(event.item_id, self.placement.current_level)
+
     async def on_input_transcription_completed(self, event: Any) -> None:
-        await self._learner_said(event.transcript, item_id=event.item_id)
+        await self._show_answer(self.answers.transcribed(event.item_id, event.transcript, self.placement.current_level))
+
+    async def on_input_transcription_failed(self, event: Any) -> None:
+        # The learner spoke, but no words are known: the answer shows as spoken, never with made-up text.
+        # (Real shape: error type "server_error", message "Input transcription failed for item '<id>'."
+        # -- openai/openai-realtime-console#46.)
+        self.log.info(
+            "learner speech not transcribed",
+            extra={"item_id": event.item_id, "error_type": event.error.type, "code": event.error.code},
+        )
+        await self._show_answer(self.answers.transcribed(event.item_id, None, self.placement.current_level))
 
     async def on_function_call_arguments_done(self, event: Any) -> None:
         self._spawn(self.probes.handle(self.client, event.call_id, event.name, event.arguments), "probe")
@@ -326,13 +437,42 @@ class TutorSessionRuntime(TutorLink):
         self.log.warning(
             "upstream error", extra={"code": error.code, "error_message": error.message, "event_id": error.event_id}
         )
-        await self.learner.send_event(wire.error("upstream_error", error.message))
+        await self.learner.send_event(wire.error("upstream_error", UNCLAIMED_ERROR_MESSAGE))  # its text: the log
+
+    async def _follow_playback(self) -> None:
+        """tutor_speaking while the learner hears the tutor, listening otherwise: from the page's
+        playback reports, not from generation (which ends long before the learner has heard it all)."""
+        while True:
+            await self._show_state()
+            await self.learner.playback.changed()
+
+    async def _show_state(self) -> None:
+        """tutor_speaking while the learner hears the tutor, or the tutor's turn goes on between a tool
+        call and the reply that follows its output (a response active, or calls waiting for outputs)."""
+        if self.assessment_id is None and self.state in (State.LISTENING, State.TUTOR_SPEAKING):
+            client = self.client
+            speaking = self.learner.playback.audible() is not None or (
+                client is not None and (client.tracker.has_active_response or self.responses.calls_waiting)
+            )
+            await self.set_state(State.TUTOR_SPEAKING if speaking else State.LISTENING)
 
     # --- the assessment -----------------------------------------------------------------------------
 
     async def begin_assessment(self) -> None:
-        """Persist the assessment first, then hand it to the delivery worker (idempotent)."""
+        """Persist the assessment first, then hand it to the delivery worker (idempotent).
+
+        Without enough evidence (placement.has_evidence) there is no level to deliver: the session
+        ends `not_rated`, and the learner is told why.
+        """
         if self.assessment_id is not None:
+            return
+        async with self._rating:  # the answers already given are judged before the level is final
+            pass
+        if self.assessment_id is not None:
+            return
+        if not self.placement.has_evidence(self.config.min_rated_answers):
+            await self._not_rated()
+            await self._end(self.placement.end_reason or "learner_stopped")
             return
         self.assessment_id = await db(services.create_assessment)(
             self.session_id, self.placement.rating, self.placement.partial
@@ -351,15 +491,43 @@ class TutorSessionRuntime(TutorLink):
         )
         self._spawn(self._deliver(), "delivery")
 
+    async def _upstream_failed(self, failure: UpstreamFailure) -> None:
+        """Responses keep failing, or fail in a way retrying cannot help (quota, model access): placement
+        ends with what is known, the learner is told why, the session records it."""
+        if self.assessment_id is not None or self._ended:
+            return
+        self.log.warning("placement ended by upstream failures", extra={"reason": failure.end_reason})
+        await self.learner.send_event(wire.error(failure.code, failure.message))
+        await self._end_placement(failure.end_reason)
+
     async def _deliver(self) -> None:
         outcome = self.delivery_outcome = await self.delivery.run()
         self.log.info("handover finished", extra={"status": outcome.status, "speaker": outcome.speaker})
         await self._end(self.placement.end_reason or "ceiling")
+        await self.tasks.cancel_all()  # heartbeat, time cap, upstream watch: the session has ended
+
+    async def _not_rated(self) -> None:
+        """Too little evidence for a level: the assessment is stored `not_rated` and the learner told so."""
+        self.assessment_id = await db(services.create_unrated_assessment)(self.session_id, self.placement.partial)
+        self.not_rated = True
+        self.log.bind(assessment_id=self.assessment_id)
+        self.log.info(
+            "session not rated",
+            extra={"rated_answers": self.placement.rated_answers, "end_reason": self.placement.end_reason},
+        )
+        self.relay.mute()  # the tutor says nothing more; the page shows why there is no level
+        await self.learner.send_event(
+            wire.assessment(self.assessment_id, None, {}, NOT_RATED_SUMMARY, "", "not_rated", self.placement.partial)
+        )
 
     async def _keep_undelivered(self, reason: str) -> None:
-        """On disconnect: an assessment that was not delivered is graded by the rules and kept."""
-        if self.assessment_id is None and self.placement.probes and not self._ended:
+        """On disconnect: an assessment that was not delivered is graded by the rules and kept; a
+        session that ends here with too little evidence is kept as not rated."""
+        if self.assessment_id is None and not self._ended:
             self.placement.finish_early("learner_left")
+            if not self.placement.has_evidence(self.config.min_rated_answers):
+                await self._not_rated()
+                return
             self.assessment_id = await db(services.create_assessment)(
                 self.session_id, self.placement.rating, self.placement.partial
             )
@@ -376,6 +544,7 @@ class TutorSessionRuntime(TutorLink):
             self.placement,
             target_language=self.config.target_language,
             native_language=self.config.native_language,
+            feedback_language=self.config.feedback_language,
         )
 
     # --- timers and upstream health -------------------------------------------------------------------
@@ -384,8 +553,7 @@ class TutorSessionRuntime(TutorLink):
         await asyncio.sleep(self.config.max_seconds)  # the session's time budget, not a settle wait
         if self.assessment_id is None:
             self.log.info("session time cap reached")
-            self.placement.finish_early("time_cap")
-            await self.begin_assessment()
+            await self._end_placement("time_cap")
 
     async def _watch_upstream(self) -> None:
         while True:
@@ -400,8 +568,8 @@ class TutorSessionRuntime(TutorLink):
                 return  # the handover has its own timeouts and falls back to text
             if expired and self.resumes < MAX_RESUMES and await self._resume():
                 continue
-            self.placement.finish_early("upstream_expired" if expired else "upstream_error")
-            await self.begin_assessment()  # the delivery falls back to text when the tutor is gone
+            # the delivery falls back to text when the tutor is gone
+            await self._end_placement("upstream_expired" if expired else "upstream_error")
             return
 
     # --- transcript, level and the live view -----------------------------------------------------------
@@ -415,19 +583,17 @@ class TutorSessionRuntime(TutorLink):
             transcription_model=self.config.transcription_model,
             speed_beginner=self.config.speed_beginner,
             speed_default=self.config.speed_default,
+            reasoning_effort=self.config.reasoning_effort if takes_reasoning(self.upstream.model) else None,
         )
         if not initial:
             # The voice is fixed once the tutor has spoken: a level update never mentions it.
             del session["audio"]["output"]["voice"]
         return session
 
-    async def _learner_said(self, text: str, item_id: str) -> None:
-        utterance = await self._record(LEARNER, text, item_id)
-        if utterance is not None:
-            await self.learner.send_event(wire.transcript(LEARNER, item_id, utterance.text, final=True))
-
     async def _tutor_said(self, role: str, item_id: str, text: str) -> None:
-        await self._record(role, text, item_id)
+        utterance = await self._record(role, text, item_id)
+        if utterance is not None and role == TUTOR:
+            self.answers.tutor_asked(self.placement.current_level, utterance.text)
 
     async def _record(self, role: str, text: str, item_id: str):
         """Append to the transcript and store the Turn row: one place for both."""
@@ -436,10 +602,103 @@ class TutorSessionRuntime(TutorLink):
             await db(services.record_turn)(self.session_id, role, utterance.text, item_id, utterance.level)
         return utterance
 
-    async def _store_probe(self, probe: ProbeRecord, call_id: str) -> None:
-        await db(services.record_probe)(self.session_id, probe.level, probe.outcome, probe.evidence, call_id)
+    # --- the learner's answers and their judgements ----------------------------------------------------
+
+    async def _show_answer(self, answer: OpenAnswer) -> None:
+        """An answer began or grew by a fragment: the learner's transcript and its Turn row follow."""
+        self._reply_complete = False  # the learner spoke after the tutor's last reply
+        async with self._answer_rows:
+            audio = answer.audio if answer is not self.answers.current else self.answers.audio_so_far()
+            fluency = measure(audio) if answer.has_spoken else None
+            measures = fluency.as_dict() if fluency else {}
+            utterance = self.transcript.set_answer(answer.answer_id, answer.text, answer.level, answer.mode, measures)
+            if utterance is None:
+                return
+            if answer.turn_id is None:
+                answer.turn_id = await db(services.record_turn)(
+                    self.session_id, LEARNER, utterance.text, answer.answer_id, answer.level, answer.mode, measures
+                )
+            else:
+                await db(services.update_answer)(answer.turn_id, utterance.text, answer.mode, measures)
+        spoken_ms = fluency.duration_ms if fluency is not None and not utterance.text else None
+        await self.learner.send_event(
+            wire.transcript(LEARNER, answer.answer_id, utterance.text, final=True, mode=answer.mode, spoken_ms=spoken_ms)
+        )
+
+    async def _judge_open_answer(self) -> None:
+        """The tutor signalled (record_probe) that the answer is over: judge it before it speaks."""
+        answer = self.answers.close()
+        if answer is not None and answer.fragments:
+            await self._judge(answer)
+
+    def _close_answer(self) -> None:
+        answer = self.answers.close()
+        if answer is not None and answer.fragments:
+            self._spawn(self._judge(answer), "rating")
+
+    async def _end_placement(self, reason: str) -> None:
+        """Placement ends early: the answer in progress is judged first, then the assessment begins."""
+        answer = self.answers.close()
+        if answer is not None and answer.fragments:
+            await self._judge(answer, begin=False)
+        self.placement.finish_early(reason)
+        await self.begin_assessment()
+
+    async def _judge(self, answer: OpenAnswer, begin: bool = True) -> None:
+        """Rate one answer, exactly once; placement follows the judgement."""
+        async with self._rating:
+            if self.placement.finished or self.assessment_id is not None:
+                return
+            try:
+                async with asyncio.timeout(self.config.step_timeout):
+                    await answer.transcribed.wait()  # its words, or that there are none
+            except TimeoutError:
+                self.log.info("answer judged without its transcription", extra={"answer_id": answer.answer_id})
+            judgement = await self.config.rater.rate(answer.for_rater(self.config.target_language))
+            update = self.placement.record(judgement.level, judgement.outcome, judgement.evidence, judgement.rater)
+            await self._store_answer(answer, judgement)
+            self.transcript.judge(self.placement.probes[-1])  # beside the answer it judges, for the grader
+            self.log.info(
+                "answer judged",
+                extra={"answer_id": answer.answer_id, "level": judgement.level, "outcome": judgement.outcome,
+                       "rater": judgement.rater, "mode": judgement.mode, "current": update.current_level,
+                       "tutor_outcome": answer.opinion.outcome if answer.opinion else None},
+            )
+            await self._send_level()
+            if update.level_changed and not update.finished:
+                await self._apply_level()
+        if update.finished and begin:
+            await self.begin_assessment()
+
+    async def _store_answer(self, answer: OpenAnswer, judgement) -> None:
+        """The answer's final text, fluency and recording, and the judgement beside the tutor's opinion."""
+        fluency = answer.fluency()
+        measures = fluency.as_dict() if fluency else {}
+        utterance = self.transcript.set_answer(answer.answer_id, answer.text, answer.level, answer.mode, measures)
+        if answer.turn_id is None and utterance is not None:
+            answer.turn_id = await db(services.record_turn)(
+                self.session_id, LEARNER, utterance.text, answer.answer_id, answer.level, answer.mode, measures
+            )
+        elif answer.turn_id is not None and answer.has_spoken:  # a written answer's row is already final
+            await db(services.update_answer)(answer.turn_id, answer.text, answer.mode, measures)
+        if answer.turn_id is not None:
+            if answer.has_spoken:
+                await db(services.save_turn_audio)(answer.turn_id, speech_span(answer.audio))
+        await db(services.record_judgement)(self.session_id, answer.turn_id, judgement, answer.opinion)
+
+    async def _apply_level(self) -> None:
+        """The tutor's instructions and speed follow the new level: the scheduler sends them between
+        responses, before the next one starts (speed changes only between model turns)."""
+        if self.client is None or not self.client.is_open or self.assessment_id is not None:
+            return
+        self.responses.update_session(self._tutor_session(initial=False))
+        self.log.info("level changed", extra={"level": self.placement.current_level})
 
     async def _send_level(self) -> None:
+        if self.placement.one_answer_from_end() and self.client is not None:
+            # The summary voice gets ready now, an answer before placement can end: the level is then
+            # said one round trip after the ceiling (DESIGN section 3). Closed on any end if unused.
+            self.prepare_narrator(self.config.summary_voice)
         await self.learner.send_event(wire.level(self.placement.current_level, self.placement.ladder()))
         await self._announce()
 
@@ -457,7 +716,7 @@ class TutorSessionRuntime(TutorLink):
                 placement=self.placement,
                 assessment_id=self.assessment_id,
                 assessment_level=outcome.result.level if outcome else None,
-                assessment_status=outcome.status if outcome else "pending",
+                assessment_status=outcome.status if outcome else "not_rated" if self.not_rated else "pending",
             )
         )
 
@@ -480,4 +739,7 @@ class TutorSessionRuntime(TutorLink):
         except Exception as exc:
             self.log.exception("session task failed", extra={"task": name})
             if not self._closing:
-                await self.learner.send_event(wire.error("session_error", f"Something went wrong ({name}): {exc}"))
+                # The exception's text is in the log; the learner gets Parla's words.
+                await self.learner.send_event(
+                    wire.error("session_error", "Something went wrong on our side; please try again.")
+                )

@@ -1,9 +1,10 @@
 """An in-memory learner and a bare tutor link: the handover without a browser or a database.
 
 Used by the handover's tests and by `bench/handover.py`. `MemoryLearner` behaves like the page's
-playback worklet: it plays each assistant item in real time from its first frame, flushes at once when
-asked and reports how many ms of the item it played. It keeps a timeline of everything it received, so
-tests can check what the learner would have heard, and in which order.
+playback worklet: it plays the assistant items one after the other, each in real time from its first
+frame, reports `start`, `progress` (every 500 ms) and `end` of each item as the page does, flushes at
+once when asked and says how many ms of the item it played. It keeps a timeline of everything it
+received, so tests can check what the learner would have heard, and in which order.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from tutor.runtime.delivery import AssessmentStore
+from django.conf import settings
+
+from tutor.runtime.delivery import AssessmentStore, TutorLink
 from tutor import persona
 from tutor.realtime.client import RealtimeClient
-from tutor.realtime.relay import LearnerPort, PlaybackPosition, SpeechRelay
+from tutor.realtime.playback import DEFAULT_MARGIN
+from tutor.realtime.relay import LearnerPort, PlaybackPosition, PlaybackWatch, SpeechRelay
 from tutor.realtime.simulator.audio import synthesize
 from tutor.realtime import wire
 from tutor.realtime.audio import audio_ms
@@ -23,27 +27,41 @@ from tutor.realtime.tasks import cancel_and_wait
 from tutor.realtime.wire import State
 from tutor.upstream import Upstream, open_narrator, relay_with_errors_logged
 
+PROGRESS_MS = 500  # the page's playback worklet reports progress this often (PROGRESS_S)
+
 
 @dataclass
 class HeardItem:
     item_id: str
     role: str
     voice: str | None
-    started_at: float
+    started_at: float  # when `audio.start` arrived
     audio: bytearray = field(default_factory=bytearray)
     flushed: bool = False
+    complete: bool = False  # `audio.end` arrived
+    finished: bool = False  # played to its end
+    played_ms: float = 0.0  # the play head, as of `anchor`
+    anchor: float | None = None  # loop time when the play head was last at played_ms and playing
 
 
 class MemoryLearner(LearnerPort):
-    """A browser stand-in that answers `playback.flush` like the page does."""
+    """A browser stand-in that plays, reports and answers `playback.flush` like the page does.
 
-    def __init__(self, flush_delay: float = 0.0):
+    `reports=False` is a page that never reports playback (the server then waits out each item's bound).
+    """
+
+    def __init__(self, flush_delay: float = 0.0, *, reports: bool = True, margin: float = DEFAULT_MARGIN):
         self.events: list[dict] = []
         self.timeline: list[tuple[str, Any]] = []  # ("event", dict) | ("audio", item_id)
         self.items: dict[str, HeardItem] = {}
         self.current: HeardItem | None = None
         self.flush_delay = flush_delay  # browser round trip; the answer comes back after it
+        self.reports_enabled = reports
+        self.reports: list[tuple[str, str, int]] = []  # (kind, item_id, played_ms) as sent to the server
+        self.playback = PlaybackWatch(margin)
         self._loop = asyncio.get_running_loop()
+        self._arrived = asyncio.Event()
+        self._player: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
 
     async def send_event(self, event: dict) -> None:
@@ -53,6 +71,11 @@ class MemoryLearner(LearnerPort):
             self.current = self.items[event["item_id"]] = HeardItem(
                 event["item_id"], event["role"], event["voice"], self._loop.time()
             )
+            if self._player is None:
+                self._player = self._loop.create_task(self._play(), name="memory-learner-player")
+        elif event["type"] == "audio.end" and event["item_id"] in self.items:
+            self.items[event["item_id"]].complete = True
+            self._wake()
 
     async def send_audio(self, pcm: bytes) -> None:
         item = self.current
@@ -60,8 +83,10 @@ class MemoryLearner(LearnerPort):
         if item is None:
             return
         item.audio += pcm
+        self._wake()
 
     async def request_flush(self) -> asyncio.Future:
+        self.playback.flushed()
         await self.send_event(wire.playback_flush(f"flush_{len(self.events)}"))
         position = self._flush()
         future = self._loop.create_future()
@@ -79,12 +104,62 @@ class MemoryLearner(LearnerPort):
             future.set_result(position)
 
     def _flush(self) -> PlaybackPosition:
-        item, self.current = self.current, None
-        if item is None:
+        """Drop everything queued; the item playing (or else the first queued) and how much of it played."""
+        self.current = None
+        waiting = [i for i in self.items.values() if not i.flushed and not i.finished]
+        for item in waiting:
+            item.flushed = True
+        self._wake()
+        if not waiting:
             return PlaybackPosition(None, 0)
-        item.flushed = True
-        elapsed_ms = int((self._loop.time() - item.started_at) * 1000)
-        return PlaybackPosition(item.item_id, min(audio_ms(len(item.audio)), elapsed_ms))
+        return PlaybackPosition(waiting[0].item_id, int(self._position(waiting[0])))  # items play in order
+
+    def _position(self, item: HeardItem) -> float:
+        """Where the play head of `item` is now: real time since it last moved, within what arrived."""
+        if item.anchor is None:
+            return item.played_ms
+        return min(audio_ms(len(item.audio)), item.played_ms + (self._loop.time() - item.anchor) * 1000)
+
+    async def _play(self) -> None:
+        """The playback worklet: items in order, each in real time, reporting as the page does."""
+        while True:
+            item = next((i for i in self.items.values() if not i.flushed and not i.finished and i.audio), None)
+            if item is None:
+                await self._next_arrival()
+                continue
+            if item.anchor is None:  # starts now, or resumes after running dry
+                if item.played_ms == 0:
+                    self._report("start", item, 0)
+                item.anchor = self._loop.time()
+            available = audio_ms(len(item.audio))
+            if item.played_ms >= available:
+                item.anchor = None
+                if item.complete:
+                    item.finished = True
+                    self._report("end", item, int(item.played_ms))
+                else:
+                    await self._next_arrival()  # ran dry: wait for more of it
+                continue
+            next_report = (int(item.played_ms) // PROGRESS_MS + 1) * PROGRESS_MS
+            await asyncio.sleep((min(available, next_report) - item.played_ms) / 1000)  # playing, in real time
+            if item.flushed:
+                continue
+            item.played_ms, item.anchor = self._position(item), self._loop.time()
+            if item.played_ms >= next_report:
+                self._report("progress", item, int(item.played_ms))
+
+    async def _next_arrival(self) -> None:
+        event = self._arrived
+        await event.wait()
+
+    def _wake(self) -> None:
+        self._arrived.set()
+        self._arrived = asyncio.Event()
+
+    def _report(self, kind: str, item: HeardItem, played_ms: int) -> None:
+        if self.reports_enabled:
+            self.reports.append((kind, item.item_id, played_ms))
+            self.playback.report(item.item_id, kind, played_ms)
 
     def of_role(self, role: str) -> list[HeardItem]:
         return [item for item in self.items.values() if item.role == role]
@@ -93,10 +168,10 @@ class MemoryLearner(LearnerPort):
         return next(i for i, (kind, e) in enumerate(self.timeline) if kind == "event" and e["type"] == event_type)
 
     async def close(self) -> None:
-        await cancel_and_wait(*self._tasks)
+        await cancel_and_wait(*self._tasks, *([self._player] if self._player else []))
 
 
-class BareTutorLink:
+class BareTutorLink(TutorLink):
     """A tutor session without placement or database: enough for the handover (a TutorLink)."""
 
     def __init__(self, upstream: Upstream, learner: LearnerPort, *, voice: str = "marin", step_timeout: float = 5.0):
@@ -116,7 +191,7 @@ class BareTutorLink:
             native_language="en",
             level=level,
             voice=self.voice,
-            transcription_model="gpt-4o-mini-transcribe",
+            transcription_model=settings.PARLA_TRANSCRIPTION_MODEL,  # the current default (config/settings.py)
             speed_beginner=1.0,
             speed_default=1.0,
         )
@@ -142,6 +217,7 @@ class BareTutorLink:
         return [code for c in (self.client, *self.narrators) for code in c.tracker.error_codes]
 
     async def close(self) -> None:
+        await self.discard_narrator()
         await self.client.close()
 
 

@@ -22,6 +22,10 @@ from tutor.realtime.simulator.events import validate_server_event
 from tutor.realtime.simulator.knobs import SimulatorKnobs
 from tutor.realtime.simulator.server import RealtimeSimulator
 
+# The realtime model the raw test client names by default: the current one, as in config/settings.py
+# ("Build a low-latency voice agent: gpt-realtime-2.1", developers.openai.com/api/docs/guides/realtime).
+CURRENT_REALTIME_MODEL = "gpt-realtime-2.1"
+
 EventPredicate = Callable[[dict[str, Any]], bool]
 
 
@@ -54,7 +58,7 @@ class RealtimeTestClient:
         cls,
         url: str,
         *,
-        query: str = "model=gpt-realtime",
+        query: str = f"model={CURRENT_REALTIME_MODEL}",
         api_key: str | None = "sk-test",
         expect_session: bool = True,
     ) -> AsyncIterator[RealtimeTestClient]:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from tutor.realtime.audio import SAMPLE_RATE
 import pytest
 
 from tutor.tests.live import free_port, stop_process, wait_for_port
@@ -85,6 +87,21 @@ def make_speech_wav(
     return path
 
 
+def make_answers_wav(path: Path, level: str, *, pause_s: float = 3.0, turns: int = 6) -> Path:
+    """A mono 16-bit 24 kHz WAV of `turns` spoken answers of `level`'s fluency (the offline rater
+    measures it from the audio: tutor.testing.learners.spoken_answer), each followed by `pause_s` of
+    silence. Chromium loops the file."""
+    from tutor.testing.learners import spoken_answer
+
+    silence = b"\0\0" * int(pause_s * SAMPLE_RATE)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes(b"".join(spoken_answer(level) + silence for _ in range(turns)))
+    return path
+
+
 # -- the live server --------------------------------------------------------------------------------
 
 
@@ -125,8 +142,13 @@ def simulator_command_exists() -> bool:
 
 
 @contextmanager
-def live_server(workdir: Path, *, true_level: str | None = "B1", pace: float = 1.0, extra_env=None):
+def live_server(
+    workdir: Path, *, true_level: str | None = "B1", pace: float | None = None, extra_env=None,
+    probe_shape: str | None = None,
+):
     """A Parla server (and, with `true_level`, a realtime simulator as its upstream) in subprocesses.
+
+    `pace`: the simulator's audio generation rate (None: its default, faster than real time).
 
     The server gets a fresh SQLite database with one learner (`LiveServer.username/password`).
     Its output and the simulator's go to `workdir/server.log`, shown when a test fails.
@@ -168,7 +190,8 @@ def live_server(workdir: Path, *, true_level: str | None = "B1", pace: float = 1
                 [
                     sys.executable, "manage.py", "realtime_simulator",
                     "--host", "127.0.0.1", "--port", str(sim_port),
-                    "--true-level", true_level, "--pace", str(pace),
+                    "--true-level", true_level, *(["--pace", str(pace)] if pace is not None else []),
+                    *(["--probe-shape", probe_shape] if probe_shape else []),
                 ],
                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip

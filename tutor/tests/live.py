@@ -119,8 +119,11 @@ def parla_server(*, realtime_url: str, redis_url: str | None = None, extra_env: 
         DEBUG="1",
         PARLA_STEP_TIMEOUT="5",
         LOG_LEVEL="INFO",
-        **(extra_env or {}),
+        PYTHONUNBUFFERED="1",  # the test reads the log while the server runs
+        # Learners' recordings of test sessions go to a scratch folder, never into the checkout.
+        MEDIA_ROOT=tempfile.mkdtemp(prefix="parla-media-"),
     )
+    env.update(extra_env or {})
     if redis_url:
         env["REDIS_URL"] = redis_url
         # Servers that should share the layer (several processes on one Redis) pass the same prefix.
@@ -147,10 +150,12 @@ def daphne_server(*, realtime_url: str, redis_url: str | None, extra_env: dict |
     with parla_server(realtime_url=realtime_url, redis_url=redis_url, extra_env=extra_env) as server:
         url = ServerURL(server.url)
         url.pid = server.process.pid
+        url.log_path = server.log_path
         yield url
 
 
 class ServerURL(str):
-    """The base URL of a live server, carrying its process id."""
+    """The base URL of a live server, carrying its process id and the path of its log."""
 
     pid: int
+    log_path: Path

@@ -20,8 +20,8 @@ from assessments.cefr import LEVELS
 from tutor.tests.browser_support import (  # noqa: F401 (fixtures)
     browser_output,
     chromium,
-    fake_mic_wav,
     live_server,
+    make_answers_wav,
     log_in,
     wait_for_js,
     simulator_command_exists,
@@ -35,13 +35,25 @@ ASSESSMENT_TIMEOUT_MS = 150_000
 
 
 @pytest.fixture(scope="module")
+def fake_mic_wav(tmp_path_factory):
+    """The microphone of a learner of TRUE_LEVEL: the independent rater judges spoken answers by the
+    fluency it measures in their audio (in demo mode no words are known), so each answer has that
+    level's fluency; 3 s of silence after each is longer than turn detection waits at any level (1.2 s
+    at A1-A2; from B1 semantic VAD with low eagerness, 2 s in the simulator), so each is one turn."""
+    return make_answers_wav(tmp_path_factory.mktemp("mic") / "answers.wav", TRUE_LEVEL)
+
+
+@pytest.fixture(scope="module")
 def server(tmp_path_factory, browser_output):
     if not simulator_command_exists():
         pytest.fail("tutor/management/commands/realtime_simulator.py is missing")
     workdir = tmp_path_factory.mktemp("e2e")
-    # pace 0.5: the simulator streams the tutor's speech at twice real time (the browser still plays
-    # it in real time, and reports what it really played).
-    with live_server(workdir, true_level=TRUE_LEVEL, pace=0.5) as server:
+    # The simulator's default pace: it generates the tutor's speech faster than real time, like the
+    # API; the browser still plays it in real time, and reports what it really played.
+    # The fake microphone loops 1.5 s bursts and talks over every reply about 0.6 s in: with the
+    # gpt-realtime-2 shape (a spoken preamble before the call) each reply would be cut before it
+    # records the answer, so the simulator's replies here make the call first, then speak.
+    with live_server(workdir, true_level=TRUE_LEVEL, probe_shape="call_answer") as server:
         try:
             yield server
         finally:

@@ -212,6 +212,11 @@ def test_playback_reports_what_was_played_and_flush_answers_at_once(page, page_s
         what="the final playback.report of item_a",
     )[0]
     assert report["played_ms"] == 600
+    # It reported its start, then its end: the server knows what the learner hears, and when it stops.
+    reports = [r for r in tutor.received("playback.report") if r["item_id"] == "item_a"]
+    assert reports[0]["kind"] == "start" and reports[0]["played_ms"] == 0
+    assert reports[-1]["kind"] == "end" and reports[-1]["played_ms"] == 600
+    assert {r["kind"] for r in reports[1:-1]} <= {"progress"}
 
     # A long item, flushed while it plays: the answer names it and how much of it was heard.
     tutor.send({"type": "audio.start", "item_id": "item_b", "voice": "marin", "role": "tutor"})
@@ -317,6 +322,27 @@ def test_refusals_are_explained_and_not_retried(page, page_server, code, message
     page.wait_for_timeout(1500)  # longer than the first reconnect delay
     assert len(tutor.sockets) == 1
     assert page.is_disabled("#start-button")
+
+
+def test_busy_is_shown_until_the_tutor_speaks_again(page, page_server):
+    tutor = open_tutor(page, page_server)
+    start(page, tutor)
+    tutor.send({"type": "state", "state": "listening"})
+    busy = "The tutor is busy; trying again in 2 s."
+    tutor.send({"type": "busy", "attempt": 1, "retry_in_ms": 2000, "message": busy})
+    page.wait_for_selector("#notice[data-kind='busy']:not([hidden])")
+    assert page.text_content("#notice-text") == busy
+    tutor.send({"type": "state", "state": "tutor_speaking"})
+    page.wait_for_selector("#notice", state="hidden")
+
+
+def test_the_error_that_ended_the_session_stays_readable(page, page_server):
+    tutor = open_tutor(page, page_server)
+    start(page, tutor)
+    refused = "The tutor service is too busy right now. Please try again in a minute."
+    tutor.send({"type": "error", "code": "upstream_busy", "message": refused}, {"type": "state", "state": "ended"})
+    page.wait_for_selector("#tutor[data-state='ended']")
+    assert page.text_content("#notice-text") == refused
 
 
 def test_no_reconnect_after_the_session_ended(page, page_server):

@@ -83,11 +83,13 @@ def check(outcome, learner: MemoryLearner, store: MemoryStore, delivery, records
     # No error reached the learner or the log.
     assert [e for e in learner.events if e["type"] == "error"] == []
     assert [r.getMessage() for r in records] == []
-    # The summary was heard in the summary voice, and only the summary spoke as narrator.
+    # The summary was heard in the summary voice, and only the summary spoke as narrator: the level
+    # at once, then the feedback once graded (two responses of the narrator, no wait for grading).
     narrated = learner.of_role("narrator")
-    assert len(narrated) == 1
-    assert narrated[0].voice == SUMMARY_VOICE
-    assert estimate_voice(bytes(narrated[0].audio)) == SUMMARY_VOICE
+    assert len(narrated) == 2
+    for item in narrated:
+        assert item.voice == SUMMARY_VOICE
+        assert estimate_voice(bytes(item.audio)) == SUMMARY_VOICE
     # Tutor audio: none after the flush; the narrator only after it.
     flush = learner.index_of("playback.flush")
     tutor_items = {i.item_id for i in learner.of_role("tutor")}
@@ -111,8 +113,11 @@ def check(outcome, learner: MemoryLearner, store: MemoryStore, delivery, records
 async def deliver_once(
     *, grader, level="B1", moment="never_spoke", query="", step_timeout=5.0, learner_class=MemoryLearner
 ):
-    """One handover on a fresh simulator session (pace 0); returns (outcome, store, learner)."""
-    async with start_simulator(pace=0.0) as sim:
+    """One handover on a fresh simulator session (pace 0); returns (outcome, store, learner).
+
+    Every spoken response lasts 1.5 s: the learner plays the summary in real time before it is
+    delivered, and what these tests check does not depend on the summary's length."""
+    async with start_simulator(pace=0.0, audio_ms_per_response=1500) as sim:
         learner = learner_class()
         link = BareTutorLink(Upstream(f"{sim.url}{query}", None, "gpt-realtime", "simulator"), learner)
         store = MemoryStore()
@@ -148,6 +153,79 @@ def test_handover_under_any_timing(moment, latency_ms, jitter_ms, grading_s, flu
     check(*asyncio.run(handover(moment, latency_ms, jitter_ms, grading_s, flush_delay)), moment)
 
 
+def test_the_level_is_spoken_before_the_grade_is_ready():
+    """The level is the floor, known at the ceiling: the learner hears it while the grader still works."""
+    outcome, learner, store, *_ = asyncio.run(handover("mid_audio", 5, 0, 1.5, 0.0))
+    assert outcome.status == "delivered"
+    first_level_audio = next(i for i, (k, item) in enumerate(learner.timeline)
+                             if k == "audio" and item == learner.of_role("narrator")[0].item_id)
+    graded = next(i for i, (k, e) in enumerate(learner.timeline) if k == "event" and e.get("status") == "graded")
+    assert first_level_audio < graded
+    t = outcome.timings
+    assert t["first_audio"] - t["ceiling"] < 1.0 <= t["grade_ready"] - t["ceiling"]  # not after the 1.5 s grader
+    assert t["feedback_audio"] > t["grade_ready"]
+    spoken = [e["text"] for e in learner.events if e["type"] == "transcript" and e["role"] == "narrator" and e["final"]]
+    assert spoken[0] == "Your speaking level is B1, Threshold."
+    assert spoken[1] and "B1, Threshold" not in spoken[1]  # the feedback does not say the level twice
+
+
+def test_a_narrator_prepared_before_the_ceiling_is_used_and_closed():
+    async def scenario():
+        async with start_simulator(pace=0.0) as sim:
+            learner = MemoryLearner()
+            link = BareTutorLink(Upstream(sim.url, None, "gpt-realtime", "simulator"), learner)
+            try:
+                await link.connect()
+                await drive_to(link.client, "between_responses")
+                link.prepare_narrator(SUMMARY_VOICE)
+                link.prepare_narrator(SUMMARY_VOICE)  # idempotent: one narrator session
+                early = link._early_narrator
+                await early
+                outcome = await AssessmentDelivery(
+                    assessment_id=3, grade_input=grade_input(), grader=RulesGrader(), tutor=link, learner=learner,
+                    store=MemoryStore(), config=HandoverConfig(summary_voice=SUMMARY_VOICE),
+                ).run()
+                narrator_open = link.narrators[0].is_open
+                for _ in range(100):
+                    if len(sim.connections) == 1:
+                        break
+                    await asyncio.sleep(0.01)  # the test waits for the server side to notice
+                connections = len(sim.connections)
+            finally:
+                await link.close()
+                await learner.close()
+            return outcome, link, early, connections, narrator_open
+
+    outcome, link, early, connections, narrator_open = asyncio.run(scenario())
+    assert not narrator_open
+    assert outcome.status == "delivered" and outcome.speaker == "narrator"
+    assert len(link.narrators) == 1 and link.narrators[0] is early.result()[0]  # the prepared one spoke
+    assert connections == 1  # after the handover only the tutor's session is open: the narrator was closed
+
+
+def test_a_prepared_narrator_that_no_handover_took_is_closed_with_the_session():
+    async def scenario():
+        async with start_simulator(pace=0.0) as sim:
+            learner = MemoryLearner()
+            link = BareTutorLink(Upstream(sim.url, None, "gpt-realtime", "simulator"), learner)
+            before = set(asyncio.all_tasks())
+            await link.connect()
+            link.prepare_narrator(SUMMARY_VOICE)
+            await link._early_narrator
+            assert len(sim.connections) == 2
+            await link.close()
+            await learner.close()
+            for _ in range(100):
+                if not sim.connections:
+                    break
+                await asyncio.sleep(0.01)  # the test waits for the server side to notice
+            leftover = [t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()]
+            return leftover, len(sim.connections), link.narrators[0].is_open
+
+    leftover, connections, narrator_open = asyncio.run(scenario())
+    assert leftover == [] and connections == 0 and not narrator_open
+
+
 def test_tutor_that_never_spoke_switches_voice_on_its_own_session():
     outcome, learner, *_ = asyncio.run(handover("never_spoke", 0, 0, 0.0, 0.0))
     assert outcome.speaker == "tutor"
@@ -169,6 +247,9 @@ def test_mid_audio_handover_truncates_the_real_item_where_playback_stopped():
             try:
                 await link.connect()
                 await drive_to(link.client, "mid_audio")
+                # The learner hears some of the tutor before the ceiling (the handover flushes at once
+                # now: it no longer waits for the grade).
+                await asyncio.sleep(0.3)
                 delivery = AssessmentDelivery(
                     assessment_id=7, grade_input=grade_input(), grader=TimedGrader(0.3, RulesGrader()),
                     tutor=link, learner=learner, store=MemoryStore(),

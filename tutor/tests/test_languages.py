@@ -42,3 +42,15 @@ def test_only_learners_and_only_by_post(client, learner_user, teacher_user):
     client.logout()
     response = client.post(reverse("tutor:languages"), {"target_language": "fr", "native_language": "en"})
     assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+
+
+def test_feedback_in_the_native_language_is_an_option_and_english_the_default(client, learner_user):
+    from tutor.runtime.session import SessionConfig
+
+    assert SessionConfig.for_learner(Learner.objects.get(user=learner_user)).feedback_language == "en"
+    client.force_login(learner_user)
+    client.post(reverse("tutor:languages"),
+                {"target_language": "es", "native_language": "fr", "feedback_in_native_language": "on"})
+    learner = Learner.objects.get(user=learner_user)
+    assert learner.feedback_in_native_language
+    assert SessionConfig.for_learner(learner).feedback_language == "fr"

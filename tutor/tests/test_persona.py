@@ -134,10 +134,11 @@ def test_record_probe_tool_matches_the_contract():
 
 
 def test_tutor_session_config_validates_and_sets_everything():
-    session = session_update(config(level="B1"))
+    # At A2 (server VAD: semantic VAD from B1 up is checked in test_turn_detection_lets_learners_think).
+    session = session_update(config(level="A2", speed_beginner=1.0))
     assert session.type == "realtime"
     assert session.output_modalities == ["audio"]
-    assert "Current CEFR level: B1" in session.instructions
+    assert "Current CEFR level: A2" in session.instructions
     audio_in = session.audio.input
     assert (audio_in.format.type, audio_in.format.rate) == ("audio/pcm", 24000)
     assert audio_in.transcription.model == "gpt-4o-mini-transcribe"
@@ -157,10 +158,17 @@ def test_speed_is_slower_for_beginners(level, speed):
     assert session_update(config(level=level)).audio.output.speed == speed
 
 
-def test_beginners_get_a_longer_silence_before_their_turn_ends():
-    beginner = session_update(config(level="A1")).audio.input.turn_detection.silence_duration_ms
-    advanced = session_update(config(level="C1")).audio.input.turn_detection.silence_duration_ms
-    assert beginner > advanced
+def test_turn_detection_lets_learners_think():
+    # Replaces "beginners get a longer silence": every level now waits longer than the API's 500 ms
+    # default, and from B1 up (answers with planning pauses between sentences) semantic VAD with low
+    # eagerness waits for the learner to continue.
+    for level in ("A1", "A2"):
+        vad = session_update(config(level=level)).audio.input.turn_detection
+        assert vad.type == "server_vad" and vad.silence_duration_ms >= 1200
+    for level in ("B1", "B2", "C1", "C2"):
+        vad = session_update(config(level=level)).audio.input.turn_detection
+        assert (vad.type, vad.eagerness) == ("semantic_vad", "low")
+        assert vad.create_response and vad.interrupt_response
 
 
 def test_turn_detection_off_sends_null():

@@ -157,3 +157,113 @@ def test_every_event_parla_sends_is_a_valid_client_event(event):
 def test_invalid_client_event_is_refused_before_sending():
     with pytest.raises(ValidationError):
         validate_client_event({"type": "conversation.item.truncate", "item_id": "x"})
+
+
+# --- the one parse path: the openai union, discriminated on `type` ------------------------------------
+
+
+def _tagged_union_choices(adapter) -> dict:
+    """tag -> model class of a TypeAdapter's discriminated union (its pydantic core schema)."""
+    schema = adapter.core_schema
+    definitions = {d["ref"]: d for d in schema.get("definitions", []) if "ref" in d}
+
+    def resolve(s):
+        while s.get("type") == "definition-ref":
+            s = definitions[s["schema_ref"]]
+        return s
+
+    def find(s):
+        if isinstance(s, dict):
+            if s.get("type") == "tagged-union":
+                return s
+            items = s.values()
+        elif isinstance(s, list):
+            items = s
+        else:
+            return None
+        return next((found for item in items if (found := find(item)) is not None), None)
+
+    union = find(schema)
+    return {tag: resolve(choice)["cls"] for tag, choice in union["choices"].items()}
+
+
+def test_every_server_event_type_is_parsed_by_the_model_named_by_its_type():
+    import typing
+
+    from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
+
+    from tutor.realtime.client import _client_events, _server_events
+
+    for union, adapter in ((RealtimeServerEvent, _server_events), (RealtimeClientEvent, _client_events)):
+        members = typing.get_args(typing.get_args(union)[0])
+        expected = {typing.get_args(m.model_fields["type"].annotation)[0]: m for m in members}
+        assert _tagged_union_choices(adapter) == expected and len(expected) == len(members)
+
+
+async def test_server_events_parse_to_the_same_models_as_the_openai_union_did(sim):
+    """Every event of a session (created, updated, a spoken response, input audio, truncate, an error)
+    parses to the same model, equal field by field, as through TypeAdapter(RealtimeServerEvent)."""
+    import base64
+    import json
+
+    from openai.types.realtime import RealtimeServerEvent
+    from pydantic import TypeAdapter
+
+    from tutor.realtime.client import parse_server_event
+    from tutor.testing.realtime_client import RealtimeTestClient
+
+    smart = TypeAdapter(RealtimeServerEvent)
+    async with RealtimeTestClient.connect(sim.url) as client:
+        await client.send({"type": "session.update", "session": persona.narrator_session_config("sage")})
+        await client.collect_until("session.updated")
+        await client.send({"type": "response.create"})
+        done = (await client.collect_until("response.done"))[-1]
+        item_id = done["response"]["output"][0]["id"]
+        await client.send({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0, "audio_end_ms": 10})
+        await client.collect_until(lambda e: e["type"] in ("conversation.item.truncated", "error"))
+        await client.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(b"\0\0" * 2400).decode()})
+        await client.send({"type": "input_audio_buffer.commit"})
+        await client.collect_until(lambda e: e["type"] in ("input_audio_buffer.committed", "error"))
+        await client.send({"type": "response.cancel"})
+        await client.collect_until("error")
+        events = client.received
+    kinds = {e["type"] for e in events}
+    assert {"session.created", "response.output_audio.delta", "response.done", "error"} <= kinds, kinds
+    for event in events:
+        raw = json.dumps(event)
+        parsed = parse_server_event(raw)
+        expected = smart.validate_json(raw)
+        assert type(parsed) is type(expected) and parsed == expected
+
+
+def test_an_unknown_event_type_is_still_a_validation_error():
+    from tutor.realtime.client import parse_server_event
+
+    with pytest.raises(ValidationError):
+        parse_server_event('{"type": "response.something_new", "event_id": "event_1"}')
+    with pytest.raises(ValidationError):
+        parse_server_event('{"event_id": "event_1"}')
+
+
+async def test_only_the_first_audio_append_is_validated(sim, monkeypatch):
+    from tutor.realtime import client as client_module
+
+    validated = []
+    monkeypatch.setattr(client_module, "validate_client_event", lambda e: validated.append(e["type"]))
+    client = await connected(sim)
+    try:
+        for _ in range(3):
+            await client.send_audio(b"\0\0" * 2400)
+        await client.send({"type": "input_audio_buffer.clear"})
+        assert validated == ["input_audio_buffer.append", "input_audio_buffer.clear"]
+    finally:
+        await client.close()
+
+
+async def test_the_upstream_socket_is_not_compressed(sim):  # base64 PCM: bench/hotpath.py
+    client = await connected(sim)
+    try:
+        assert "Sec-WebSocket-Extensions" not in client._ws.request.headers  # permessage-deflate not offered
+        assert client._ws.protocol.extensions == []
+    finally:
+        await client.close()

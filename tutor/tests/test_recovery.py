@@ -56,10 +56,12 @@ class FakeResponsesAPI:
                 api.release.wait(api.hold)
                 level = json.loads(body["input"][1]["content"])["placement"]["level"]
                 verdict = {"level": level, "criteria": dict.fromkeys(
-                    ("range", "accuracy", "fluency", "interaction", "coherence"), level), "summary": "Well done."}
+                    ("range", "accuracy", "fluency", "interaction", "coherence"),
+                    {"level": level, "evidence": "", "confidence": "low"}), "feedback": "Well done.",
+                    "disagreement": ""}
                 payload = json.dumps({
                     "id": "resp_test", "object": "response", "created_at": 0, "status": "completed",
-                    "model": "gpt-4.1-mini", "parallel_tool_calls": False, "tool_choice": "auto", "tools": [],
+                    "model": "gpt-6-luna", "parallel_tool_calls": False, "tool_choice": "auto", "tools": [],
                     "output": [{"type": "message", "id": "msg_test", "status": "completed", "role": "assistant",
                                 "content": [{"type": "output_text", "text": json.dumps(verdict), "annotations": []}]}],
                 }).encode()
@@ -82,6 +84,7 @@ class FakeResponsesAPI:
             "OPENAI_BASE_URL": f"http://127.0.0.1:{self.server.server_address[1]}/v1",
             "PARLA_GRADER": "openai",
             "PARLA_GRADER_TIMEOUT": "120",
+            "PARLA_RATER": "offline",  # this fake API stands for the grader only
         }
 
     def __enter__(self):
@@ -126,7 +129,7 @@ def test_killed_server_restarted_with_pending_work_ends_the_session_and_grades_o
     cookie = login_cookie(user)
 
     async def learner_until_killed(server, grader_api):
-        learner = asyncio.create_task(run_learner(server.url, cookie, timeout=90))
+        learner = asyncio.create_task(run_learner(server.url, cookie, level="A1", timeout=90))
         assert await asyncio.to_thread(grader_api.requested.wait, 90), "the server never started grading"
         server.process.kill()  # kill -9, mid-grading
         server.process.wait()
@@ -190,7 +193,7 @@ def test_two_concurrent_grade_pending_runs_grade_each_assessment_once(make_user)
     assert sum(counts) == 2, outputs
     for assessment in assessments:
         assessment.refresh_from_db()
-        assert assessment.status == Assessment.Status.GRADED and assessment.grader == "openai:gpt-4.1-mini"
+        assert assessment.status == Assessment.Status.GRADED and assessment.grader == "openai:gpt-6-luna"  # the default grader model
 
 
 def test_a_live_session_of_another_process_is_left_alone(simulator, make_user):

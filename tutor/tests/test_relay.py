@@ -29,6 +29,7 @@ async def test_relay_announces_each_item_then_forwards_its_audio():
     assert [e["type"] for e in learner.events] == ["audio.start"]
     assert learner.events[0] == {"type": "audio.start", "item_id": "item_1", "voice": "marin", "role": "tutor"}
     assert len(learner.items["item_1"].audio) == 2 * 960
+    await learner.close()
 
 
 async def test_muted_relay_forwards_nothing_but_still_records_the_transcript():
@@ -55,6 +56,7 @@ async def test_silenced_item_drops_late_deltas_and_the_next_item_is_announced():
     await relay.handle(delta("item_2"))
     assert [e["item_id"] for e in learner.events if e["type"] == "audio.start"] == ["item_1", "item_2"]
     assert len(learner.items["item_1"].audio) == 960
+    await learner.close()
 
 
 async def test_flush_requests_are_matched_by_request_id():

@@ -1,11 +1,13 @@
-"""The runtime's parts without Daphne: the response scheduler against the simulator, the probe
-handler and the live snapshot with plain stand-ins."""
+"""The runtime's parts without Daphne: the response scheduler against the simulator and on plain event
+sequences, the probe handler and the live snapshot with plain stand-ins."""
 
 import asyncio
 import json
 import logging
 
 import pytest
+from openai.types.realtime import RealtimeServerEvent
+from pydantic import TypeAdapter
 
 from assessments.placement import Placement
 from tutor.live import session_snapshot
@@ -13,6 +15,8 @@ from tutor.realtime.client import RealtimeClient
 from tutor.realtime.logs import bind
 from tutor.realtime.relay import SpeechRelay
 from tutor.realtime.tasks import OwnedTasks
+from tutor.realtime.tracker import ResponseTracker
+from tutor.runtime.answers import AnswerCollector, TutorOpinion
 from tutor.runtime.probes import ProbeHandler
 from tutor.runtime.responses import ResponseScheduler
 from tutor.testing.loopback import MemoryLearner
@@ -28,7 +32,6 @@ async def tutor():
         await client.connect()
         learner = MemoryLearner()
         relay = SpeechRelay(learner, role="tutor", voice=lambda: client.tracker.voice)
-        client.handler = relay.handle
         tasks = OwnedTasks("test")
         scheduler = ResponseScheduler(
             client=lambda: client,
@@ -39,6 +42,12 @@ async def tutor():
             spawn=tasks.spawn,
             log=log,
         )
+
+        async def handle(event):  # as the runtime does: the scheduler sees every event first
+            scheduler.observe(event)
+            await relay.handle(event)
+
+        client.handler = handle
         yield scheduler, client, learner
         await tasks.cancel_all()
         await learner.close()
@@ -49,15 +58,21 @@ async def test_two_responses_asked_at_once_go_out_one_after_the_other(tutor):
     scheduler, client, _learner = tutor
     created = []
     done = asyncio.Event()
+    observe = client.handler
 
     async def count(event):
+        await observe(event)
         if event.type == "response.created":
             created.append(event.response.id)
         if event.type == "response.done" and len(created) == 2:
             done.set()
 
     client.handler = count
-    await asyncio.gather(scheduler.create(), scheduler.create())
+    # The second is asked while the first is active (asked twice before either starts, the two asks
+    # are one reply owed: the scheduler keeps whether a reply is owed, not how many times it was).
+    await scheduler.create()
+    assert client.tracker.has_active_response
+    await scheduler.create()
     async with asyncio.timeout(10):
         await done.wait()
     assert len(set(created)) == 2
@@ -68,20 +83,54 @@ async def test_an_interrupting_response_cuts_the_active_one_and_flushes_the_brow
     scheduler, client, learner = tutor
     await scheduler.create()
     first = await client.wait_for("response.output_audio.delta", 5)
-    await scheduler.create(interrupt=True)
+    await scheduler.answer_written()
     assert client.tracker.responses[first.response_id].status == "cancelled"
     assert [e["type"] for e in learner.events].count("playback.flush") == 1
     assert client.tracker.error_codes == []
+
+
+async def test_each_call_is_answered_once_however_often_it_is_answered(tutor):
+    scheduler, client, _learner = tutor
+    sent = []
+    send = client.send
+
+    async def recording(event):
+        sent.append(event)
+        return await send(event)
+
+    client.send = recording
+    await scheduler.function_output("call_x", {"ok": True})
+    await scheduler.function_output("call_x", {"ok": True})
+    assert [e["item"]["call_id"] for e in sent if e["type"] == "conversation.item.create"] == ["call_x"]
+
+
+async def test_a_duplicated_call_is_recorded_once():
+    # Setup rewritten for the current ProbeHandler (answers + scheduler): the call is recorded as the
+    # tutor's opinion on the open answer; a duplicated delivery is neither recorded nor answered again.
+    client = OpenClient()
+    scheduler = FakeScheduler(client)
+    answers = AnswerCollector()
+    answers.written("Me llamo Ana.", "A1")
+    judged = []
+
+    async def judge():  # what the session does on a noted call: it closes the answer
+        judged.append(answers.close().opinion.call_id)
+
+    handler = ProbeHandler(answers=answers, responses=scheduler, log=log, on_answer=judge)
+    arguments = call("A1", "sustained")
+    await handler.handle(client, "call_1", "record_probe", arguments)
+    answers.written("Soy de Madrid.", "A1")  # the next answer is open when the duplicate arrives
+    await handler.handle(client, "call_1", "record_probe", arguments)  # the same event delivered twice
+    assert judged == ["call_1"] and answers.current.opinion is None
+    assert [call for call, _ in scheduler.outputs] == ["call_1"]
 
 
 class FakeScheduler:
     """Records what the probe handler asks of the response scheduler."""
 
     def __init__(self, client):
-        self.lock = asyncio.Lock()
         self._client = client
         self.outputs = []
-        self.responded = 0
 
     def client(self):
         return self._client
@@ -89,8 +138,8 @@ class FakeScheduler:
     async def function_output(self, call_id, output):
         self.outputs.append((call_id, output))
 
-    async def respond(self, interrupt=False):
-        self.responded += 1
+    def update_session(self, session):  # sent by the scheduler between responses
+        self._client.requests.append(session)
 
 
 class OpenClient:
@@ -103,59 +152,47 @@ class OpenClient:
         self.requests.append(event["session"])
 
 
-def probe_handler(placement, scheduler, stored, finished):
-    async def store(probe, call_id):
-        stored.append((probe.level, probe.outcome, call_id))
-
-    async def recorded():
-        pass
-
-    async def on_finished():
-        finished.append(True)
-
-    return ProbeHandler(
-        placement=placement,
-        responses=scheduler,
-        store=store,
-        on_recorded=recorded,
-        on_finished=on_finished,
-        level_session=lambda: {"type": "realtime", "instructions": f"level {placement.current_level}"},
-        step_timeout=1.0,
-        log=log,
-    )
+def probe_handler(answers, scheduler):
+    return ProbeHandler(answers=answers, responses=scheduler, log=log)
 
 
-async def test_probe_calls_move_the_ladder_answer_the_call_and_finish_placement():
+def call(level, outcome):
+    return json.dumps({"level": level, "outcome": outcome, "evidence": "fine"})
+
+
+async def test_probe_calls_are_a_second_opinion_on_the_open_answer_and_never_rate():
+    # Replaces "probe calls move the ladder": placement follows the independent rater now. The tutor's
+    # call is kept beside the answer it is about; a repeated call and a call with no answer are ignored;
+    # every call is answered and the tutor asked to go on.
     client = OpenClient()
     scheduler = FakeScheduler(client)
-    placement, stored, finished = Placement(), [], []
-    handler = probe_handler(placement, scheduler, stored, finished)
+    answers = AnswerCollector()
+    handler = probe_handler(answers, scheduler)
 
-    await handler.handle(client, "call_1", "record_probe", json.dumps({"level": "A1", "outcome": "sustained"}))
-    await handler.handle(client, "call_2", "record_probe", json.dumps({"level": "A1", "outcome": "sustained"}))
-    assert stored == [("A1", "sustained", "call_1"), ("A1", "sustained", "call_2")]
-    assert scheduler.outputs[-1] == ("call_2", {"ok": True, "current_level": "A2"})
-    assert client.requests == [{"type": "realtime", "instructions": "level A2"}]  # the level changed once
-    assert scheduler.responded == 2
+    await handler.handle(client, "call_0", "record_probe", call("A1", "sustained"))  # no answer yet
+    answers.written("Me llamo Ana.", "A1")
+    await handler.handle(client, "call_1", "record_probe", call("A1", "sustained"))
+    await handler.handle(client, "call_2", "record_probe", call("A1", "breakdown"))  # repeated: ignored
+    assert answers.current.opinion == TutorOpinion("A1", "sustained", "fine", "call_1")
+    assert scheduler.outputs == [("call_0", {"ok": True}), ("call_1", {"ok": True}), ("call_2", {"ok": True})]
+    assert client.requests == []  # no level change from the tutor: placement follows the rater
+    await handler.handle(client, "call_1", "record_probe", call("A1", "sustained"))  # the same event again
+    assert [call for call, _ in scheduler.outputs] == ["call_0", "call_1", "call_2"]  # each call answered once
 
     await handler.handle(client, "call_3", "record_probe", "{not json")
-    assert scheduler.outputs[-1][0] == "call_3" and scheduler.outputs[-1][1]["ok"] is False
-    assert len(stored) == 2
-
-    for call in ("call_4", "call_5"):
-        await handler.handle(client, call, "record_probe", json.dumps({"level": "A2", "outcome": "breakdown"}))
-    assert finished == [True] and placement.finished
-    assert [call for call, _ in scheduler.outputs] == ["call_1", "call_2", "call_3", "call_4"]  # no answer after the end
+    await handler.handle(client, "call_4", "record_probe", call("Z9", "sustained"))
+    assert [output["ok"] for _, output in scheduler.outputs[-2:]] == [False, False]
 
 
-async def test_a_probe_from_an_expired_session_is_stored_but_not_answered():
+async def test_a_probe_from_an_expired_session_is_noted_but_not_answered():
     current, expired = OpenClient(), OpenClient()
     scheduler = FakeScheduler(current)
-    stored = []
-    handler = probe_handler(Placement(), scheduler, stored, [])
-    await handler.handle(expired, "call_1", "record_probe", json.dumps({"level": "A1", "outcome": "sustained"}))
-    assert stored == [("A1", "sustained", "call_1")]
-    assert scheduler.outputs == [] and scheduler.responded == 0
+    answers = AnswerCollector()
+    answers.written("Hola.", "A1")
+    handler = probe_handler(answers, scheduler)
+    await handler.handle(expired, "call_1", "record_probe", call("A1", "sustained"))
+    assert answers.current.opinion.call_id == "call_1"
+    assert scheduler.outputs == [] and current.requests == []
 
 
 def test_the_live_snapshot_shows_the_assessment_once_there_is_one():
@@ -185,3 +222,143 @@ async def test_owned_tasks_are_all_cancelled_and_awaited():
     assert len(tasks) == 1
     await tasks.cancel_all()
     assert task.cancelled() and len(tasks) == 0
+
+
+# --- the scheduler's decisions on plain event sequences (a stand-in client; no socket) ------------
+
+_event = TypeAdapter(RealtimeServerEvent).validate_python
+
+
+class PlainClient:
+    """A client whose server events the test writes; it records what the scheduler sends."""
+
+    is_open = True
+
+    def __init__(self):
+        self.tracker = ResponseTracker()
+        self.sent = []
+        self.n = 0
+
+    async def send(self, event):
+        self.tracker.sent(event)
+        self.sent.append(event["type"])
+
+    async def request(self, event, expect, timeout, tolerate=frozenset()):
+        await self.send({**event, "event_id": f"evt_{len(self.sent)}"})
+
+    async def wait_for(self, expect, timeout):
+        await asyncio.sleep(timeout)  # no server here: the server's reply never comes
+        raise TimeoutError
+
+
+@pytest.fixture
+async def plain():
+    client, tasks = PlainClient(), OwnedTasks("plain")
+    learner = MemoryLearner()
+    scheduler = ResponseScheduler(
+        client=lambda: client, learner=learner, relay=SpeechRelay(learner, role="tutor", voice=lambda: "marin"),
+        step_timeout=0.2, may_respond=lambda: True, spawn=tasks.spawn, log=log,
+    )
+
+    async def feed(type_, **fields):
+        event = _event({"type": type_, "event_id": f"event_{client.n}", **fields})
+        client.n += 1
+        client.tracker.feed(event)
+        scheduler.observe(event)
+        for _ in range(5):
+            await asyncio.sleep(0)  # let a worker the event started send what it sends
+
+    yield scheduler, client, feed
+    await tasks.cancel_all()
+    await learner.close()
+
+
+def response(rid, status="in_progress", reason=None):
+    body = {"id": rid, "object": "realtime.response", "status": status, "conversation_id": "conv_1", "output": []}
+    if reason:
+        body["status_details"] = {"type": status, "reason": reason}
+    return body
+
+
+def call_item(iid, call_id):
+    return {"id": iid, "type": "function_call", "call_id": call_id, "name": "record_probe", "arguments": "{}"}
+
+
+async def test_a_reply_that_stopped_at_its_call_is_followed_up_once_its_output_is_sent(plain):
+    scheduler, client, feed = plain
+    await feed("response.created", response=response("resp_1"))
+    await feed("response.output_item.added", response_id="resp_1", output_index=0, item=call_item("item_1", "call_1"))
+    await feed("response.done", response=response("resp_1", "completed"))
+    assert client.sent == [] and scheduler.tutor_will_speak  # waits for the output; still the tutor's turn
+    await scheduler.function_output("call_1", {"ok": True})
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert client.sent == ["conversation.item.create", "response.create"]
+
+
+async def test_nothing_is_asked_for_while_the_learner_speaks_and_the_servers_reply_answers_the_turn(plain):
+    scheduler, client, feed = plain
+    await feed("response.created", response=response("resp_1"))
+    await feed("response.output_item.added", response_id="resp_1", output_index=0, item=call_item("item_1", "call_1"))
+    await feed("input_audio_buffer.speech_started", audio_start_ms=100, item_id="item_u")
+    await feed("response.done", response=response("resp_1", "cancelled", "turn_detected"))
+    await scheduler.function_output("call_1", {"ok": True})
+    scheduler.want("written answer")  # even an owed reply waits for the learner's turn to end
+    await asyncio.sleep(0.05)
+    assert client.sent == ["conversation.item.create"]
+    await feed("session.updated", session={"type": "realtime", "audio": {"input": {"turn_detection": {
+        "type": "server_vad", "create_response": True}}}})
+    await feed("input_audio_buffer.committed", item_id="item_u", previous_item_id=None)
+    assert client.sent == ["conversation.item.create"]  # the server starts the reply itself
+    await feed("response.created", response=response("resp_2"))
+    await feed("response.done", response=response("resp_2", "completed"))
+    await asyncio.sleep(0.3)  # past the step timeout of the wait for the server's reply
+    assert client.sent == ["conversation.item.create"] and not scheduler.tutor_will_speak
+
+
+async def test_when_the_server_starts_no_reply_to_a_committed_turn_the_tutor_is_asked(plain):
+    scheduler, client, feed = plain
+    await feed("session.updated", session={"type": "realtime", "audio": {"input": {"turn_detection": {
+        "type": "server_vad", "create_response": True}}}})
+    await feed("input_audio_buffer.speech_started", audio_start_ms=100, item_id="item_u")
+    await feed("input_audio_buffer.committed", item_id="item_u", previous_item_id=None)
+    assert client.sent == []
+    await asyncio.sleep(0.3)  # the wait for the server's reply (step timeout 0.2 s) ran out
+    assert client.sent == ["response.create"]
+
+
+async def test_a_level_update_waits_for_the_active_response_and_goes_before_the_next(plain):
+    scheduler, client, feed = plain
+    await feed("response.created", response=response("resp_1"))
+    await feed("response.output_item.added", response_id="resp_1", output_index=0, item=call_item("item_1", "call_1"))
+    scheduler.update_session({"type": "realtime", "audio": {"output": {"speed": 1.0}}})
+    await scheduler.function_output("call_1", {"ok": True})
+    await asyncio.sleep(0.05)
+    assert client.sent == ["conversation.item.create"]  # the response is still active
+    await feed("response.done", response=response("resp_1", "completed"))
+    assert client.sent == ["conversation.item.create", "session.update", "response.create"]
+
+
+async def test_a_reply_that_started_meanwhile_answers_calls_still_waiting_for_their_output(plain):
+    """A written answer cut a reply before it spoke after its call; the answer's reply comes first."""
+    scheduler, client, feed = plain
+    await feed("response.created", response=response("resp_1"))
+    await feed("response.output_item.added", response_id="resp_1", output_index=0, item=call_item("item_1", "call_1"))
+    await feed("response.done", response=response("resp_1", "cancelled", "client_cancelled"))
+    scheduler.want("written answer")
+    await asyncio.sleep(0)
+    assert client.sent == ["response.create"]
+    await feed("response.created", response=response("resp_2"))
+    await scheduler.function_output("call_1", {"ok": True})  # stored late (a slow database)
+    await feed("response.done", response=response("resp_2", "completed"))
+    assert client.sent == ["response.create", "conversation.item.create"]  # no second reply
+
+
+async def test_a_level_update_goes_out_while_the_learner_speaks_but_no_reply_does(plain):
+    """A learner who talks over every reply: between responses is while they speak."""
+    scheduler, client, feed = plain
+    await feed("input_audio_buffer.speech_started", audio_start_ms=100, item_id="item_u")
+    scheduler.want("tool output")
+    scheduler.update_session({"type": "realtime", "instructions": "level A2"})
+    await asyncio.sleep(0.05)
+    assert client.sent == ["session.update"]

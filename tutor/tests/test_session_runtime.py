@@ -9,6 +9,8 @@ from asgiref.sync import sync_to_async
 from assessments.grading import RulesGrader
 from assessments.testing import TimedGrader
 from assessments.models import Assessment, TutorSession
+from tutor.persona import SILENCE_MS_BEGINNER
+from tutor.realtime.simulator.input import SEMANTIC_SILENCE_MS
 from tutor.testing.loopback import MemoryLearner
 from tutor.runtime.session import SessionConfig, TutorSessionRuntime
 from tutor.testing.realtime_client import start_simulator
@@ -48,6 +50,7 @@ async def test_learner_leaving_mid_grading_keeps_the_assessment_and_leaves_nothi
         assert runtime.delivery is not None and runtime._tasks  # grading: the delivery task is running
 
         await runtime.close("learner_left")  # the socket is gone while the grader still works
+        await learner.close()  # and with it the browser's playback
 
         leftover = [t for t in asyncio.all_tasks() - before if not t.done() and "simulator" not in t.get_name()]
         assert [t.get_name() for t in leftover] == []
@@ -88,3 +91,41 @@ async def test_a_resumed_session_neither_greets_again_nor_probes_an_answer_twice
     tutor_lines = runtime.transcript.texts("tutor")
     assert sum(line.startswith(GREETINGS["es"]) for line in tutor_lines) == 1
     assert len(runtime.placement.probes) == len(runtime.transcript.texts("learner"))
+
+
+async def test_the_learner_is_heard_when_they_speak_while_the_upstream_session_is_resumed(learner_user):
+    """Audio that arrives while the expired session is being replaced goes to the new session."""
+    import numpy as np
+
+    learner_profile = await sync_to_async(lambda: learner_user.learner)()
+    config = await sync_to_async(SessionConfig.for_learner)(learner_profile)
+    async with start_simulator(true_level="A2", session_max_seconds=1.5) as sim:
+        learner = MemoryLearner()
+        upstream = Upstream(sim.url, None, "gpt-realtime-2.1", "simulator")
+        runtime = TutorSessionRuntime(learner, learner_profile.pk, config, upstream=upstream)
+        gate, resuming = asyncio.Event(), asyncio.Event()
+        connect = runtime._connect_tutor
+
+        async def held_connect():
+            if runtime.client is not None:  # a resume (not the first connection): hold it open
+                resuming.set()
+                await gate.wait()
+            await connect()
+
+        runtime._connect_tutor = held_connect
+        runtime.launch()
+        await until(lambda: any(e == {"type": "state", "state": "listening"} for e in learner.events))
+        await asyncio.wait_for(resuming.wait(), 10)  # the session expired; its replacement is opening
+        t = np.arange(24 * 900) / 24000
+        voiced = (0.45 * np.sin(2 * np.pi * 170 * t) * 22000).astype("<i2").tobytes()
+        # Then a silence longer than the session's turn detection waits (server VAD's 1.2 s for
+        # beginners, the simulator's 2 s for semantic VAD at low eagerness): the turn ends, is committed.
+        silence_ms = max(SILENCE_MS_BEGINNER, SEMANTIC_SILENCE_MS["low"]) + 500
+        pcm = voiced + bytes(48 * silence_ms)
+        for start in range(0, len(pcm), 4800):
+            await runtime.learner_audio(pcm[start : start + 4800])
+        gate.set()
+        await until(lambda: any(e["type"] == "transcript" and e["role"] == "learner" and e["item_id"]
+                                for e in learner.events), timeout=10)
+        await runtime.close("learner_left")
+    assert runtime.resumes >= 1

@@ -20,7 +20,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from assessments.cefr import LEVELS, next_level
 from tutor.realtime.simulator.audio import estimate_voice, silence, speech_ms, synthesize
 from tutor.realtime.simulator.background import BackgroundSimulator
-from tutor.realtime.simulator.persona import LEARNER_UTTERANCES, QUESTIONS
+from tutor.realtime.simulator.knobs import SimulatorKnobs
+from tutor.realtime.simulator.persona import QUESTIONS
 from tutor.testing.realtime_client import RealtimeTestClient, start_simulator
 
 # The response lifecycle of DESIGN section 2, without the repeated deltas.
@@ -107,15 +108,51 @@ async def test_missing_bearer_token_is_refused_with_http_401(sim):
     assert json.loads(response.body)["error"]["message"] == "Missing bearer or basic authentication in header"
 
 
-async def test_wrong_api_key_is_refused_when_a_key_is_configured():
+async def test_wrong_api_key_upgrades_then_gets_invalid_api_key_and_close_3000():
+    """The real API's shape (twilio-samples/speech-assistant-openai-realtime-api-python#4): no HTTP 401."""
     async with start_simulator(api_key="sk-right") as simulator:
-        with pytest.raises(InvalidStatus) as caught:
-            async with RealtimeTestClient.connect(simulator.url, api_key="sk-wrong-key"):
-                pass
-        assert caught.value.response.status_code == 401
-        assert json.loads(caught.value.response.body)["error"]["code"] == "invalid_api_key"
+        async with RealtimeTestClient.connect(simulator.url, api_key="sk-wrong-key", expect_session=False) as client:
+            error = error_of(await client.recv())
+            assert error["type"] == "invalid_request_error" and error["code"] == "invalid_api_key"
+            assert error["message"].startswith("Incorrect API key provided: sk-***-key.")
+            assert "sk-wrong-key" not in error["message"] and error["event_id"] is None
+            with pytest.raises(ConnectionClosed) as closed:
+                await client.recv()
+            assert closed.value.rcvd.code == 3000
+            assert closed.value.rcvd.reason == "invalid_request_error.invalid_api_key"
+            assert [e["type"] for e in client.received] == ["error"]  # no session.created
         async with RealtimeTestClient.connect(simulator.url, api_key="sk-right") as client:
             assert client.received[0]["type"] == "session.created"
+
+
+@pytest.mark.parametrize(
+    "status, code, kind",
+    [
+        (401, "invalid_api_key", "invalid_request_error"),
+        (403, "unsupported_country_region_territory", "request_forbidden"),
+        (429, "rate_limit_exceeded", "requests"),
+        (500, None, "server_error"),
+        (503, None, "server_error"),
+    ],
+)
+async def test_refuse_upgrade_answers_the_upgrade_with_that_http_status(sim, status, code, kind):
+    with pytest.raises(InvalidStatus) as caught:
+        async with RealtimeTestClient.connect(sim.url, query=f"model=m&refuse_upgrade={status}"):
+            pass
+    response = caught.value.response
+    assert response.status_code == status
+    error = json.loads(response.body)["error"]
+    assert (error["code"], error["type"]) == (code, kind) and error["message"]
+    assert not sim.connections
+
+
+@pytest.mark.parametrize("query", ["refuse_upgrade=200", "refuse_upgrade=499", "fail_responses=tired",
+                                   "fail_after_responses=-1", "fail_for_responses=0", "rate_limit_reset_seconds=-1"])
+async def test_bad_failure_knobs_are_refused_with_400(sim, query):
+    with pytest.raises(InvalidStatus) as caught:
+        async with RealtimeTestClient.connect(sim.url, query=f"model=m&{query}"):
+            pass
+    assert caught.value.response.status_code == 400
 
 
 async def test_wrong_path_is_404(sim):
@@ -147,6 +184,64 @@ async def test_missing_model_sends_error_then_closes_4000(sim):
         with pytest.raises(ConnectionClosed) as closed:
             await client.recv()
         assert closed.value.rcvd.code == 4000
+
+
+# --- failed responses and rate limits ---------------------------------------------------------
+
+
+def rate_limit(event: dict, name: str) -> dict:
+    assert event["type"] == "rate_limits.updated", event
+    return next(limit for limit in event["rate_limits"] if limit["name"] == name)
+
+
+async def test_rate_limits_updated_follows_each_response_done(sim):
+    """As captured from the GA API (rate_limits.updated after response.done, see simulator/responses.py)."""
+    async with RealtimeTestClient.connect(sim.url) as client:
+        await respond(client)
+        first = await client.recv()
+        await respond(client)
+        second = await client.recv()
+    assert {limit["name"] for limit in first["rate_limits"]} == {"requests", "tokens"}
+    assert rate_limit(second, "tokens")["remaining"] < rate_limit(first, "tokens")["remaining"]
+    assert rate_limit(second, "requests")["remaining"] == rate_limit(first, "requests")["remaining"] - 1
+
+
+@pytest.mark.parametrize(
+    "kind, error",
+    [
+        ("rate_limit", {"type": "invalid_request_error", "code": "inference_rate_limit_exceeded",
+                        "message": "We're currently processing too many requests \u2014 please try again later."}),
+        ("quota", {"type": "insufficient_quota", "code": "insufficient_quota",
+                   "message": "You exceeded your current quota, please check your plan and billing details. For more "
+                   "information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors."}),
+        ("model", {"type": "invalid_request_error", "code": "model_not_found",
+                   "message": "The model `gpt-realtime` does not exist or you do not have access to it."}),
+    ],
+)
+async def test_failed_responses_end_failed_with_the_real_error_and_no_output(sim, kind, error):
+    async with RealtimeTestClient.connect(sim.url, query=f"model=gpt-realtime&fail_responses={kind}") as client:
+        events = await respond(client)
+        limits = await client.recv()
+        # The session lives on: it still answers.
+        assert (await update(client, instructions="x"))["instructions"] == "x"
+    assert [e["type"] for e in events] == ["response.created", "response.done"]
+    response = done_response(events)
+    assert response["status"] == "failed" and response["output"] == []
+    assert response["status_details"] == {"type": "failed", "error": error}
+    assert response["usage"]["total_tokens"] == 0
+    assert (rate_limit(limits, "tokens")["remaining"] == 0) is (kind == "rate_limit")
+
+
+async def test_failures_start_after_n_responses_and_last_for_m(sim):
+    query = "model=m&fail_responses=rate_limit&fail_after_responses=1&fail_for_responses=2&rate_limit_reset_seconds=2.5"
+    async with RealtimeTestClient.connect(sim.url, query=query) as client:
+        statuses, resets = [], []
+        for _ in range(4):
+            statuses.append(done_response(await respond(client))["status"])
+            resets.append(rate_limit(await client.recv(), "tokens"))
+    assert statuses == ["completed", "failed", "failed", "completed"]
+    assert [(r["remaining"], r["reset_seconds"]) for r in resets[1:3]] == [(0, 2.5), (0, 2.5)]
+    assert resets[3]["remaining"] > 0
 
 
 # --- session ---------------------------------------------------------------------------------
@@ -232,6 +327,23 @@ async def test_audio_deltas_are_paced_in_real_time_at_pace_1(sim):
         events = await respond(client)
     assert len(audio_of(events)) == 600 * 48
     assert time.monotonic() - started >= 0.45  # six 100 ms chunks, the last sent without a wait
+
+
+async def test_by_default_audio_is_generated_faster_than_real_time_and_the_transcript_leads_it():
+    """Like the API ("The server will produce audio faster than realtime", ConversationItemTruncateEvent)."""
+    default = SimulatorKnobs().pace
+    assert default >= 2
+    async with start_simulator(pace=default) as simulator:  # the default, not the tests' pace 0
+        async with RealtimeTestClient.connect(simulator.url, query="model=m&audio_ms_per_response=2000") as client:
+            started = time.monotonic()
+            events = await respond(client)
+            elapsed = time.monotonic() - started
+    assert len(audio_of(events)) == 2000 * 48
+    assert 2.0 / default - 0.1 <= elapsed < 1.6  # 2 s of audio in about half a second, not at once
+    audio = [i for i, e in enumerate(events) if e["type"] == "response.output_audio.delta"]
+    text = [i for i, e in enumerate(events) if e["type"] == "response.output_audio_transcript.delta"]
+    assert text[0] < audio[0]  # the first words come before the first audio
+    assert text[-1] < audio[len(audio) // 2 + 1]  # the whole transcript is out by the middle of the audio
 
 
 async def test_response_cancel_ends_the_active_response_as_client_cancelled(sim):
@@ -415,7 +527,7 @@ async def test_input_audio_buffer_commit_and_clear(sim):
         assert "only has 0.00ms" in error["message"]
 
 
-async def test_server_vad_detects_speech_commits_transcribes_and_responds(sim):
+async def test_server_vad_detects_speech_commits_and_responds_without_claiming_words(sim):
     async with RealtimeTestClient.connect(sim.url) as client:
         await update(
             client,
@@ -441,11 +553,18 @@ async def test_server_vad_detects_speech_commits_transcribes_and_responds(sim):
         "input_audio_buffer.committed",
         "conversation.item.added",
         "conversation.item.done",
-        "conversation.item.input_audio_transcription.completed",
+        "conversation.item.input_audio_transcription.failed",
         "response.created",
     ]
-    transcript = by_type["conversation.item.input_audio_transcription.completed"]["transcript"]
-    assert transcript in LEARNER_UTTERANCES["fr"]["A2"]
+    # No recognizer: the simulator never claims words the learner said. It reports the transcription
+    # failed, in the real API's shape (openai/openai-realtime-console#46).
+    failed = by_type["conversation.item.input_audio_transcription.failed"]
+    assert failed["item_id"] == committed["item_id"] and failed["content_index"] == 0
+    assert failed["error"] == {
+        "type": "server_error", "code": None, "param": None,
+        "message": f"Input transcription failed for item '{committed['item_id']}'.",
+    }
+    assert not any(e["type"].startswith("conversation.item.input_audio_transcription.delta") for e in events)
 
 
 async def test_semantic_vad_is_accepted_and_detects_speech(sim):
@@ -626,6 +745,35 @@ async def test_record_probe_function_call_flow(sim, caplog):
     assert len(called) == 2 and called[0].tool == "record_probe"
 
 
+async def test_a_gpt_realtime_2_reply_holds_a_preamble_the_call_and_the_answer(sim):
+    async with RealtimeTestClient.connect(sim.url, query="model=gpt-realtime-2.1&true_level=B1") as client:
+        await update(client, instructions=tutor_instructions("es", "B1"), tools=[PROBE_TOOL])
+        await respond(client)  # the greeting
+        await say(client, "Si ganara un viaje, iría a Japón.")
+        events = await respond(client)
+    output = done_response(events)["output"]
+    assert [item["type"] for item in output] == ["message", "function_call", "message"]
+    assert all(item["status"] == "completed" for item in output)
+    # One item after the other: each is done before the next is added.
+    items = [(e["type"], e["output_index"]) for e in events if e["type"].startswith("response.output_item.")]
+    assert items == [(f"response.output_item.{step}", i) for i in range(3) for step in ("added", "done")]
+    said = {e["item_id"]: e["transcript"] for e in events if e["type"] == "response.output_audio_transcript.done"}
+    preamble, answer = output[0], output[2]
+    assert said[preamble["id"]] == preamble["content"][0]["transcript"] and len(said[preamble["id"]].split()) <= 4
+    assert any(q in said[answer["id"]] for q in QUESTIONS["es"]["B1"])
+    assert json.loads(output[1]["arguments"])["outcome"] == "sustained"
+
+
+async def test_reasoning_is_reported_and_updated_for_the_gpt_realtime_2_family(sim):
+    async with RealtimeTestClient.connect(sim.url, query="model=gpt-realtime-2.1", expect_session=False) as client:
+        created = await client.recv()
+        assert created["session"]["reasoning"] == {"effort": "low"}
+        session = await update(client, reasoning={"effort": "high"})
+        assert session["reasoning"] == {"effort": "high"} and session["model"] == "gpt-realtime-2.1"
+    async with RealtimeTestClient.connect(sim.url, query="model=gpt-realtime-1.5", expect_session=False) as client:
+        assert "reasoning" not in (await client.recv())["session"]
+
+
 async def test_audio_learner_turn_via_vad_is_probed(sim):
     async with RealtimeTestClient.connect(sim.url, query="model=m&true_level=A2") as client:
         await update(
@@ -641,7 +789,8 @@ async def test_audio_learner_turn_via_vad_is_probed(sim):
 
 
 async def test_heuristic_judges_a_real_learner_by_answer_length(sim):
-    async with RealtimeTestClient.connect(sim.url) as client:
+    # A model whose reply to an answer is the call alone (the premise of output[0] below).
+    async with RealtimeTestClient.connect(sim.url, query="model=gpt-realtime-1.5") as client:
         await update(client, instructions=tutor_instructions("en", "B1"), tools=[PROBE_TOOL])
         await say(client, "Yes.")
         short = json.loads(done_response(await respond(client))["output"][0]["arguments"])
@@ -827,3 +976,23 @@ async def test_background_simulator_serves_from_its_own_thread():
     finally:
         await asyncio.to_thread(background.stop)
     assert not background._thread.is_alive()
+
+
+async def test_speed_changes_only_between_responses():
+    async with start_simulator(pace=1.0, audio_ms_per_response=1000) as sim:
+        async with RealtimeTestClient.connect(sim.url) as client:
+            await update(client, audio={"output": {"speed": 0.8}})  # no response: accepted
+            await client.send({"type": "response.create"})
+            await client.wait_for("response.output_audio.delta")
+            refused = await client.request(
+                {"type": "session.update", "session": {"type": "realtime", "audio": {"output": {"speed": 1.2}}}},
+                "session.updated",
+            )
+            assert error_of(refused)["code"] == "cannot_update_speed"
+            same = await client.request(  # the same speed (e.g. a level update that keeps it) is no change
+                {"type": "session.update", "session": {"type": "realtime", "audio": {"output": {"speed": 0.8}}}},
+                "session.updated",
+            )
+            assert same["type"] == "session.updated"
+            await client.wait_for("response.done")
+            assert (await update(client, audio={"output": {"speed": 1.2}}))["audio"]["output"]["speed"] == 1.2

@@ -27,7 +27,7 @@ from tutor.realtime.simulator.audio import (
 )
 from tutor.realtime.simulator.events import CLIENT_EVENT_ADAPTER, parse_client_event
 from tutor.realtime.simulator.persona import (
-    LEARNER_UTTERANCES,
+    PREAMBLES,
     QUESTIONS,
     LearnerTurn,
     ScriptedTutor,
@@ -35,7 +35,9 @@ from tutor.realtime.simulator.persona import (
     ToolCall,
     parse_instructions,
     probe_outcome,
+    resolve_probe_shape,
     verbatim_text,
+    wrong_language,
 )
 from tutor.realtime.simulator.deltas import chunk_interval, split_text
 
@@ -86,7 +88,8 @@ def test_energy_vad_threshold_ignores_quiet_sound_and_silence():
 
 
 def test_banks_cover_every_language_and_level():
-    for bank in (QUESTIONS, LEARNER_UTTERANCES):
+    # The simulator has no bank of learner sentences any more: it never puts words in a learner's mouth.
+    for bank in (QUESTIONS,):
         assert {"es", "fr", "de", "it", "en"} <= set(bank)
         assert all(set(levels) == set(LEVELS) and all(levels.values()) for levels in bank.values())
 
@@ -117,15 +120,87 @@ def test_tutor_probes_after_a_learner_turn_and_asks_otherwise():
     tutor = ScriptedTutor(rng=random.Random(1), true_level="A2")
     tools = [{"type": "function", "name": "record_probe"}]
     instructions = "Target language: es\nCurrent CEFR level: B1"
-    first = tutor.plan(instructions, None, tools, "auto", out_of_band=False)
+    (first,) = tutor.plan(instructions, None, tools, "auto", out_of_band=False)
     assert isinstance(first, Speech) and first.text.startswith("¡Hola!")
     tutor.learner_turn(LearnerTurn("text", "Iría a Japón"))
-    probe = tutor.plan(instructions, None, tools, "auto", out_of_band=False)
+    (probe,) = tutor.plan(instructions, None, tools, "auto", out_of_band=False)  # the default shape: "call"
     assert isinstance(probe, ToolCall) and probe.arguments["level"] == "B1"
     assert probe.arguments["outcome"] == "breakdown"
-    assert isinstance(tutor.plan(instructions, None, tools, "auto", out_of_band=False), Speech)
+    (after,) = tutor.plan(instructions, None, tools, "auto", out_of_band=False)
+    assert isinstance(after, Speech)
     tutor.learner_turn(LearnerTurn("text", "Sí"))
-    assert isinstance(tutor.plan(instructions, None, tools, "none", out_of_band=False), Speech)  # tool_choice none
+    (unprobed,) = tutor.plan(instructions, None, tools, "none", out_of_band=False)  # tool_choice none
+    assert isinstance(unprobed, Speech)
+
+
+TOOLS = [{"type": "function", "name": "record_probe"}]
+ES_B1 = "Target language: es\nCurrent CEFR level: B1"
+
+
+def answered(tutor: ScriptedTutor, instructions: str = ES_B1) -> tuple:
+    """The tutor's response to one more learner answer (after its greeting)."""
+    if tutor.spoken == 0:
+        tutor.plan(instructions, None, TOOLS, "auto", out_of_band=False)
+    tutor.learner_turn(LearnerTurn("text", "Si ganara un viaje, iría a Japón con mis amigos."))
+    return tutor.plan(instructions, None, TOOLS, "auto", out_of_band=False)
+
+
+@pytest.mark.parametrize(
+    "model, shape",
+    [("gpt-realtime-2", "preamble_call_answer"), ("gpt-realtime-2.1-mini", "preamble_call_answer"),
+     ("gpt-realtime-1.5", "call"), ("m", "call")],
+)
+def test_the_probe_shape_follows_the_model_family(model, shape):
+    assert resolve_probe_shape("auto", model) == shape
+    assert resolve_probe_shape("call_answer", model) == "call_answer"  # an explicit knob wins
+
+
+def test_the_gpt_realtime_2_shape_is_a_preamble_the_call_and_the_answer_in_one_response():
+    tutor = ScriptedTutor(rng=random.Random(1), true_level="B1", probe_shape="preamble_call_answer")
+    preamble, call, answer = answered(tutor)
+    assert isinstance(preamble, Speech) and preamble.text in PREAMBLES["es"]
+    assert isinstance(call, ToolCall) and call.arguments["outcome"] == "sustained"
+    assert isinstance(answer, Speech) and any(q in answer.text for q in QUESTIONS["es"]["B1"])
+    call_first = ScriptedTutor(rng=random.Random(1), true_level="B1", probe_shape="call_answer")
+    assert [type(part) for part in answered(call_first)] == [ToolCall, Speech]
+
+
+@pytest.mark.parametrize("shape", ["call", "preamble_call_answer"])
+def test_a_tutor_that_skips_the_call_every_second_answer_just_speaks_on(shape):
+    tutor = ScriptedTutor(rng=random.Random(1), true_level="B1", probe_shape=shape, skip_probe_every=2)
+    calls = [sum(isinstance(part, ToolCall) for part in answered(tutor)) for _ in range(4)]
+    assert calls == [1, 0, 1, 0]
+    tutor.learner_turn(LearnerTurn("text", "Sí."))
+    call = next(p for p in tutor.plan(ES_B1, None, TOOLS, "auto", out_of_band=False) if isinstance(p, ToolCall))
+    assert call.arguments["evidence"].startswith("1 words")  # the skipped answer is not carried into it
+
+
+def test_a_tutor_that_repeats_the_call_makes_it_twice_in_one_response():
+    tutor = ScriptedTutor(rng=random.Random(1), true_level="B1", probe_shape="call_answer", repeat_probe_every=1)
+    first, second, answer = answered(tutor)
+    assert first == second and isinstance(first, ToolCall) and isinstance(answer, Speech)
+    plain = ScriptedTutor(rng=random.Random(1), true_level="B1", probe_shape="call", repeat_probe_every=1)
+    assert [type(part) for part in answered(plain)] == [ToolCall, ToolCall]
+
+
+def test_a_tutor_that_answers_in_the_wrong_language_does_so_every_nth_reply():
+    tutor = ScriptedTutor(rng=random.Random(1), true_level="B1", probe_shape="call_answer", wrong_language_every=2)
+    answers = [answered(tutor)[-1].text for _ in range(4)]
+    english = [any(q in text for q in QUESTIONS["en"]["B1"]) for text in answers]
+    spanish = [any(q in text for q in QUESTIONS["es"]["B1"]) for text in answers]
+    assert english == [False, True, False, True] and spanish == [True, False, True, False]
+    assert wrong_language("en") == "es" and wrong_language("de") == "en"
+
+
+@pytest.mark.parametrize(
+    "query, message",
+    [({"probe_shape": "parallel"}, "probe_shape must be one of"), ({"skip_probe_every": "-1"}, "must be >= 0")],
+)
+def test_misbehaviour_knobs_are_checked(query, message):
+    with pytest.raises(KnobError, match=message):
+        SimulatorKnobs().with_overrides(query)
+    knobs = SimulatorKnobs().with_overrides({"repeat_probe_every": "3", "probe_shape": "call_answer"})
+    assert (knobs.repeat_probe_every, knobs.probe_shape) == (3, "call_answer")
 
 
 def test_pace_is_a_speed():
@@ -217,3 +292,16 @@ def test_management_command_builds_knobs_from_flags():
     knobs = knobs_from_options(options)
     assert (options["host"], options["port"]) == ("127.0.0.1", 9000)
     assert (knobs.pace, knobs.true_level, knobs.api_key, knobs.latency_ms) == (0.5, "B1", "sk-x", 0.0)
+
+
+def test_an_answer_whose_call_was_never_made_is_recorded_by_the_next_reply():
+    """The learner spoke over the preamble: the reply ended before its call."""
+    tutor = ScriptedTutor(rng=random.Random(1), true_level="B1", probe_shape="preamble_call_answer")
+    answered(tutor)  # planned: preamble, call, answer
+    tutor.call_not_made()
+    tutor.learner_turn(LearnerTurn("text", "y también me gusta nadar"))
+    call = next(p for p in tutor.plan(ES_B1, None, TOOLS, "auto", out_of_band=False) if isinstance(p, ToolCall))
+    assert call.arguments["evidence"].startswith("15 words")  # both answers (10 + 5 words), judged together
+    tutor.call_not_made()  # this reply was cut before its call too
+    tutor.call_not_made()  # but an answer is restored once
+    assert tutor.unprobed_turn.words == 15

@@ -6,9 +6,11 @@ real Daphne process whose memory is measured before and after.
 
 import asyncio
 import json
+import socket
 
 import pytest
 import websockets
+from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
@@ -18,7 +20,7 @@ from tutor.realtime import wire
 from tutor.runtime.session import TutorSessionRuntime
 from tutor.testing.realtime_client import start_simulator
 
-from .live import daphne_server
+from .live import ThreadedSimulator, daphne_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -226,4 +228,110 @@ def test_a_client_that_floods_and_never_reads_is_closed_and_the_server_memory_st
         head = asyncio.run(home_responds(base_url))
     assert code == wire.CLOSE_TOO_MANY
     assert after - before < 20 * 1024, f"server grew by {(after - before) / 1024:.1f} MiB"
+    assert head.startswith(b"HTTP/1.1 200")
+
+
+async def home_responds(base_url):
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(base_url.rsplit(":", 1)[1]))
+    writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nConnection: close\r\n\r\n")
+    await writer.drain()
+    async with asyncio.timeout(2):
+        head = await reader.readline()
+    writer.close()
+    return head
+
+
+def session_of(user) -> TutorSession | None:
+    return TutorSession.objects.filter(learner__user=user).order_by("-started_at").first()
+
+
+async def wait_until(condition, timeout: float, what: str):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (result := await database_sync_to_async(condition)()):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.05)  # polling the database from outside the server
+    return result
+
+
+async def first_session(base_url, user, cookie: str) -> None:
+    """A session started and left once its rater is ready: what a server process loads once, for its
+    first learner in a language (the offline rater's word lists, about 60 MiB), is then loaded."""
+    headers = {"Cookie": cookie, "Origin": base_url}
+    async with websockets.connect(base_url.replace("http", "ws") + "/ws/tutor/", additional_headers=headers) as ws:
+        assert json.loads(await ws.recv())["state"] == "ready"
+        await ws.send(json.dumps({"type": "session.start"}))
+        # (a one-time load of ~60 MiB: on a loaded 2-core machine it can take far longer than its 0.6 s)
+        await wait_until(lambda: "rater word lists ready" in base_url.log_path.read_text(), 120, "rater ready")
+    await wait_until(lambda: (s := session_of(user)) is not None and s.ended_at is not None, 30, "first session ended")
+
+
+def deaf_socket(port: int) -> socket.socket:
+    """A client socket with a small receive buffer: once it stops reading, the server's buffer fills
+    after kilobytes instead of the megabytes loopback's autotuned buffers would take."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    return sock
+
+
+@pytest.mark.services
+def test_a_client_that_never_reads_while_the_tutor_speaks_is_closed_with_4008_and_released(make_user):
+    """The tutor speaks 10 minutes of audio as fast as it can (about 29 MB of PCM); the learner reads
+    nothing. Without a limit on the send queue the server buffers all of it and the session runs on."""
+    from .test_end_to_end import login_cookie
+
+    users = [make_user(f"deaf{i}", learner=True) for i in range(2)]
+    first = make_user("first", learner=True)
+    cookies = {user.pk: login_cookie(user) for user in [*users, first]}
+    limits = {"PARLA_SEND_QUEUE_BYTES": str(256 * 1024), "PARLA_SEND_STALL_SECONDS": "2"}
+
+    async def never_read(base_url, user, *, read_after_end: bool):
+        port = int(base_url.rsplit(":", 1)[1])
+        headers = {"Cookie": cookies[user.pk], "Origin": base_url}
+        url = base_url.replace("http", "ws") + "/ws/tutor/"
+        ws = await websockets.connect(url, sock=deaf_socket(port), additional_headers=headers, max_queue=1, max_size=None)
+        try:
+            assert json.loads(await ws.recv())["state"] == "ready"
+            await ws.send(json.dumps({"type": "session.start"}))
+            # From here on the client reads nothing while the tutor speaks.
+            ended = await wait_until(
+                lambda: (s := session_of(user)) is not None and s.ended_at is not None and s, 60, "session ended"
+            )
+            if not read_after_end:  # never reads again: the server drops the connection after the grace
+                await asyncio.sleep(wire.NOT_READING_CLOSE_GRACE_SECONDS + 3)  # outlast the server's grace
+            # Reading now: within the grace the close frame behind what was buffered arrives; after it,
+            # the connection is already gone.
+            async with asyncio.timeout(10):
+                try:
+                    async for _ in ws:
+                        pass
+                except websockets.ConnectionClosed:
+                    pass
+            return ended, ws.close_code
+        finally:
+            await ws.close()
+
+    with ThreadedSimulator(pace=0.0, seed=3, audio_ms_per_response=600_000) as sim:
+        with daphne_server(realtime_url=sim.url, redis_url=None, extra_env=limits) as base_url:
+            asyncio.run(home_responds(base_url))  # warm up: the first request imports the views
+            # and a first session loads the rater's word lists: what is measured is what one learner costs.
+            asyncio.run(first_session(base_url, first, cookies[first.pk]))
+            sim.wait_all_closed(10)
+            before = rss_kib(base_url.pid)
+            ended, code = asyncio.run(never_read(base_url, users[0], read_after_end=True))
+            after = rss_kib(base_url.pid)
+            print(f"server RSS {before / 1024:.1f} MiB before, {after / 1024:.1f} MiB after")
+            left_open = sim.wait_all_closed(10)
+            ended_again, code_again = asyncio.run(never_read(base_url, users[1], read_after_end=False))
+            left_open_again = sim.wait_all_closed(10)
+            head = asyncio.run(home_responds(base_url))
+    assert after - before < 12 * 1024, f"server grew by {(after - before) / 1024:.1f} MiB"
+    assert code == wire.CLOSE_NOT_READING
+    assert ended.end_reason == TutorSession.EndReason.LEARNER_LEFT
+    assert left_open == 0, "an upstream session outlived its learner"
+    # A client that never reads again still loses its connection: dropped after the grace.
+    assert ended_again.ended_at is not None and left_open_again == 0
+    assert code_again != wire.CLOSE_NOT_READING  # it never read the close frame: the server aborted
     assert head.startswith(b"HTTP/1.1 200")

@@ -195,3 +195,31 @@ def test_transcript_accumulates(order):
         t.feed(ev("response.output_audio_transcript.delta", response_id="resp_1", item_id="item_1",
                   output_index=0, content_index=0, delta=p))
     assert t.item("item_1").transcript == "".join(parts)
+
+
+def added(rid, index, body):
+    return ev("response.output_item.added", response_id=rid, output_index=index, item=body)
+
+
+def test_a_reply_that_speaks_after_its_call_needs_no_second_response():
+    """The gpt-realtime-2 shape: preamble, call, answer in one response."""
+    t = ResponseTracker()
+    t.feed(ev("response.created", response=response("resp_1")))
+    t.feed(added("resp_1", 0, item("item_pre")))
+    t.feed(audio("resp_1", "item_pre", 200))
+    t.feed(added("resp_1", 1, item("item_call", "function_call")))
+    assert t.calls_of("resp_1") == ["call_1"] and not t.spoke_after_calls("resp_1")  # the preamble came before
+    t.feed(added("resp_1", 2, item("item_answer")))
+    assert not t.spoke_after_calls("resp_1")  # added, nothing said yet
+    t.feed(audio("resp_1", "item_answer", 300))
+    assert t.spoke_after_calls("resp_1")
+
+
+def test_a_reply_that_only_calls_needs_a_response_after_the_output():
+    t = ResponseTracker()
+    t.feed(ev("response.created", response=response("resp_1")))
+    t.feed(added("resp_1", 0, item("item_call", "function_call")))
+    t.feed(done("resp_1"))
+    assert t.calls_of("resp_1") == ["call_1"] and not t.spoke_after_calls("resp_1")
+    speaking(t, "resp_2", "item_2")
+    assert t.calls_of("resp_2") == [] and t.calls_of("resp_unknown") == []

@@ -20,6 +20,8 @@ def test_valid_control_messages_are_returned_clean():
     assert parse_control(json.dumps({"type": "answer.text", "text": "  hola  "})) == {"type": "answer.text", "text": "hola"}
     assert parse_control(json.dumps({"type": "playback.flushed", "request_id": "flush_1", "played_ms": 40})) == {
         "type": "playback.flushed", "request_id": "flush_1", "played_ms": 40}
+    report = {"type": "playback.report", "item_id": "item_1", "played_ms": 0, "kind": "start"}
+    assert parse_control(json.dumps(report)) == report
 
 
 @pytest.mark.parametrize(
@@ -36,6 +38,7 @@ def test_valid_control_messages_are_returned_clean():
         ('{"type": "playback.report", "item_id": "i", "played_ms": -1}', "bad_field"),
         ('{"type": "playback.report", "item_id": "i", "played_ms": true}', "bad_field"),
         (json.dumps({"type": "playback.report", "item_id": "i" * 65, "played_ms": 1}), "bad_field"),
+        ('{"type": "playback.report", "item_id": "i", "played_ms": 1, "kind": "paused"}', "bad_field"),
         (json.dumps({"type": "answer.text", "text": "a" * 9000}), "frame_too_large"),
     ],
 )
@@ -70,6 +73,7 @@ def test_every_server_event_the_readme_documents_is_built_by_wire_and_states_mat
         wire.assessing(0.5, 10)["type"],
         wire.assessment(1, "A1", {}, "s", "rules", "graded", False)["type"],
         wire.error("malformed", "m")["type"],
+        wire.busy(1, 2.0)["type"],
     }
     assert built == documented
     states_row = next(row for row in table.splitlines() if row.startswith("| `state`"))
@@ -78,3 +82,15 @@ def test_every_server_event_the_readme_documents_is_built_by_wire_and_states_mat
 
 def test_a_client_error_becomes_the_one_error_event_shape():
     assert ClientError("bad_field", "nope").as_event() == {"type": "error", "code": "bad_field", "message": "nope"}
+
+
+def test_every_close_code_has_the_same_value_in_the_pages_protocol_js():
+    import re
+    from pathlib import Path
+
+    from tutor.realtime import wire
+
+    js = (Path(__file__).resolve().parents[2] / "static/tutor/protocol.js").read_text()
+    page = {name: int(value) for name, value in re.findall(r"export const (CLOSE_\w+) = (\d+);", js)}
+    server = {name: getattr(wire, name) for name in dir(wire) if name.startswith("CLOSE_")}
+    assert server and page == server

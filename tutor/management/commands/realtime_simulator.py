@@ -25,7 +25,7 @@ def knobs_from_options(options: dict[str, Any]) -> SimulatorKnobs:
 class Command(BaseCommand):
     help = (
         "Run the bundled OpenAI Realtime (GA) simulator until Ctrl-C. Every knob can also be set "
-        "per connection in the query string, e.g. ?model=gpt-realtime&pace=0&true_level=B1."
+        "per connection in the query string, e.g. ?model=gpt-realtime-2.1&pace=0&true_level=B1."
     )
 
     def add_arguments(self, parser: Any) -> None:

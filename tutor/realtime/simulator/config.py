@@ -12,6 +12,7 @@ from typing import Any
 from openai.types.realtime import RealtimeSessionCreateRequest
 from pydantic import BaseModel
 
+from config.openai_models import takes_reasoning
 from tutor.realtime.audio import API_FORMAT
 
 DEFAULT_INSTRUCTIONS = "You are a helpful, friendly assistant. Keep your answers short."
@@ -35,10 +36,15 @@ SEMANTIC_VAD_DEFAULTS: dict[str, Any] = {
     "create_response": True,
     "interrupt_response": True,
 }
-# Reported when a transcription object names no model. openai-python (types/realtime/
-# audio_transcription.py) lists `gpt-4o-mini-transcribe` among the models, with an announced
-# shutdown on 2027-02-26; Parla always names its own model, so this only shapes the echo.
-TRANSCRIPTION_DEFAULTS: dict[str, Any] = {"model": "gpt-4o-mini-transcribe", "language": None, "prompt": None}
+# Reported when a transcription object names no model (what the real API reports then is not
+# documented; Parla always names its own model, so this only shapes the echo). The current live
+# transcription model: "Transcribe live audio into streaming text: gpt-live-transcribe"
+# (developers.openai.com/api/docs/guides/realtime); the older ones have an announced shutdown
+# (openai/types/realtime/audio_transcription.py, config/openai_models.py).
+TRANSCRIPTION_DEFAULTS: dict[str, Any] = {"model": "gpt-live-transcribe", "language": None, "prompt": None}
+# What a reasoning model reports before any `session.update` names an effort: "Low effort is the
+# default" (vercel.com/ai-gateway/models/gpt-realtime-2/about). Other models report no `reasoning`.
+REASONING_DEFAULTS: dict[str, Any] = {"effort": "low"}
 
 
 def plain(value: object) -> Any:
@@ -54,6 +60,11 @@ def requested_voice(audio: BaseModel | None) -> object:
     """The voice an `audio` setting (of a session or a response) asks for; None if it names none."""
     output = getattr(audio, "output", None)
     return plain(getattr(output, "voice", None))
+
+
+def requested_speed(audio: BaseModel | None) -> float | None:
+    """The output speed a session's `audio` setting asks for; None if it names none."""
+    return getattr(getattr(audio, "output", None), "speed", None)
 
 
 class SessionConfig:
@@ -85,6 +96,8 @@ class SessionConfig:
                 "output": {"format": dict(API_FORMAT), "voice": DEFAULT_VOICE, "speed": 1.0},
             },
         }
+        if takes_reasoning(model):
+            self.data["reasoning"] = dict(REASONING_DEFAULTS)
 
     def to_api(self) -> dict[str, Any]:
         """A copy for `session.created` / `session.updated`."""
@@ -105,6 +118,14 @@ class SessionConfig:
                 for name, setting in (settings or {}).items():
                     target[name] = _with_defaults(name, setting)
         self.data = merged
+
+    @property
+    def model(self) -> str:
+        return self.data["model"]
+
+    @property
+    def reasoning(self) -> dict[str, Any] | None:
+        return self.data.get("reasoning")
 
     @property
     def voice(self) -> object:

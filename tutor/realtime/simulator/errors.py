@@ -53,6 +53,10 @@ class RealtimeAPIError(Exception):
             "event_id": client_event_id,
         }
 
+    def as_status_error(self) -> dict[str, Any]:
+        """The `status_details.error` object of a failed response (type, code, message)."""
+        return {"type": self.type, "code": self.code, "message": self.message}
+
 
 def _quoted_list(values: list[str]) -> str:
     quoted = [f"'{v}'" for v in values]
@@ -148,6 +152,17 @@ def cannot_update_voice() -> RealtimeAPIError:
     # "cannot_update_voice"). The whole session.update is rejected.
     return RealtimeAPIError(
         "Cannot update a conversation's voice if assistant audio is present.", "cannot_update_voice"
+    )
+
+
+def cannot_update_speed() -> RealtimeAPIError:
+    # The API documents `audio.output.speed` as "can only be changed in between model turns, not while a
+    # response is in progress" (openai/types/realtime/realtime_audio_config_output.py), but not what it
+    # does when a client tries: no public capture or thread shows it. Simulator choice, the
+    # conservative shape: the whole session.update is refused, like a voice change (code and message
+    # made up in the same style).
+    return RealtimeAPIError(
+        "Cannot update a conversation's output speed while a response is in progress.", "cannot_update_speed"
     )
 
 
@@ -378,3 +393,81 @@ def _unknown_in(value: object, path: str) -> str | None:
             if found:
                 return found
     return None
+
+
+# --- Failed responses (response.done status `failed`, status_details.error) --------------------------
+
+RATE_LIMIT_CODE = "inference_rate_limit_exceeded"
+
+
+def failed_response(kind: str, model: str) -> RealtimeAPIError:
+    """The `status_details.error` of a response that ended `failed` (knobs.FAILURE_KINDS).
+
+    The session lives on; nothing was said. `as_status_error()` gives the object's fields.
+    """
+    if kind == "rate_limit":
+        # Source: openai/openai-python#2502 (a captured response.done, status failed, output [],
+        # usage all zero; status_details.type "failed"): this type, code and message.
+        return RealtimeAPIError(
+            "We're currently processing too many requests \u2014 please try again later.",
+            RATE_LIMIT_CODE,
+        )
+    if kind == "quota":
+        # Source: jamesrochabrun/SwiftOpenAI PR #181 (realtime response.done failed with
+        # status_details.error.code insufficient_quota); type and full message as the REST API's 429
+        # body (ChatGPTNextWeb/NextChat#3664).
+        return RealtimeAPIError(
+            "You exceeded your current quota, please check your plan and billing details. For more "
+            "information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.",
+            "insufficient_quota",
+            type="insufficient_quota",
+        )
+    if kind == "model":
+        # Source: openai/openai-realtime-console#561 (a GA response.done, status failed, type
+        # invalid_request_error, code model_not_found, this message).
+        return RealtimeAPIError(f"The model `{model}` does not exist or you do not have access to it.", "model_not_found")
+    raise ValueError(f"unknown failure kind {kind!r}")
+
+
+# --- Refusals at connect ------------------------------------------------------------------------------
+
+def invalid_api_key(masked_key: str) -> RealtimeAPIError:
+    # Source: the API's "Incorrect API key provided" text (public REST bodies); on Realtime it comes
+    # after the upgrade as an `error` event, then close 3000 "invalid_request_error.invalid_api_key"
+    # (twilio-samples/speech-assistant-openai-realtime-api-python#4: "received 3000 (registered)
+    # invalid_request_error.invalid_api_key"; openai/openai-realtime-api-beta#2: a random key
+    # upgrades and gets an error message, a real key without access gets HTTP 403).
+    return RealtimeAPIError(
+        f"Incorrect API key provided: {masked_key}. You can find your API key at "
+        "https://platform.openai.com/account/api-keys.",
+        "invalid_api_key",
+    )
+
+
+def upgrade_refusal(status: int) -> RealtimeAPIError:
+    """The JSON error body of an HTTP refusal at the websocket upgrade (knobs.refuse_upgrade)."""
+    if status == 401:
+        # Source: as invalid_api_key above (the REST API's 401 body).
+        return RealtimeAPIError(
+            "Incorrect API key provided: sk-***. You can find your API key at "
+            "https://platform.openai.com/account/api-keys.",
+            "invalid_api_key",
+        )
+    if status == 403:
+        # Source: the REST API's 403 body for an unsupported region (type request_forbidden). A key
+        # without Realtime access also gets 403 at the upgrade (openai/openai-realtime-api-beta#2).
+        return RealtimeAPIError(
+            "Country, region, or territory not supported", "unsupported_country_region_territory",
+            type="request_forbidden",
+        )
+    if status == 429:
+        # Simulator choice of wording; code and type as the REST API's rate-limit 429.
+        return RealtimeAPIError(
+            "Rate limit reached for requests. Please try again in 20s.", "rate_limit_exceeded", type="requests"
+        )
+    if status >= 500:
+        # Source: pipecat-ai/pipecat#1652 (the API's server_error text).
+        return RealtimeAPIError(
+            "The server had an error while processing your request. Sorry about that!", None, type="server_error"
+        )
+    return RealtimeAPIError("The request was refused.", None)  # simulator choice

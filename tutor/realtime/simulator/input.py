@@ -16,12 +16,17 @@ from . import errors
 from .audio import EnergyVad, VadEvent, voiced_ms
 from .config import SERVER_VAD_DEFAULTS, SessionConfig
 from .conversation import Conversation
-from .deltas import split_text
 from .events import IdFactory, Send
 from .items import Item
-from .persona import LearnerTurn, ScriptedTutor, parse_instructions
+from .persona import LearnerTurn, ScriptedTutor
 
 MIN_COMMIT_MS = 100  # the real API refuses to commit less (errors.commit_empty)
+
+# Semantic VAD ends the turn when a model judges the speech finished, after at most 8 s (low), 4 s
+# (medium, auto) or 2 s (high) of silence (openai-python realtime_audio_input_turn_detection.py,
+# `eagerness`). The simulator cannot judge meaning: it ends the turn after a fixed silence per eagerness,
+# shorter than those maximums (a real learner in demo mode should not wait 8 s for every reply).
+SEMANTIC_SILENCE_MS = {"low": 2000, "medium": 500, "auto": 500, "high": 300}
 
 
 class InputAudio:
@@ -54,9 +59,12 @@ class InputAudio:
             return
         self.vad.threshold = detection.get("threshold", SERVER_VAD_DEFAULTS["threshold"])
         self.vad.prefix_padding_ms = detection.get("prefix_padding_ms", SERVER_VAD_DEFAULTS["prefix_padding_ms"])
-        self.vad.silence_duration_ms = detection.get(
-            "silence_duration_ms", SERVER_VAD_DEFAULTS["silence_duration_ms"]
-        )
+        if detection.get("type") == "semantic_vad":
+            self.vad.silence_duration_ms = SEMANTIC_SILENCE_MS[detection.get("eagerness") or "auto"]
+        else:
+            self.vad.silence_duration_ms = detection.get(
+                "silence_duration_ms", SERVER_VAD_DEFAULTS["silence_duration_ms"]
+            )
 
     # --- client events -------------------------------------------------------------------
 
@@ -113,35 +121,24 @@ class InputAudio:
         )
         self._conversation.insert(item)
         self._conversation.item_done(item)
-        transcript = self._transcribe(item, audio)
-        self._tutor.learner_turn(LearnerTurn("audio", transcript or "", voiced_ms(audio, self._config.vad_threshold)))
+        self._transcribe(item)
+        self._tutor.learner_turn(LearnerTurn("audio", "", voiced_ms(audio, self._config.vad_threshold)))
 
-    def _transcribe(self, item: Item, audio: bytes) -> str | None:
-        """Input transcription, when configured: the simulated learner's sentence."""
-        settings = self._config.transcription
-        if not settings:
-            return None
-        context = parse_instructions(self._config.instructions)
-        text = self._tutor.learner_utterance(settings.get("language") or context.language, context.level)
-        for piece in split_text(text, max(1, len(text.split()) // 3)):
-            self._send(
-                "conversation.item.input_audio_transcription.delta", item_id=item.id, content_index=0, delta=piece
-            )
-        audio_tokens = max(1, round(pcm_ms(audio) / 100))
-        text_tokens = max(1, len(text) // 4)
-        usage = {
-            "type": "tokens",
-            "total_tokens": audio_tokens + text_tokens,
-            "input_tokens": audio_tokens,
-            "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens},
-            "output_tokens": text_tokens,
-        }
+    def _transcribe(self, item: Item) -> None:
+        """Input transcription, when configured. The simulator has no speech recognizer, so it never
+        claims to know what the learner said: every transcription fails, in the real API's shape for a
+        failed one (openai/openai-realtime-console#46: type "server_error", code null, this message).
+        The conversation item keeps `transcript: null`, as the real one does when transcription fails."""
+        if not self._config.transcription:
+            return
         self._send(
-            "conversation.item.input_audio_transcription.completed",
+            "conversation.item.input_audio_transcription.failed",
             item_id=item.id,
             content_index=0,
-            transcript=text,
-            usage=usage,
+            error={
+                "type": "server_error",
+                "code": None,
+                "message": f"Input transcription failed for item '{item.id}'.",
+                "param": None,
+            },
         )
-        item.content[0]["transcript"] = text
-        return text

@@ -74,7 +74,8 @@ class Response:
     metadata: dict[str, Any] | None = None
     output: list[Item] = field(default_factory=list)
     open_item: Item | None = None  # the message item whose content part is streaming
-    transcript: str = ""
+    open_text: str = ""  # what that item has said so far
+    transcript: str = ""  # what the whole response has said (usage)
     finished: bool = False
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 

@@ -7,16 +7,28 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 
 from assessments.cefr import LEVELS
 from config.flags import parse_bool
+
+from .persona import PROBE_SHAPES
 
 # The real API accepts `input_audio_buffer.append` events of up to 15 MiB (observed limit,
 # public capture notes "gpt-live-transcribe" spike: "15MiB is the per-append limit").
 DEFAULT_MAX_MESSAGE_BYTES = 15 * 1024 * 1024
 
+# The real API generates audio faster than real time: "The server will produce audio faster than
+# realtime" (openai-python, openai/types/realtime/conversation_item_truncate_event.py, the docstring of
+# ConversationItemTruncateEvent). The simulator does the same by default; pace=1 paces at real time.
+DEFAULT_PACE = 4.0
+
 # Knobs a client may not change from its own query string: they protect the simulator itself.
 SERVER_ONLY_KNOBS = frozenset({"require_auth", "api_key"})
+
+# How `fail_responses` makes responses end `failed` (errors.failed_response has each one's real shape).
+FAILURE_KINDS = ("rate_limit", "quota", "model")
+ERROR_STATUSES = frozenset(status.value for status in HTTPStatus if 400 <= status.value <= 599)
 
 
 class KnobError(ValueError):
@@ -27,7 +39,9 @@ class KnobError(ValueError):
 class SimulatorKnobs:
     """Everything that changes how the simulator behaves; see docs/internal-contracts.md."""
 
-    pace: float = 1.0  # audio speed: 1.0 = real time, 2.0 = twice as fast, 0 = as fast as possible
+    # audio generation rate, a multiple of real time: 4.0 = four times (the default, like the API),
+    # 1.0 = real time, 0 = as fast as possible
+    pace: float = DEFAULT_PACE
     latency_ms: float = 0.0  # one-way delay applied to every event, both directions
     jitter_ms: float = 0.0  # +/- uniform jitter on that delay (seeded, never reorders)
     seed: int = 0
@@ -36,10 +50,25 @@ class SimulatorKnobs:
     session_max_seconds: float = 3600.0  # expiry: close 1001 naming this duration
     audio_ms_per_response: int | None = None  # fixed audio length per spoken response
     true_level: str | None = None  # simulated learner: probes at or below it are sustained
+    # How a response to a learner answer is made up (persona.PROBE_SHAPES): "auto" follows the model
+    # (preamble, record_probe call and answer in one response for the gpt-realtime-2 family).
+    probe_shape: str = "auto"
+    # A tutor model that errs, on every Nth learner answer (0 = never): no record_probe call at all,
+    # or the call made twice; on every Nth spoken reply: the reply in the wrong language.
+    skip_probe_every: int = 0
+    repeat_probe_every: int = 0
+    wrong_language_every: int = 0
     require_auth: bool = True
     api_key: str | None = None  # when set, the bearer token must equal it
     validate_output: bool = False  # validate each outgoing event against the openai models
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    # Failed responses (response.done status `failed` with status_details.error): which kind, after
+    # how many good responses of a connection, for how many (None: every one from then on).
+    fail_responses: str | None = None  # one of FAILURE_KINDS
+    fail_after_responses: int = 0
+    fail_for_responses: int | None = None
+    rate_limit_reset_seconds: float = 1.0  # what rate_limits.updated says after a rate-limited response
+    refuse_upgrade: int | None = None  # refuse the websocket upgrade with this HTTP status (401, 403, 429, 5xx)
 
     def __post_init__(self) -> None:
         if self.pace < 0:
@@ -52,8 +81,30 @@ class SimulatorKnobs:
             raise KnobError(f"true_level must be one of {', '.join(LEVELS)}")
         if self.audio_ms_per_response is not None and self.audio_ms_per_response <= 0:
             raise KnobError("audio_ms_per_response must be > 0")
+        if self.probe_shape not in PROBE_SHAPES:
+            raise KnobError(f"probe_shape must be one of {', '.join(PROBE_SHAPES)}")
+        if min(self.skip_probe_every, self.repeat_probe_every, self.wrong_language_every) < 0:
+            raise KnobError("skip_probe_every, repeat_probe_every and wrong_language_every must be >= 0")
         if self.max_message_bytes <= 0:
             raise KnobError("max_message_bytes must be > 0")
+        if self.fail_responses is not None and self.fail_responses not in FAILURE_KINDS:
+            raise KnobError(f"fail_responses must be one of {', '.join(FAILURE_KINDS)}")
+        if self.fail_after_responses < 0:
+            raise KnobError("fail_after_responses must be >= 0")
+        if self.fail_for_responses is not None and self.fail_for_responses < 1:
+            raise KnobError("fail_for_responses must be >= 1")
+        if self.rate_limit_reset_seconds < 0:
+            raise KnobError("rate_limit_reset_seconds must be >= 0")
+        if self.refuse_upgrade is not None and self.refuse_upgrade not in ERROR_STATUSES:
+            raise KnobError("refuse_upgrade must be an HTTP error status (e.g. 401, 403, 429, 500, 503)")
+
+    def fails(self, number: int) -> str | None:
+        """The failure kind of a connection's `number`-th response (1-based), or None if it succeeds."""
+        if self.fail_responses is None or number <= self.fail_after_responses:
+            return None
+        if self.fail_for_responses is not None and number > self.fail_after_responses + self.fail_for_responses:
+            return None
+        return self.fail_responses
 
     def with_overrides(self, values: Mapping[str, str], *, allow_server_only: bool = False) -> SimulatorKnobs:
         """A copy with string `values` (query string, CLI) parsed onto the matching fields.

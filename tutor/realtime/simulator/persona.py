@@ -3,7 +3,9 @@
 The tutor reads Parla's instruction markers (docs/internal-contracts.md), asks level-appropriate
 questions in the target language, and after each learner turn calls `record_probe`. The
 simulated learner (`true_level`) decides each probe's outcome; without it a length heuristic
-judges a real human's answer.
+judges a real human's answer. As a model can, it may skip the call (`skip_probe_every`), make it
+twice (`repeat_probe_every`) or reply in the wrong language (`wrong_language_every`). It cannot understand speech, and never claims to: the simulator has no
+learner words to offer (input.py fails every transcription).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from assessments.cefr import level_index
+from config.openai_models import takes_reasoning
 
 PROBE_TOOL = "record_probe"
 DEFAULT_LANGUAGE = "en"
@@ -184,130 +187,6 @@ ACKNOWLEDGEMENTS = {
     "en": ("Very good.", "Thank you.", "All right."),
 }
 
-# What the simulated learner "said" (the input transcription of a committed audio turn).
-LEARNER_UTTERANCES: dict[str, dict[str, tuple[str, ...]]] = {
-    "es": {
-        "A1": ("Me llamo Ana. Soy de México.", "Me gusta la pizza y el café."),
-        "A2": (
-            "El sábado fui al parque con mis amigos y comimos helado.",
-            "Mi casa es pequeña, pero tiene un jardín bonito.",
-        ),
-        "B1": (
-            "Si ganara un viaje, iría a Japón porque me interesa mucho su cultura.",
-            "Vivir en una ciudad grande es cómodo, aunque hay demasiado ruido.",
-        ),
-        "B2": (
-            "Creo que las redes sociales nos acercan, pero también difunden bulos si no contrastamos las fuentes.",
-            "Yo ampliaría el transporte público y limitaría el tráfico en el centro histórico.",
-        ),
-        "C1": (
-            "Sin una regulación clara, la inteligencia artificial podría agravar desigualdades que ya existen.",
-            "El teletrabajo nos ha dado autonomía, pero ha debilitado los vínculos informales entre colegas.",
-        ),
-        "C2": (
-            "La memoria colectiva no es un archivo neutral: se negocia entre instituciones, medios "
-            "y silencios deliberados.",
-            "Traducir la ironía exige reconstruir un sobreentendido cultural que rara vez tiene equivalente exacto.",
-        ),
-    },
-    "fr": {
-        "A1": ("Je m'appelle Paul. J'habite à Lyon.", "J'aime le pain et le fromage."),
-        "A2": (
-            "Samedi, je suis allé au cinéma avec ma sœur.",
-            "Ma maison est petite mais il y a un beau jardin.",
-        ),
-        "B1": (
-            "Si je gagnais un voyage, j'irais au Canada parce que j'adore la nature.",
-            "La vie en ville est pratique, même s'il y a trop de bruit.",
-        ),
-        "B2": (
-            "Les réseaux sociaux nous rapprochent, mais ils favorisent aussi la désinformation.",
-            "Je développerais les transports en commun et je limiterais les voitures au centre.",
-        ),
-        "C1": (
-            "Faute de règles claires, l'intelligence artificielle risque de creuser les inégalités existantes.",
-            "Le télétravail offre de l'autonomie, mais il affaiblit les liens informels entre collègues.",
-        ),
-        "C2": (
-            "La mémoire collective n'a rien d'une archive neutre : elle se négocie entre institutions, "
-            "médias et silences.",
-            "Traduire l'ironie suppose de reconstruire un implicite culturel rarement transposable tel quel.",
-        ),
-    },
-    "de": {
-        "A1": ("Ich heiße Jonas. Ich komme aus Berlin.", "Ich esse gern Nudeln und Äpfel."),
-        "A2": (
-            "Am Samstag war ich mit meinen Freunden im Park.",
-            "Meine Wohnung ist klein, aber sie hat einen Balkon.",
-        ),
-        "B1": (
-            "Wenn ich eine Reise gewinnen würde, würde ich nach Norwegen fahren, weil ich die Natur liebe.",
-            "Das Leben in der Stadt ist praktisch, obwohl es oft zu laut ist.",
-        ),
-        "B2": (
-            "Soziale Netzwerke bringen uns näher zusammen, fördern aber auch die Verbreitung von Falschmeldungen.",
-            "Ich würde den Nahverkehr ausbauen und Autos aus der Innenstadt fernhalten.",
-        ),
-        "C1": (
-            "Ohne klare Regeln könnte künstliche Intelligenz bestehende Ungleichheiten noch verschärfen.",
-            "Das Homeoffice schafft Freiräume, schwächt aber die informellen Kontakte unter Kollegen.",
-        ),
-        "C2": (
-            "Das kollektive Gedächtnis ist kein neutrales Archiv, sondern wird zwischen Institutionen, "
-            "Medien und bewusstem Schweigen ausgehandelt.",
-            "Wer Ironie übersetzt, muss ein kulturelles Vorverständnis nachbauen, für das es selten "
-            "eine genaue Entsprechung gibt.",
-        ),
-    },
-    "it": {
-        "A1": ("Mi chiamo Luca. Sono di Roma.", "Mi piace la pasta e il gelato."),
-        "A2": (
-            "Sabato sono andato al mare con i miei amici.",
-            "La mia casa è piccola, ma ha un bel giardino.",
-        ),
-        "B1": (
-            "Se vincessi un viaggio, andrei in Giappone perché mi interessa molto la sua cultura.",
-            "Vivere in una grande città è comodo, anche se c'è troppo rumore.",
-        ),
-        "B2": (
-            "Secondo me i social ci avvicinano, ma favoriscono anche la diffusione di notizie false.",
-            "Potenzierei i trasporti pubblici e limiterei il traffico nel centro storico.",
-        ),
-        "C1": (
-            "Senza regole chiare, l'intelligenza artificiale rischia di aggravare le disuguaglianze esistenti.",
-            "Il lavoro da remoto ci ha dato autonomia, ma ha indebolito i rapporti informali tra colleghi.",
-        ),
-        "C2": (
-            "La memoria collettiva non è un archivio neutrale: si negozia tra istituzioni, media e silenzi deliberati.",
-            "Tradurre l'ironia significa ricostruire un sottinteso culturale che raramente ha un equivalente esatto.",
-        ),
-    },
-    "en": {
-        "A1": ("My name is Sam. I am from Leeds.", "I like rice and apples."),
-        "A2": (
-            "Last Saturday I went to the park with my friends.",
-            "My flat is small, but it has a nice balcony.",
-        ),
-        "B1": (
-            "If I won a trip, I would go to Japan because I am very interested in its culture.",
-            "Living in a big city is convenient, although it is often too noisy.",
-        ),
-        "B2": (
-            "Social networks bring us closer, but they also make it easier for misinformation to spread.",
-            "I would expand public transport and keep cars out of the city centre.",
-        ),
-        "C1": (
-            "Without clear rules, artificial intelligence could deepen inequalities that already exist.",
-            "Remote work has given us autonomy, but it has weakened the informal ties between colleagues.",
-        ),
-        "C2": (
-            "Collective memory is no neutral archive; it is negotiated between institutions, the media "
-            "and deliberate silences.",
-            "Translating irony means rebuilding a cultural subtext that rarely has an exact equivalent.",
-        ),
-    },
-}
-
 NARRATOR_LINE = "Here is your assessment summary."
 
 # Heuristic for a real human (no `true_level`): an answer sustains a level when it is at least
@@ -380,17 +259,53 @@ def probe_outcome(level: str, turn: LearnerTurn, true_level: str | None) -> str:
 
 @dataclass(frozen=True)
 class Speech:
-    """The response speaks `text` (audio + transcript)."""
+    """An output item that speaks `text` (audio + transcript)."""
 
     text: str
 
 
 @dataclass(frozen=True)
 class ToolCall:
-    """The response is one function call."""
+    """An output item that calls a function."""
 
     name: str
     arguments: dict[str, Any]
+
+
+# What one response outputs, in order: one item or several (see `PROBE_SHAPES`).
+Plan = tuple["Speech | ToolCall", ...]
+
+# How the tutor's response to a learner answer is made up (the `probe_shape` knob):
+# - "call": the record_probe call alone; the tutor speaks on only after the function output and a
+#   new response.create (what Parla's tests have always seen, and gpt-realtime-1.5 and older do);
+# - "call_answer": the call, then the tutor's answer in the same response;
+# - "preamble_call_answer": a short spoken preamble, the call, then the answer, in one response.
+#   The gpt-realtime-2 generation does this: "Realtime responses can include multiple output items
+#   per turn", a preamble ("commentary") before the final answer (Microsoft Learn, Azure OpenAI
+#   "GPT Realtime 2" concepts page, "Preambles and response phases"); "Preambles let an agent
+#   acknowledge the request out loud while tools run" (vercel.com/ai-gateway/models/gpt-realtime-2).
+# - "auto" (the default): "preamble_call_answer" for the gpt-realtime-2 family, else "call".
+PROBE_SHAPES = ("auto", "call", "call_answer", "preamble_call_answer")
+
+PREAMBLES = {
+    "es": ("Mmm, a ver...", "Vale, vale...", "Ajá..."),
+    "fr": ("Hmm, voyons...", "D'accord...", "Ah, je vois..."),
+    "de": ("Hm, mal sehen...", "Okay...", "Aha..."),
+    "it": ("Mmm, vediamo...", "Va bene...", "Ah, capisco..."),
+    "en": ("Hmm, let me see...", "Okay...", "I see..."),
+}
+
+
+def resolve_probe_shape(shape: str, model: str | None) -> str:
+    """The concrete shape of `shape` for a session of `model` ("auto" depends on the model)."""
+    if shape != "auto":
+        return shape
+    return "preamble_call_answer" if takes_reasoning(model) else "call"
+
+
+def wrong_language(language: str) -> str:
+    """The language a tutor that errs answers in: English, or Spanish for an English placement."""
+    return "es" if _bank_language(language) == "en" else "en"
 
 
 def _bank_language(language: str) -> str:
@@ -401,16 +316,33 @@ def _has_tool(tools: list[dict[str, Any]] | None, name: str) -> bool:
     return any(isinstance(t, dict) and t.get("name") == name for t in tools or ())
 
 
+def _every(n: int, count: int) -> bool:
+    """True on every `n`th of a count that starts at 1 (never when `n` is 0)."""
+    return n > 0 and count % n == 0
+
+
 @dataclass
 class ScriptedTutor:
-    """Per-session script: what the next response says or calls."""
+    """Per-session script: what the next response says or calls.
+
+    The misbehaviour settings (knobs of the same names) make it err like a real model can, on every
+    Nth learner answer (`skip_probe_every`: no record_probe call; `repeat_probe_every`: the call made
+    twice) or on every Nth spoken reply (`wrong_language_every`: the reply is in another language).
+    """
 
     rng: random.Random
     true_level: str | None = None
+    probe_shape: str = "call"  # a concrete shape: resolve_probe_shape() first
+    skip_probe_every: int = 0
+    repeat_probe_every: int = 0
+    wrong_language_every: int = 0
     unprobed_turn: LearnerTurn | None = None
     pending_call_id: str | None = None
     spoken: int = 0
+    answers: int = 0  # learner answers the tutor has reacted to (the misbehaviour count)
+    replies: int = 0  # spoken replies with a question (the wrong-language count)
     _next_question: dict[tuple[str, str], int] = field(default_factory=dict)
+    _planned_turn: LearnerTurn | None = None  # the answer the last planned call records
 
     def learner_turn(self, turn: LearnerTurn) -> None:
         """A learner answer arrived (several before a response are judged together)."""
@@ -428,6 +360,21 @@ class ScriptedTutor:
         self.unprobed_turn = None
         self.spoken += 1
 
+    def call_not_made(self) -> None:
+        """The response that was to record the last answer ended before its call: the answer goes
+        back to the unrecorded ones (before any that came since)."""
+        turn, self._planned_turn = self._planned_turn, None
+        if turn is None:
+            return
+        later, self.unprobed_turn = self.unprobed_turn, turn
+        if later is not None:
+            self.learner_turn(later)
+
+    def call_replayed(self) -> None:
+        """A function call was added to the conversation by the client (a resumed session replaying
+        a probe): the learner turns before it were already recorded."""
+        self.unprobed_turn = None
+
     def function_output(self, call_id: str) -> None:
         if call_id == self.pending_call_id:
             self.pending_call_id = None
@@ -439,39 +386,62 @@ class ScriptedTutor:
         tools: list[dict[str, Any]] | None,
         tool_choice: object,
         out_of_band: bool,
-    ) -> Speech | ToolCall:
-        """Decide the next response (see DESIGN section 4 and the contracts)."""
+    ) -> Plan:
+        """Decide the next response's output items (see DESIGN section 4 and the contracts)."""
         verbatim = verbatim_text(response_instructions) or verbatim_text(session_instructions)
         if verbatim:
-            return Speech(verbatim)
+            return (Speech(verbatim),)
         context = parse_instructions(session_instructions)
         if context.narrator:
-            return Speech(response_instructions.strip() if response_instructions else NARRATOR_LINE)
+            return (Speech(response_instructions.strip() if response_instructions else NARRATOR_LINE),)
         if out_of_band:
-            return Speech(self._question(context, advance=False))
+            return (Speech(self._question(context, advance=False)),)
         if self.unprobed_turn is not None and tool_choice != "none" and _has_tool(tools, PROBE_TOOL):
-            return self._probe(context)
-        return Speech(self._speak_next(context))
+            return self._react(context)
+        return (Speech(self._speak_next(context)),)
+
+    def _react(self, context: TutorContext) -> Plan:
+        """The response to a learner answer: the probe call in the session's shape (or the error)."""
+        self.answers += 1
+        call = self._probe(context)
+        calls: tuple[ToolCall, ...] = (call,)
+        if _every(self.skip_probe_every, self.answers):
+            calls = ()  # the model forgot to record the answer and just goes on
+        elif _every(self.repeat_probe_every, self.answers):
+            calls = (call, call)  # the same call made twice (each gets its own call_id)
+        if self.probe_shape == "call" and calls:
+            return calls
+        answer = (Speech(self._speak_next(context)),)
+        if self.probe_shape == "preamble_call_answer" and calls:
+            preamble = self.rng.choice(PREAMBLES[_bank_language(context.language)])
+            return (Speech(preamble), *calls, *answer)
+        return (*calls, *answer)
 
     def _probe(self, context: TutorContext) -> ToolCall:
         turn, self.unprobed_turn = self.unprobed_turn, None
         assert turn is not None
+        self._planned_turn = turn
         outcome = probe_outcome(context.level, turn, self.true_level)
         measure = f"{turn.words} words" if turn.kind == "text" else f"{turn.speech_ms / 1000:.1f} s of speech"
         evidence = f"{measure}; {self.rng.choice(_EVIDENCE[outcome])}"
-        return ToolCall(PROBE_TOOL, {"level": context.level, "outcome": outcome, "evidence": evidence})
+        call = ToolCall(PROBE_TOOL, {"level": context.level, "outcome": outcome, "evidence": evidence})
+        return call
 
     def _speak_next(self, context: TutorContext) -> str:
         language = _bank_language(context.language)
+        if self.spoken > 0:
+            self.replies += 1
+            if _every(self.wrong_language_every, self.replies):
+                language = wrong_language(language)
         if self.spoken == 0:
             opener = GREETINGS[language]
         else:
             opener = self.rng.choice(ACKNOWLEDGEMENTS[language])
         self.spoken += 1
-        return f"{opener} {self._question(context, advance=True)}"
+        return f"{opener} {self._question(context, advance=True, language=language)}"
 
-    def _question(self, context: TutorContext, *, advance: bool) -> str:
-        language = _bank_language(context.language)
+    def _question(self, context: TutorContext, *, advance: bool, language: str | None = None) -> str:
+        language = language or _bank_language(context.language)
         bank = QUESTIONS[language][context.level]
         key = (language, context.level)
         if key not in self._next_question:
@@ -480,9 +450,3 @@ class ScriptedTutor:
         if advance:
             self._next_question[key] = index + 1
         return bank[index % len(bank)]
-
-    def learner_utterance(self, language: str, level: str) -> str:
-        """A plausible learner sentence at `level` (the simulated learner's, when set)."""
-        bank = LEARNER_UTTERANCES[_bank_language(language)]
-        return self.rng.choice(bank[self.true_level or level])
-

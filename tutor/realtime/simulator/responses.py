@@ -1,4 +1,4 @@
-"""Responses: creating them, streaming their output (speech or a function call), ending them once."""
+"""Responses: creating them, streaming their output items (speech, function calls), ending them once."""
 
 from __future__ import annotations
 
@@ -17,13 +17,17 @@ from . import errors
 from .audio import SpeechAudio, speech_ms
 from .config import SessionConfig, plain, requested_voice
 from .conversation import Conversation
-from .deltas import AUDIO_CHUNK_MS, chunk_interval, split_text
+from .deltas import AUDIO_CHUNK_MS, chunk_interval, split_text, transcript_ahead
 from .events import IdFactory, Send
 from .items import Item, Response
 from .knobs import SimulatorKnobs
-from .persona import ScriptedTutor, Speech, ToolCall
+from .persona import Plan, ScriptedTutor, ToolCall
 
 logger = logging.getLogger("tutor.realtime.simulator")
+
+# What rate_limits.updated reports (simulator choice: one tier's round numbers).
+REQUESTS_PER_MINUTE = 5_000
+TOKENS_PER_MINUTE = 400_000
 
 
 class Responses:
@@ -53,11 +57,18 @@ class Responses:
         self._tutor = tutor
         self._session_id = session_id
         self._tasks: set[asyncio.Task] = set()
+        self._created = 0  # responses created on this connection (knobs.fails counts them)
+        self._tokens_used = 0
 
     def check_voice(self, voice: object) -> None:
         """The voice rule: a different voice is refused once the session has produced audio."""
         if voice is not None and voice != self._config.voice and self.audio_produced:
             raise errors.cannot_update_voice()
+
+    def check_speed(self, speed: float | None) -> None:
+        """`speed` changes "only in between model turns": refused while a response is in progress."""
+        if speed is not None and speed != self._config.speed and self.in_progress:
+            raise errors.cannot_update_speed()
 
     # --- client events -------------------------------------------------------------------
 
@@ -91,7 +102,7 @@ class Responses:
 
     # --- generation ----------------------------------------------------------------------------
 
-    def _plan(self, params: RealtimeResponseCreateParams, *, out_of_band: bool) -> Speech | ToolCall:
+    def _plan(self, params: RealtimeResponseCreateParams, *, out_of_band: bool) -> Plan:
         given = params.model_fields_set  # a field sent as null overrides the session's
         return self._tutor.plan(
             session_instructions=self._config.instructions,
@@ -103,7 +114,7 @@ class Responses:
 
     def _start(
         self,
-        plan: Speech | ToolCall,
+        plan: Plan,
         *,
         voice: object,
         conversation_id: str | None,
@@ -120,24 +131,50 @@ class Responses:
         self.in_progress[response.id] = response
         if not response.out_of_band:
             self.active = response
+        self._created += 1
+        failure = self._knobs.fails(self._created)
         logger.info(
             "response created",
-            extra={"session_id": self._session_id, "response_id": response.id, "plan": type(plan).__name__},
+            extra={
+                "session_id": self._session_id,
+                "response_id": response.id,
+                "plan": [type(part).__name__ for part in plan],
+                "failure": failure,
+            },
         )
         self._send("response.created", response=response.to_api("in_progress", None, None))
-        task = asyncio.get_running_loop().create_task(self._run(response, plan), name=f"simulator-{response.id}")
+        error = errors.failed_response(failure, self._config.data["model"]) if failure else None
+        task = asyncio.get_running_loop().create_task(
+            self._run(response, plan, error), name=f"simulator-{response.id}"
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return response
 
-    async def _run(self, response: Response, plan: Speech | ToolCall) -> None:
+    async def _run(self, response: Response, plan: Plan, error: errors.RealtimeAPIError | None) -> None:
         if response.finished:  # cancelled before this task first ran
             return
+        if error is not None:
+            # Rate limit, quota, model access: the response ends `failed` at once, with no output
+            # (openai/openai-python#2502, openai/openai-realtime-console#561: output [], usage zero).
+            self.finish(response, "failed", error=error)
+            return
         try:
-            if isinstance(plan, ToolCall):
-                self._call_function(response, plan)
-            else:
-                await self._speak(response, plan.text)
+            for index, part in enumerate(plan):  # one output item after the other, as the API streams them
+                if response.finished:  # cancelled (before this task first ran, or meanwhile)
+                    if any(isinstance(later, ToolCall) for later in plan[index:]):
+                        # Cut before its call (e.g. the learner spoke over the preamble): the answer
+                        # is still unrecorded, and the next reply records it ("when a caller interrupts
+                        # mid-thought, gpt-realtime-2 discards the current chain of thought and starts a
+                        # fresh turn", vercel.com/ai-gateway/models/gpt-realtime-2/about).
+                        self._tutor.call_not_made()
+                    return
+                if isinstance(part, ToolCall):
+                    self._call_function(response, part)
+                else:
+                    await self._speak(response, part.text)
+                    if not response.finished:
+                        self._close_speech(response, "completed")
             self.finish(response, "completed")
         except asyncio.CancelledError:
             raise
@@ -159,21 +196,28 @@ class Responses:
             part = {"type": "text", "text": ""}
             chunks = [None] * max(1, len(text.split()) // 3)
         response.open_item = item
+        response.open_text = ""
         ids = response.part_ids(item)
         self._send("response.content_part.added", **ids, part=part)
-        for index, (make_chunk, piece) in enumerate(zip(chunks, split_text(text, len(chunks)))):
+        pieces = split_text(text, len(chunks))
+        for index, make_chunk in enumerate(chunks):
             if response.finished:
                 return
             if response.audio:
+                # The transcript leads: its pieces go out before the audio they describe is generated.
+                for piece in transcript_ahead(pieces, index):
+                    if piece:
+                        self._send("response.output_audio_transcript.delta", **ids, delta=piece)
+                        response.transcript += piece
+                        response.open_text += piece
                 chunk = make_chunk(index)
                 self._send("response.output_audio.delta", **ids, delta=base64.b64encode(chunk).decode("ascii"))
                 item.audio_ms += round(pcm_ms(chunk))
                 self.audio_produced = True
-                if piece:
-                    self._send("response.output_audio_transcript.delta", **ids, delta=piece)
             else:
-                self._send("response.output_text.delta", **ids, delta=piece)
-            response.transcript += piece
+                self._send("response.output_text.delta", **ids, delta=pieces[index])
+                response.transcript += pieces[index]
+                response.open_text += pieces[index]
             await response.pause(chunk_interval(self._knobs.pace) if response.audio else 0)
 
     def _call_function(self, response: Response, plan: ToolCall) -> None:
@@ -218,36 +262,21 @@ class Responses:
 
     # --- the end ---------------------------------------------------------------------------------
 
-    def finish(self, response: Response, status: str, reason: str | None = None) -> None:
-        """End `response` once: close its streaming item, then `response.done`."""
+    def finish(
+        self, response: Response, status: str, reason: str | None = None, error: errors.RealtimeAPIError | None = None
+    ) -> None:
+        """End `response` once: close its streaming item, then `response.done`, then `rate_limits.updated`."""
         if response.finished:
             return
         response.finished = True
         response.stopped.set()
-        item = response.open_item
-        if item is not None:
-            response.open_item = None
-            ids = response.part_ids(item)
-            if response.audio:
-                self._send("response.output_audio.done", **ids)
-                self._send("response.output_audio_transcript.done", **ids, transcript=response.transcript)
-                item.content[0]["transcript"] = response.transcript
-                part = {"type": "audio", "transcript": response.transcript}
-            else:
-                self._send("response.output_text.done", **ids, text=response.transcript)
-                item.content[0]["text"] = response.transcript
-                part = {"type": "text", "text": response.transcript}
-            self._send("response.content_part.done", **ids, part=part)
-            item.status = "completed" if status == "completed" else "incomplete"
-            self._close_item(response, item)
+        self._close_speech(response, status)
         details: dict[str, Any] | None = None
         if status == "cancelled":
             details = {"type": "cancelled", "reason": reason}
         elif status == "failed":
-            details = {
-                "type": "failed",
-                "error": {"type": "server_error", "code": None, "message": "The simulator failed."},
-            }
+            failure = error or errors.RealtimeAPIError("The simulator failed.", None, type="server_error")
+            details = {"type": "failed", "error": failure.as_status_error()}
         self.in_progress.pop(response.id, None)
         if self.active is response:
             self.active = None
@@ -255,9 +284,64 @@ class Responses:
             "response done",
             extra={"session_id": self._session_id, "response_id": response.id, "status": status, "reason": reason},
         )
-        self._send("response.done", response=response.to_api(status, details, self._usage(response)))
+        usage = self._usage(response, produced=error is None)
+        self._send("response.done", response=response.to_api(status, details, usage))
+        self._tokens_used += usage["total_tokens"]
+        # The openai model's docstring says "Emitted at the beginning of a Response", but captures of
+        # the GA API show it after `response.done` (the public capture "WebSocket captures: Inworld
+        # TTS/STT and OpenAI Realtime (2026-09-18)", probe 8: "`rate_limits.updated` AFTER it"): as captured.
+        limited = error is not None and error.code == errors.RATE_LIMIT_CODE
+        self._send("rate_limits.updated", rate_limits=self._rate_limits(limited=limited))
 
-    def _usage(self, response: Response) -> dict[str, Any]:
+    def _rate_limits(self, *, limited: bool) -> list[dict[str, Any]]:
+        """Requests and tokens left this minute; a rate-limited response leaves none until the reset."""
+        reset = float(self._knobs.rate_limit_reset_seconds)
+        return [
+            {
+                "name": "requests",
+                "limit": REQUESTS_PER_MINUTE,
+                "remaining": max(0, REQUESTS_PER_MINUTE - self._created),
+                "reset_seconds": 0.012,
+            },
+            {
+                "name": "tokens",
+                "limit": TOKENS_PER_MINUTE,
+                "remaining": 0 if limited else max(0, TOKENS_PER_MINUTE - self._tokens_used),
+                "reset_seconds": reset if limited else round(60.0 * self._tokens_used / TOKENS_PER_MINUTE, 3),
+            },
+        ]
+
+    def _close_speech(self, response: Response, status: str) -> None:
+        """End the message item whose content is streaming (if any): its done events, in order."""
+        item = response.open_item
+        if item is None:
+            return
+        response.open_item = None
+        ids = response.part_ids(item)
+        text = response.open_text
+        if response.audio:
+            self._send("response.output_audio.done", **ids)
+            self._send("response.output_audio_transcript.done", **ids, transcript=text)
+            item.content[0]["transcript"] = text
+            part = {"type": "audio", "transcript": text}
+        else:
+            self._send("response.output_text.done", **ids, text=text)
+            item.content[0]["text"] = text
+            part = {"type": "text", "text": text}
+        self._send("response.content_part.done", **ids, part=part)
+        item.status = "completed" if status == "completed" else "incomplete"
+        self._close_item(response, item)
+
+    def _usage(self, response: Response, produced: bool = True) -> dict[str, Any]:
+        if not produced:  # a failed response used nothing (openai/openai-python#2502: all zero)
+            zero = {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0}
+            return {
+                "total_tokens": 0,
+                "input_tokens": 0,
+                "output_tokens": 0,
+                "input_token_details": {**zero, "cached_tokens": 0, "cached_tokens_details": dict(zero)},
+                "output_token_details": {"text_tokens": 0, "audio_tokens": 0},
+            }
         audio_out = sum(round(item.audio_ms / 50) for item in response.output)  # ~20 tokens per second
         text_out = max(1, len(response.transcript) // 4)
         text_in = max(1, len(self._config.instructions or "") // 4)

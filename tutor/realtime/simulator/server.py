@@ -77,10 +77,12 @@ class SimulatorConnection:
         number: int,
         model: str | None,
         on_invalid_event: Callable[[str], None],
+        refusal: errors.RealtimeAPIError | None = None,
     ) -> None:
         self.ws = ws
         self.knobs = knobs
         self.model = model
+        self.refusal = refusal  # refused after the upgrade (a wrong key): error, then close 3000
         self.events_sent = 0
         self.closing = False
         self._on_invalid_event = on_invalid_event
@@ -112,7 +114,12 @@ class SimulatorConnection:
         if self.knobs.drop_after_seconds is not None:
             tasks.append(asyncio.create_task(self._drop_after(self.knobs.drop_after_seconds)))
         logger.info("connection opened", extra={"session_id": self.id, "model": self.model})
-        if self.model:
+        if self.refusal is not None:
+            # A wrong key upgrades, gets the error and is closed with 3000 "<type>.<code>", no
+            # session.created (see errors.invalid_api_key for the sources).
+            self.session.send_error(self.refusal, None)
+            self.close(3000, f"{self.refusal.type}.{self.refusal.code}")
+        elif self.model:
             self.session.start()
         else:
             # Source: capture probe 11b: error missing_model, then close 4000 "<type>.<code>".
@@ -203,9 +210,11 @@ class SimulatorConnection:
         self.drop("drop_after_seconds")
 
 
-def _json_http_error(status: HTTPStatus, message: str, code: str | None) -> Response:
+def _json_http_error(
+    status: HTTPStatus, message: str, code: str | None, type: str = errors.INVALID_REQUEST
+) -> Response:
     """An HTTP error shaped like the OpenAI API's error body."""
-    error = {"message": message, "type": errors.INVALID_REQUEST, "param": None, "code": code}
+    error = {"message": message, "type": type, "param": None, "code": code}
     body = json.dumps({"error": error}).encode()
     headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return Response(status.value, status.phrase, headers, body)
@@ -250,6 +259,7 @@ class RealtimeSimulator:
             self._requested_port,
             process_request=self._check_request,
             max_size=self.knobs.max_message_bytes,
+            compression=None,  # base64 PCM gains little from deflate; as Parla's client (bench/hotpath.py)
         )
         logger.info("simulator listening", extra={"url": self.url})
         return self
@@ -283,27 +293,29 @@ class RealtimeSimulator:
         parts = urlsplit(request.path)
         if parts.path.rstrip("/") != REALTIME_PATH:
             return _json_http_error(HTTPStatus.NOT_FOUND, f"Invalid URL (GET {parts.path})", None)
-        if self.knobs.require_auth:
-            token = _bearer_token(request.headers.get("Authorization"))
-            # Team decision: refuse with HTTP 401 before the upgrade. (A public capture shows the
-            # real API upgrading first, then sending this error and closing with 3000.)
-            if not token:
-                return _json_http_error(
-                    HTTPStatus.UNAUTHORIZED, "Missing bearer or basic authentication in header", None
-                )
-            if self.knobs.api_key is not None and not hmac.compare_digest(token, self.knobs.api_key):
-                return _json_http_error(
-                    HTTPStatus.UNAUTHORIZED,
-                    f"Incorrect API key provided: {_mask(token)}. You can find your API key at "
-                    "https://platform.openai.com/account/api-keys.",
-                    "invalid_api_key",
-                )
+        if self.knobs.require_auth and not _bearer_token(request.headers.get("Authorization")):
+            return _json_http_error(HTTPStatus.UNAUTHORIZED, "Missing bearer or basic authentication in header", None)
+        # A wrong key is not refused here: like the real API, it upgrades and is refused in band
+        # (_wrong_key, SimulatorConnection.run).
         try:
             knobs = self._connection_knobs(request.path)
         except KnobError as exc:
             return _json_http_error(HTTPStatus.BAD_REQUEST, str(exc), "invalid_value")
+        if knobs.refuse_upgrade is not None:
+            refusal = errors.upgrade_refusal(knobs.refuse_upgrade)
+            logger.info("upgrade refused", extra={"status": knobs.refuse_upgrade, "code": refusal.code})
+            return _json_http_error(HTTPStatus(knobs.refuse_upgrade), refusal.message, refusal.code, refusal.type)
         connection.protocol.max_message_size = knobs.max_message_bytes
         return None
+
+    def _wrong_key(self, request: Request) -> errors.RealtimeAPIError | None:
+        """The in-band refusal of a bearer token that is not the configured key, if it is not."""
+        if not self.knobs.require_auth or self.knobs.api_key is None:
+            return None
+        token = _bearer_token(request.headers.get("Authorization"))
+        if hmac.compare_digest(token, self.knobs.api_key):
+            return None
+        return errors.invalid_api_key(_mask(token))
 
     def _connection_knobs(self, path: str) -> SimulatorKnobs:
         return self.knobs.with_overrides(dict(parse_qsl(urlsplit(path).query, keep_blank_values=True)))
@@ -317,6 +329,7 @@ class RealtimeSimulator:
             number=self._opened,
             model=dict(parse_qsl(urlsplit(ws.request.path).query)).get("model"),
             on_invalid_event=self.validation_errors.append,
+            refusal=self._wrong_key(ws.request),
         )
         self.connections.append(connection)
         try:

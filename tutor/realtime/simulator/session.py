@@ -30,13 +30,13 @@ from openai.types.realtime import (
 from pydantic import BaseModel
 
 from . import errors
-from .config import SessionConfig, requested_voice
+from .config import SessionConfig, requested_speed, requested_voice
 from .conversation import Conversation, learner_turn
 from .errors import RealtimeAPIError
 from .events import IdFactory, client_event_id, parse_client_event
 from .input import InputAudio
 from .knobs import SimulatorKnobs
-from .persona import ScriptedTutor
+from .persona import ScriptedTutor, resolve_probe_shape
 from .responses import Responses
 
 logger = logging.getLogger("tutor.realtime.simulator")
@@ -62,7 +62,14 @@ class RealtimeSession:
         self.id = ids.new("sess")
         self.conversation_id = ids.new("conv")
         self.config = SessionConfig(session_id=self.id, model=model, expires_at=expires_at)
-        self.tutor = ScriptedTutor(rng=random.Random(knobs.seed), true_level=knobs.true_level)
+        self.tutor = ScriptedTutor(
+            rng=random.Random(knobs.seed),
+            true_level=knobs.true_level,
+            probe_shape=resolve_probe_shape(knobs.probe_shape, model),
+            skip_probe_every=knobs.skip_probe_every,
+            repeat_probe_every=knobs.repeat_probe_every,
+            wrong_language_every=knobs.wrong_language_every,
+        )
         self.conversation = Conversation(send=self._emit, ids=ids, session_id=self.id)
         self.input = InputAudio(
             send=self._emit, ids=ids, config=self.config, conversation=self.conversation, tutor=self.tutor
@@ -130,6 +137,7 @@ class RealtimeSession:
         if update.type != "realtime":
             raise errors.transcription_session_unsupported()
         self.responses.check_voice(requested_voice(update.audio))  # else the whole update is rejected
+        self.responses.check_speed(requested_speed(update.audio))  # only between responses
         self.config.update(update)
         self.input.configure_vad()
         logger.info("session updated", extra={"session_id": self.id, "voice": self.config.voice})
@@ -171,6 +179,8 @@ class RealtimeSession:
         item = self.conversation.create(event)
         if item.type == "function_call_output" and item.call_id:
             self.tutor.function_output(item.call_id)
+        elif item.type == "function_call":
+            self.tutor.call_replayed()  # a replayed call: the answers before it were recorded
         elif item.type == "message" and item.role == "user":
             self.tutor.learner_turn(learner_turn(event.item))
         elif item.type == "message" and item.role == "assistant":

@@ -1,0 +1,162 @@
+"""Fluency measured from a learner's spoken answer: what the audio shows, and nothing else (pure).
+
+The measures are the "utterance fluency" measures of second-language fluency research (speed,
+breakdown and repair fluency; Segalowitz 2010, Tavakoli & Skehan 2005): of them, audio energy alone can
+give the *breakdown* side (silent pauses) and phonation time; the *speed* side needs words, so the
+speech rate is given only when a transcript exists. Repair (false starts, repetitions) needs words too
+and is not measured.
+
+- A silent pause is a stretch of at least `PAUSE_MS` = 250 ms without voice between two voiced
+  stretches: the threshold de Jong & Bosker (2013, "Choosing a threshold for silent pauses to measure
+  second language fluency", DiSS 2013) found best for L2 fluency; shorter gaps are part of speech
+  (stop closures, breaths between syllables).
+- A run is a voiced stretch between two pauses; the mean length of run is in milliseconds here (the
+  literature counts syllables, which needs words).
+- Leading and trailing silence are not part of the answer: its span is first voice to last voice.
+
+Audio is PCM16 mono 24 kHz (assessments.audio). Voice is frame energy above a level that adapts to the
+recording's noise floor (never below `FLOOR_DBFS`), in 10 ms frames; 30 ms of voice are needed before
+a run counts, so a click is not speech.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from assessments.audio import BYTES_PER_SAMPLE, SAMPLE_RATE
+
+FRAME_MS = 10
+PAUSE_MS = 250
+MIN_RUN_MS = 30
+FLOOR_DBFS = -45.0  # quieter than this is never voice
+CEILING_DBFS = -30.0  # louder than this is always voice (a noisy room cannot hide all speech)
+NOISE_MARGIN_DB = 15.0  # voice is this much above the recording's noise floor
+_FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
+
+
+@dataclass(frozen=True)
+class FluencyMeasures:
+    """What the audio of one answer shows. Times in milliseconds."""
+
+    duration_ms: int  # first voice to last voice
+    speaking_ms: int  # phonation time: the sum of the runs
+    runs: int
+    pauses: int  # silent pauses of at least PAUSE_MS inside the answer
+    mean_pause_ms: int
+    longest_pause_ms: int
+    mean_run_ms: int  # mean length of run
+    phonation_ratio: float  # speaking_ms / duration_ms
+    words: int | None = None  # from a transcript, when one exists
+    words_per_minute: float | None = None  # speech rate over the span, when words exist
+
+    @property
+    def silent(self) -> bool:
+        return self.speaking_ms == 0
+
+    def as_dict(self) -> dict:
+        """For the record (Turn.fluency), the rater and the grader: no empty fields."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def describe(self) -> str:
+        """One line a teacher reads: "6.2 s of speech in 8.0 s, 3 pauses (longest 1.1 s), runs of 1.6 s"."""
+        if self.silent:
+            return "no speech detected"
+        text = (
+            f"{self.speaking_ms / 1000:.1f} s of speech in {self.duration_ms / 1000:.1f} s, "
+            f"{self.pauses} pause{'s' if self.pauses != 1 else ''}"
+        )
+        if self.pauses:
+            text += f" (longest {self.longest_pause_ms / 1000:.1f} s)"
+        text += f", runs of {self.mean_run_ms / 1000:.1f} s on average"
+        if self.words_per_minute is not None:
+            text += f", {self.words_per_minute:.0f} words a minute"
+        return text
+
+
+NO_SPEECH = FluencyMeasures(0, 0, 0, 0, 0, 0, 0, 0.0)
+
+
+def _frame_levels(pcm: bytes) -> np.ndarray:
+    usable = len(pcm) - len(pcm) % (BYTES_PER_SAMPLE * _FRAME_SAMPLES)
+    if usable <= 0:
+        return np.zeros(0)
+    x = np.frombuffer(pcm[:usable], dtype="<i2").astype(np.float64) / 32768.0
+    rms = np.sqrt(np.mean(x.reshape(-1, _FRAME_SAMPLES) ** 2, axis=1))
+    with np.errstate(divide="ignore"):
+        return 20 * np.log10(rms)
+
+
+def voiced_frames(pcm: bytes) -> np.ndarray:
+    """A boolean per 10 ms frame: voice or not."""
+    levels = np.maximum(_frame_levels(pcm), -120.0)  # digital silence is -inf: count it as very quiet
+    noise = float(np.percentile(levels, 5)) if len(levels) else -120.0
+    threshold = min(max(FLOOR_DBFS, noise + NOISE_MARGIN_DB), CEILING_DBFS)
+    return levels >= threshold
+
+
+def measure(pcm: bytes, words: int | None = None) -> FluencyMeasures:
+    """The fluency measures of one answer's audio (`words`: from a transcript, if there is one)."""
+    voiced = voiced_frames(pcm)
+    # Stretches of equal frames: (is_voice, length in frames).
+    stretches: list[list] = []
+    for v in voiced:
+        if stretches and stretches[-1][0] == bool(v):
+            stretches[-1][1] += 1
+        else:
+            stretches.append([bool(v), 1])
+    min_run, min_pause = MIN_RUN_MS // FRAME_MS, PAUSE_MS // FRAME_MS
+    # Voice too short to be speech is silence; silence too short to be a pause is speech.
+    for s in stretches:
+        if s[0] and s[1] < min_run:
+            s[0] = False
+    merged: list[list] = []
+    for s in stretches:
+        if merged and merged[-1][0] == s[0]:
+            merged[-1][1] += s[1]
+        else:
+            merged.append(list(s))
+    while merged and not merged[0][0]:
+        merged.pop(0)
+    while merged and not merged[-1][0]:
+        merged.pop()
+    if not merged:
+        return NO_SPEECH if words is None else FluencyMeasures(0, 0, 0, 0, 0, 0, 0, 0.0, words=words)
+    runs_ms: list[int] = []
+    pauses_ms: list[int] = []
+    current = 0
+    for is_voice, length in merged:
+        if is_voice or length < min_pause:
+            current += length * FRAME_MS
+        else:
+            runs_ms.append(current)
+            pauses_ms.append(length * FRAME_MS)
+            current = 0
+    runs_ms.append(current)
+    duration = sum(length for _, length in merged) * FRAME_MS
+    speaking = duration - sum(pauses_ms)
+    return FluencyMeasures(
+        duration_ms=duration,
+        speaking_ms=speaking,
+        runs=len(runs_ms),
+        pauses=len(pauses_ms),
+        mean_pause_ms=round(sum(pauses_ms) / len(pauses_ms)) if pauses_ms else 0,
+        longest_pause_ms=max(pauses_ms, default=0),
+        mean_run_ms=round(speaking / len(runs_ms)),
+        phonation_ratio=round(speaking / duration, 3),
+        words=words,
+        words_per_minute=round(words * 60_000 / duration, 1) if words else None,
+    )
+
+
+def speech_span(pcm: bytes, pad_ms: int = 300) -> bytes:
+    """`pcm` from just before its first voice to just after its last (what is worth keeping)."""
+    voiced = np.flatnonzero(voiced_frames(pcm))
+    if not len(voiced):
+        return b""
+    frame_bytes = _FRAME_SAMPLES * BYTES_PER_SAMPLE
+    pad = pad_ms // FRAME_MS
+    start = max(0, int(voiced[0]) - pad) * frame_bytes
+    end = min(len(pcm), (int(voiced[-1]) + 1 + pad) * frame_bytes)
+    return pcm[start:end]

@@ -1,0 +1,246 @@
+"""Backpressure on a learner's socket: a send queue with a limit, fed by what Daphne's transport knows.
+
+The ASGI interface gives an application no view of its connection's write buffer: Daphne's `send`
+hands each message to Twisted at once (`Server.handle_reply` -> autobahn's `sendMessage` ->
+`transport.write`), and Twisted buffers whatever the peer does not read, without bound. Twisted does
+say when that buffer is full: a streaming `IPushProducer` registered on the transport is told
+`pauseProducing()` when its buffer passes `bufferSize` (64 KiB) and `resumeProducing()` once it has
+drained (twisted.internet.abstract.FileDescriptor: `_maybePauseProducer`, `doWrite`).
+
+After the websocket upgrade the transport's registered producer is still the `HTTPChannel` that
+parsed the upgrade request (twisted.web.http.HTTPChannel.connectionMade registers it; Daphne's
+WebRequest hands the transport to the WebSocketProtocol and never unregisters it). `HTTPChannel`
+is itself a consumer: `HTTPChannel.registerProducer(producer, streaming=True)` forwards the
+transport's pause and resume to that producer (its `pauseProducing`/`resumeProducing` docstrings),
+which is how twisted.web's own responses are throttled. `DaphneSocket.watch` registers a
+`TransportWatch` there.
+
+`SendQueue` is what the consumer writes through: while the transport is writable a message goes
+straight to it; while it is paused messages wait in order. A browser that has not drained its buffer
+for `max_stall` seconds, or with more than `max_bytes` waiting, is not reading: `on_stuck` is called
+once (the consumer then ends the session and closes with 4008). Under other ASGI servers, or over TLS
+terminated by Daphne itself (a TLS transport has no `producer`), there is no watch and messages go
+straight out: the README's deployment terminates TLS at the proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from zope.interface import implementer
+
+from tutor.realtime.tasks import cancel_and_wait
+
+logger = logging.getLogger(__name__)
+
+SCOPE_KEY = "parla.socket"  # the connection's DaphneSocket in a websocket scope (set by TransportMiddleware)
+
+
+class TransportWatch:
+    """A streaming producer (twisted.internet.interfaces.IPushProducer) that only listens: the
+    transport pauses it when its write buffer is full and resumes it once the buffer drained."""
+
+    def __init__(self, clock: Callable[[], float]):
+        self.clock = clock
+        self.paused = False
+        self.paused_at = 0.0
+        self.stopped = False  # the connection is gone
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    def pauseProducing(self) -> None:  # noqa: N802 (Twisted's interface)
+        if not self.paused:
+            self.paused, self.paused_at = True, self.clock()
+            self.writable.clear()
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self.paused = False
+        self.writable.set()
+
+    def stopProducing(self) -> None:  # noqa: N802
+        self.stopped = True
+        self.paused = False
+        self.writable.set()
+
+
+def _declare_push_producer() -> None:
+    from twisted.internet.interfaces import IPushProducer
+
+    implementer(IPushProducer)(TransportWatch)
+
+
+try:  # Twisted comes with Daphne; the realtime layer's tests run without importing it
+    _declare_push_producer()
+except ImportError:  # pragma: no cover
+    pass
+
+
+class DaphneSocket:
+    """One websocket connection served by Daphne: its autobahn protocol and Twisted transport."""
+
+    def __init__(self, protocol: Any):
+        self.protocol = protocol
+        self._channel: Any = None
+
+    def watch(self) -> TransportWatch | None:
+        """Register a TransportWatch on the connection; None when the transport cannot say (see above)."""
+        channel = getattr(self.protocol.transport, "producer", None)  # FileDescriptor.producer: the HTTPChannel
+        if channel is None or not hasattr(channel, "registerProducer"):
+            logger.info("no transport backpressure on this connection", extra={"transport": type(self.protocol.transport).__name__})
+            return None
+        watch = TransportWatch(asyncio.get_running_loop().time)
+        try:
+            channel.registerProducer(watch, True)
+        except RuntimeError:  # another producer is registered there: leave it alone
+            logger.info("no transport backpressure on this connection", extra={"producer": type(channel).__name__})
+            return None
+        self._channel = channel
+        return watch
+
+    def unwatch(self) -> None:
+        if self._channel is not None:
+            self._channel.unregisterProducer()
+            self._channel = None
+
+    def abort_unanswered_close(self, grace: float) -> None:
+        """A close from now on drops the connection if the browser has not answered it within
+        `grace` seconds (autobahn's closeHandshakeTimeout, default 1 s, then `abortConnection`):
+        the close frame of a browser that does not read may never be delivered."""
+        self.protocol.closeHandshakeTimeout = grace
+
+
+def daphne_socket(send: Callable) -> DaphneSocket | None:
+    """The connection behind Daphne's ASGI `send` callable: Daphne passes every application
+    `functools.partial(Server.handle_reply, protocol)` (daphne/server.py, create_application)."""
+    if not isinstance(send, functools.partial) or not send.args:
+        return None
+    protocol = send.args[0]
+    if not hasattr(protocol, "transport") or not hasattr(protocol, "sendClose"):  # autobahn's websocket protocol
+        return None
+    return DaphneSocket(protocol)
+
+
+class TransportMiddleware:
+    """ASGI middleware, outermost: puts the connection's DaphneSocket into a websocket scope (only
+    the outermost application sees Daphne's own `send`; channels' session middleware wraps it)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket":
+            socket = daphne_socket(send)
+            if socket is not None:
+                scope = {**scope, SCOPE_KEY: socket}
+        return await self.inner(scope, receive, send)
+
+
+def _size(message: dict) -> int:
+    payload = message.get("bytes") or message.get("text") or ""
+    return len(payload)
+
+
+class SendQueue:
+    """The messages of one connection to the browser, in order, held back while the transport is full.
+
+    `put` sends at once while the transport is writable and nothing waits; otherwise the message waits
+    and an owned pump task sends it once the transport drained. Stuck (paused longer than `max_stall`
+    seconds, or more than `max_bytes` waiting): the queue is dropped, later messages are dropped too,
+    and `on_stuck(reason)` runs once, in a task of its own (`put` may be called from a task that
+    `on_stuck` will cancel).
+    """
+
+    def __init__(
+        self,
+        send: Callable[[dict], Awaitable[None]],
+        watch: TransportWatch | None,
+        *,
+        max_bytes: int,
+        max_stall: float,
+        on_stuck: Callable[[str], Awaitable[None]],
+    ):
+        self._send = send
+        self.watch = watch
+        self.max_bytes = max_bytes
+        self.max_stall = max_stall
+        self._on_stuck = on_stuck
+        self._queue: deque[dict] = deque()
+        self.queued_bytes = 0
+        self.peak_bytes = 0
+        self.stuck: str | None = None
+        self._pump: asyncio.Task | None = None
+        self._closer: asyncio.Task | None = None
+
+    async def put(self, message: dict) -> None:
+        if self.stuck:
+            return
+        if not self._queue and (self.watch is None or not self.watch.paused):
+            await self._send(message)
+            return
+        self._queue.append(message)
+        self.queued_bytes += _size(message)
+        self.peak_bytes = max(self.peak_bytes, self.queued_bytes)
+        if self.queued_bytes > self.max_bytes:
+            self._give_up(f"{self.queued_bytes} bytes waiting for the browser")
+        elif self._pump is None:
+            self._pump = asyncio.create_task(self._drain(), name="learner-send-queue")
+
+    async def flush(self) -> None:
+        """Send everything that waits now, in order (before a close frame: the transport takes it)."""
+        await self._stop_pump()
+        while self._queue:
+            await self._send(self._pop())
+
+    async def aclose(self) -> None:
+        """Stop the pump; let a running `on_stuck` finish (it ends the session: it must not be cut short)."""
+        await self._stop_pump()
+        self._queue.clear()
+        if self._closer is not None and self._closer is not asyncio.current_task():
+            await asyncio.shield(self._closer)
+
+    # --- internals ---------------------------------------------------------------------------------
+
+    def _pop(self) -> dict:
+        message = self._queue.popleft()
+        self.queued_bytes -= _size(message)
+        return message
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue and not self.stuck:
+                watch = self.watch
+                if watch.stopped:  # the connection is gone: nobody will read these
+                    self._queue.clear()
+                    self.queued_bytes = 0
+                    return
+                if watch.paused:
+                    remaining = self.max_stall - (loop.time() - watch.paused_at)
+                    try:
+                        async with asyncio.timeout(max(remaining, 0.0)):
+                            await watch.writable.wait()
+                    except TimeoutError:
+                        self._give_up(f"the browser read nothing for {self.max_stall:g} s")
+                        return
+                    continue
+                await self._send(self._pop())
+        finally:
+            self._pump = None
+
+    async def _stop_pump(self) -> None:
+        pump = self._pump
+        if pump is not None and pump is not asyncio.current_task():
+            await cancel_and_wait(pump)
+
+    def _give_up(self, reason: str) -> None:
+        if self.stuck:
+            return
+        self.stuck = reason
+        self._queue.clear()
+        self.queued_bytes = 0
+        self._closer = asyncio.create_task(self._on_stuck(reason), name="learner-not-reading")
