@@ -12,10 +12,18 @@ Two problems this module exists for (issue 13):
   alive through a longer outage instead of letting the error kill every consumer of the process, and
   adds this process's channels back to their groups as soon as it reconnects to a restarted server
   (so teachers' live views and the learners' supersede groups go on).
+
+And one Python 3.11 problem: redis-py wraps every socket write and read in `asyncio.wait_for` when a
+socket timeout is set (always, above), and 3.11's `wait_for` swallows a cancellation that arrives
+just as the awaited write or read completes (python/cpython#86296, bpo-42130; fixed in 3.12, whose
+`wait_for` is built on `asyncio.timeout`). A session task cancelled during a `group_send` (a live-view
+announce) then ran on, and the learner's disconnect waited for it until Daphne killed the handler,
+before the session's end was written. `keeps_cancellation` gives every layer call the 3.12 semantics.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -37,6 +45,26 @@ SOCKET_TIMEOUT = RedisChannelLayer.brpop_timeout + 10
 # How long one command keeps retrying while Redis is unreachable (backoff 0.1, 0.2, 0.4, 0.8, 1 s):
 # long enough for a restart, short enough that a learner's session is not held up by a send.
 RETRIES = 5
+
+
+def keeps_cancellation(method):
+    """The layer call `method`, re-raising a cancellation of the calling task that was requested while
+    it ran and swallowed below it (python/cpython#86296: the task's `cancelling()` count says so).
+
+    Under `asyncio.timeout` around the call this also restores the timeout: the CancelledError raised
+    here is the one the timeout turns into TimeoutError.
+    """
+
+    @functools.wraps(method)
+    async def call(self, *args, **kwargs):
+        task = asyncio.current_task()
+        requested = task.cancelling() if task is not None else 0
+        result = await method(self, *args, **kwargs)
+        if task is not None and task.cancelling() > requested:
+            raise asyncio.CancelledError
+        return result
+
+    return call
 
 
 def connection_kwargs() -> dict:
@@ -107,12 +135,20 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
             extra={"shard": index, "groups": len(commands) // 2, "prefix": self.prefix},
         )
 
+    # --- every call the consumers make keeps their cancellation (keeps_cancellation) ---------
+
+    send = keeps_cancellation(RedisChannelLayer.send)
+    receive = keeps_cancellation(RedisChannelLayer.receive)
+    group_send = keeps_cancellation(RedisChannelLayer.group_send)
+
     # --- groups: remember this process's memberships -------------------------------------
 
+    @keeps_cancellation
     async def group_add(self, group, channel):
         await super().group_add(group, channel)
         self._local_groups[group].add(channel)
 
+    @keeps_cancellation
     async def group_discard(self, group, channel):
         members = self._local_groups.get(group)
         if members is not None:  # first: a channel that leaves is never restored, even if Redis is down

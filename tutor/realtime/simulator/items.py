@@ -92,8 +92,9 @@ class Response:
         if seconds <= 0:
             await asyncio.sleep(0)
             return
-        try:
-            await asyncio.wait_for(self.stopped.wait(), seconds)
+        try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel (python/cpython#86296)
+            async with asyncio.timeout(seconds):
+                await self.stopped.wait()
         except TimeoutError:
             pass
 
