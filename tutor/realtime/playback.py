@@ -98,6 +98,14 @@ class Playback:
 
     # --- questions ------------------------------------------------------------------------------------
 
+    def heard_ms(self, item_id: str, now: float) -> int:
+        """How much of the item the learner has heard by `now` by the page's reports alone: its last
+        report played on in real time, never past what was sent; 0 before the page started it."""
+        item = self.items.get(item_id)
+        if item is None or not item.started or item.reported_at is None:
+            return 0
+        return int(min(item.sent_ms, item.played_ms + (now - item.reported_at) * 1000))
+
     def audible(self, now: float) -> PlayedItem | None:
         """The item the learner hears now (or is about to: sent, not yet started), or None."""
         for item, bound in self._bounds():

@@ -70,6 +70,14 @@ class PlaybackWatch:
     def audible(self) -> PlayedItem | None:
         return self.state.audible(self.now())
 
+    def heard(self) -> PlaybackPosition | None:
+        """The audible item and how much of it the learner has heard, by the page's reports (the
+        fallback when the page does not answer a flush); None when nothing is audible."""
+        item = self.audible()
+        if item is None:
+            return None
+        return PlaybackPosition(item.item_id, self.state.heard_ms(item.item_id, self.now()))
+
     async def changed(self) -> None:
         """Return at the next change, or when a bound passes (an unreported end is then assumed)."""
         event = self._changed

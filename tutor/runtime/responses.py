@@ -34,7 +34,7 @@ from typing import Any
 
 from tutor.realtime.client import RealtimeClient, RealtimeRequestError
 from tutor.realtime.logs import BoundLogger
-from tutor.realtime.relay import LearnerPort, SpeechRelay
+from tutor.realtime.relay import LearnerPort, PlaybackPosition, SpeechRelay
 
 ALREADY_ACTIVE = "conversation_already_has_active_response"
 SESSION_UPDATE_ATTEMPTS = 3  # a refused level update is tried again at the next free moment, this often
@@ -303,17 +303,30 @@ class ResponseScheduler:
         """The learner cut the tutor off: the browser drops what it has not played yet at once, and
         the item is cut upstream where the learner stopped hearing it (so the model knows)."""
         self.relay.silence_current()
+        heard = self.learner.playback.heard()  # before the flush ends every item: the fallback below
         flushed = await self.learner.request_flush()
-        self.spawn(self._truncate_when_flushed(flushed), "truncate")
+        self.spawn(self._truncate_when_flushed(flushed, heard), "truncate")
 
-    async def _truncate_when_flushed(self, flushed: asyncio.Future) -> None:
+    async def _truncate_when_flushed(self, flushed: asyncio.Future, heard: PlaybackPosition | None) -> None:
+        """Truncate where the page says it stopped; a page that does not answer the flush within the
+        step timeout is cut where its last playback report says the learner was (a warning, not a
+        failure the learner sees), and not at all when it never reported playing anything."""
         client = self.client()
-        async with asyncio.timeout(self.step_timeout):
-            position = await flushed
-            item = client.tracker.item(position.item_id)
-            if item is not None and client.tracker.responses[item.response_id].active:
-                # truncate once its response has ended (cancelled by VAD or by us)
-                await client.wait_for(
-                    lambda e: e.type == "response.done" and e.response.id == item.response_id, self.step_timeout
-                )
+        try:
+            async with asyncio.timeout(self.step_timeout):
+                position = await flushed
+        except TimeoutError:
+            self.log.warning(
+                "flush not answered: truncating at the page's last report",
+                extra={"item_id": heard.item_id if heard else None, "audio_end_ms": heard.played_ms if heard else None},
+            )
+            if heard is None:
+                return
+            position = heard
+        item = client.tracker.item(position.item_id)
+        if item is not None and client.tracker.responses[item.response_id].active:
+            # truncate once its response has ended (cancelled by VAD or by us)
+            await client.wait_for(
+                lambda e: e.type == "response.done" and e.response.id == item.response_id, self.step_timeout
+            )
         await client.truncate_played(position.item_id, position.played_ms, self.step_timeout)

@@ -55,6 +55,16 @@ def test_a_page_that_stops_reporting_is_taken_as_done_after_the_item_length_plus
     assert playback.outcome("item_a", 14.6) == ASSUMED
 
 
+def test_what_was_heard_follows_the_last_report_in_real_time_never_past_what_was_sent():
+    playback = Playback(margin=1.0)
+    playback.sent("item_a", "tutor", 3000, now=10.0)
+    assert playback.heard_ms("item_a", 12.0) == 0  # the page never said it started: nothing is known heard
+    playback.report("item_a", "progress", 1000, now=11.5)
+    assert playback.heard_ms("item_a", 12.0) == 1500
+    assert playback.heard_ms("item_a", 20.0) == 3000  # capped at what the page was sent
+    assert playback.heard_ms("item_unknown", 12.0) == 0
+
+
 def test_items_play_in_order_and_a_flush_ends_all_of_them():
     playback = Playback(margin=0.5)
     playback.sent("item_a", "tutor", 2000, now=0.0)
@@ -215,6 +225,34 @@ async def test_speaking_over_the_tutor_after_its_reply_was_generated_cuts_it_whe
         assert abs(record.audio_end_ms - 1600) <= FRAME_MS  # where the page stopped, not where generation did
     finally:
         await page.communicator.disconnect()
+
+
+@pytestmark_db
+async def test_a_page_that_does_not_answer_the_flush_is_cut_where_its_last_report_says_without_an_error(
+    upstream, learner_headers, caplog, settings
+):
+    settings.PARLA_STEP_TIMEOUT = 1.0
+    caplog.set_level(logging.INFO)
+    page = await started(learner_headers)
+    try:
+        item = await greeting_generated(page)
+        await page.report(item, "progress", 1500)
+        reported = time.monotonic()
+        page.answer_flushes = False  # a page that never answers `playback.flush`
+        for frame in speech_then_silence():
+            await page.communicator.send_to(bytes_data=frame)
+        await page.until(is_type("playback.flush"))
+        record = await truncated_record(caplog, item, timeout=settings.PARLA_STEP_TIMEOUT + 5)
+        # Where the page's last report, played on in real time, put the learner at the flush.
+        assert 1500 <= record.audio_end_ms <= 1500 + (time.monotonic() - reported) * 1000
+        later = await page.quiet_for(0.5)
+    finally:
+        await page.communicator.disconnect()
+    seen = [event for _at, event in page.events] + later
+    assert [e for e in seen if e["type"] == "error"] == []  # the page's silence is not the learner's failure
+    warnings = [r for r in caplog.records if r.getMessage() == "flush not answered: truncating at the page's last report"]
+    assert len(warnings) == 1 and warnings[0].item_id == item
+    assert not [r for r in caplog.records if r.getMessage() == "session task failed"]
 
 
 @pytestmark_db
