@@ -43,7 +43,7 @@ from tutor.realtime.client import RealtimeClient, RealtimeClosed, RealtimeError,
 from tutor.realtime.failures import UNCLAIMED_ERROR_MESSAGE, UpstreamFailure
 from tutor.realtime.logs import bind
 from tutor.realtime.relay import LearnerPort, SpeechRelay
-from tutor.realtime.tasks import OwnedTasks
+from tutor.realtime.tasks import OwnedTasks, cancel_and_wait
 from tutor.realtime.wire import ClientError, State
 from tutor.runtime.answers import AnswerCollector, OpenAnswer
 from tutor.runtime.delivery import AssessmentDelivery, DeliveryOutcome, HandoverConfig, TutorLink
@@ -164,6 +164,8 @@ class TutorSessionRuntime(TutorLink):
         self._upstream_ready = False  # configured (session.updated) and, after a resume, replayed
         self._closing = False
         self._ended = False
+        self._start_task: asyncio.Task | None = None  # connecting: until the tutor is configured
+        self._session_row: asyncio.Future | None = None  # the session row's creation (its id)
         self._handlers = {
             "response.created": self.on_response_created,
             "response.done": self.on_response_done,
@@ -185,20 +187,25 @@ class TutorSessionRuntime(TutorLink):
         """Start the session in an owned task: the consumer's receive loop is never held up."""
         if self.session_id is not None or self.tasks:
             raise ClientError("already_started", "The session has already started.")
-        self._spawn(self._start(), "start")
+        self._start_task = self._spawn(self._start(), "start")
 
     async def _start(self) -> None:
         await self.set_state(State.CONNECTING)
         try:
             self.upstream = self.upstream or await resolve_upstream()
-            self.session_id = await db(services.start_session)(
-                self.learner_id,
-                upstream=self.upstream.kind,
-                model=self.upstream.model,
-                target_language=self.config.target_language,
-                self_assessment=self.config.self_assessment,
-                start_level=self.placement.current_level,
+            # Shielded: a Stop while connecting cancels this task, never the row's creation (stop()
+            # awaits it, so the row is ended rather than left open).
+            self._session_row = asyncio.ensure_future(
+                db(services.start_session)(
+                    self.learner_id,
+                    upstream=self.upstream.kind,
+                    model=self.upstream.model,
+                    target_language=self.config.target_language,
+                    self_assessment=self.config.self_assessment,
+                    start_level=self.placement.current_level,
+                )
             )
+            self.session_id = await asyncio.shield(self._session_row)
             self.log.bind(session_id=self.session_id)
             self._spawn(recovery.keep_alive(self.session_id), "heartbeat")  # other processes leave it alone
             self._spawn(self.config.rater.prepare(self.config.target_language), "rater-prepare")
@@ -288,7 +295,14 @@ class TutorSessionRuntime(TutorLink):
         """The learner pressed Stop: assess what is known (not rated when too little is known)."""
         if self.assessment_id is not None or self._ended:
             return
-        if self.client is None:  # still connecting: nothing was said
+        if self._start_task is not None and not self._start_task.done():
+            # Still connecting: nothing was said. The start stops here (the tutor never greets).
+            await cancel_and_wait(self._start_task)
+            if self._session_row is not None and self.session_id is None:
+                self.session_id = await self._session_row
+                self.log.bind(session_id=self.session_id)
+            if self.client is not None:
+                await self.client.close()
             self.placement.finish_early("learner_stopped")
             if self.session_id is not None:
                 await self._not_rated()

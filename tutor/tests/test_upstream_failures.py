@@ -6,6 +6,7 @@ refused after the upgrade (invalid_api_key, close 3000), responses that end `fai
 """
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 
@@ -151,6 +152,33 @@ async def test_a_refusal_learner_message_is_one_the_readme_lists():
     listed = readme.split("| `error` | `code`, `message` | codes:", 1)[1].split("\n", 1)[0]
     for failure in (failures.AUTH, failures.BUSY, failures.QUOTA, failures.MODEL, failures.ERROR):
         assert f"`{failure.code}`" in listed
+
+
+async def test_stop_while_connecting_ends_the_session_and_the_tutor_never_greets(settings, learner_headers, runtimes):
+    # 800 ms each way: the tutor's session is configured ~2.4 s after the start; Stop comes before.
+    async with start_simulator(latency_ms=800) as sim:
+        settings.PARLA_REALTIME_URL = sim.url
+        communicator = await open_socket(learner_headers)
+        try:
+            await communicator.send_json_to({"type": "session.start"})
+            events = await events_until(communicator, is_state("connecting"))
+            await communicator.send_json_to({"type": "session.stop"})
+            events += await events_until(communicator, is_state("ended"), timeout=2.0)
+            (runtime,) = runtimes
+            await until(lambda: not sim.connections)  # the tutor's upstream connection is gone
+            later = []
+            with contextlib.suppress(TimeoutError):  # nothing more comes: no greeting, no state
+                later = await events_until(communicator, lambda e: True, timeout=3.0)
+            assert later == []
+            assert [t.get_name().split("-")[0] for t in runtime._tasks if t.get_name().startswith(("start", "watch"))] == []
+        finally:
+            await communicator.disconnect()
+    assert [e["state"] for e in events if e["type"] == "state"] == ["connecting", "ended"]
+    assert not [e for e in events if e["type"] in ("audio.start", "error")]
+    session = await TutorSession.objects.aget()
+    assert session.end_reason == "learner_stopped" and session.ended_at is not None
+    assessment = await Assessment.objects.aget()  # kept, without a level: nothing was said
+    assert assessment.status == Assessment.Status.NOT_RATED and not assessment.level
 
 
 # --- failed responses -----------------------------------------------------------------------------
