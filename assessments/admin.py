@@ -157,6 +157,24 @@ class LanguageFilter(admin.SimpleListFilter):
         return queryset
 
 
+class GraderFlagFilter(admin.SimpleListFilter):
+    """The assessments whose grader saw the level or the evidence differently: the ones to look at first."""
+
+    title = "grader's flag"
+    parameter_name = "grader_flag"
+
+    def lookups(self, request, model_admin):
+        return (("yes", "Flagged by the grader"), ("no", "Not flagged"))
+
+    def queryset(self, request, queryset):
+        flagged = ~Q(grader_level="") | ~Q(grader_flag="")
+        if self.value() == "yes":
+            return queryset.filter(flagged)
+        if self.value() == "no":
+            return queryset.exclude(flagged)
+        return queryset
+
+
 class RatingFilter(admin.SimpleListFilter):
     title = "rating"
     parameter_name = "rating"
@@ -205,7 +223,7 @@ class AssessmentAdmin(admin.ModelAdmin):
     )
     list_filter = (
         ReviewedFilter, AgreementFilter, "level", LanguageFilter, "status", ("created_at", admin.DateFieldListFilter),
-        RatingFilter, "grader",
+        RatingFilter, GraderFlagFilter, "grader",
     )
     search_fields = (
         "learner__user__username", "learner__user__first_name", "learner__user__last_name", "learner__user__email",

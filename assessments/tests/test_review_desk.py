@@ -70,8 +70,13 @@ def test_filters(teacher_client, make_assessment):
     one_apart = make_assessment("o", "A2", "B1", language="fr", partial=True)
     further = make_assessment("f", "A1", "B2", created_at=timezone.now() - timedelta(days=40))
     not_rated = make_assessment("n", "", status=Assessment.Status.NOT_RATED)
+    flagged_level = make_assessment("g", "B1", grader_level="B2", created_at=timezone.now() - timedelta(days=40))
+    flagged_text = make_assessment("h", "C1", grader_flag="The answers at B1 read like memorised phrases.",
+                                   created_at=timezone.now() - timedelta(days=40))
     cases = {
-        "reviewed=no": {unreviewed.pk, not_rated.pk},
+        "grader_flag=yes": {flagged_level.pk, flagged_text.pk},
+        "grader_flag=no": {unreviewed.pk, same.pk, one_apart.pk, further.pk, not_rated.pk},
+        "reviewed=no": {unreviewed.pk, not_rated.pk, flagged_level.pk, flagged_text.pk},
         "reviewed=yes": {same.pk, one_apart.pk, further.pk},
         "agreement=disagree": {one_apart.pk, further.pk},
         "agreement=same": {same.pk},
@@ -82,7 +87,7 @@ def test_filters(teacher_client, make_assessment):
         "status__exact=not_rated": {not_rated.pk},
         "rating=partial": {one_apart.pk},
         "rating=not_rated": {not_rated.pk},
-        "rating=full": {unreviewed.pk, same.pk, further.pk},
+        "rating=full": {unreviewed.pk, same.pk, further.pk, flagged_level.pk, flagged_text.pk},
         "created_at__gte=" + (timezone.now() - timedelta(days=7)).isoformat().replace("+", "%2B"): {
             unreviewed.pk, same.pk, one_apart.pk, not_rated.pk},
     }
