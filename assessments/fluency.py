@@ -21,7 +21,7 @@ a run counts, so a click is not speech.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -78,6 +78,12 @@ class FluencyMeasures:
 NO_SPEECH = FluencyMeasures(0, 0, 0, 0, 0, 0, 0, 0.0)
 
 
+def with_words(measures: FluencyMeasures, words: int | None) -> FluencyMeasures:
+    """`measures` of the audio with the word count a transcript gave (the speech rate follows)."""
+    duration = measures.duration_ms
+    return replace(measures, words=words, words_per_minute=round(words * 60_000 / duration, 1) if words and duration else None)
+
+
 def _frame_levels(pcm: bytes) -> np.ndarray:
     usable = len(pcm) - len(pcm) % (BYTES_PER_SAMPLE * _FRAME_SAMPLES)
     if usable <= 0:
@@ -122,7 +128,7 @@ def measure(pcm: bytes, words: int | None = None) -> FluencyMeasures:
     while merged and not merged[-1][0]:
         merged.pop()
     if not merged:
-        return NO_SPEECH if words is None else FluencyMeasures(0, 0, 0, 0, 0, 0, 0, 0.0, words=words)
+        return with_words(NO_SPEECH, words)
     runs_ms: list[int] = []
     pauses_ms: list[int] = []
     current = 0

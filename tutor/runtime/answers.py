@@ -20,7 +20,7 @@ import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
-from assessments.fluency import FluencyMeasures, measure
+from assessments.fluency import FluencyMeasures, measure, with_words
 from assessments.rating import SPOKEN, WRITTEN, Answer
 from tutor.realtime.audio import BYTES_PER_MS
 
@@ -51,7 +51,8 @@ class OpenAnswer:
     level: str  # the level probed: the tutor's level when it asked
     task: str  # the tutor's last words before the answer
     fragments: list[Fragment] = field(default_factory=list)
-    audio: bytes = b""  # set when the answer is closed
+    audio: bytes = b""  # set when the answer is closed; released once stored (release_audio)
+    _measures: FluencyMeasures | None = None  # of `audio`, without words: measured once
     turn_id: int | None = None
     opinion: TutorOpinion | None = None
     transcribed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -81,11 +82,20 @@ class OpenAnswer:
             self.transcribed.clear()
 
     def fluency(self) -> FluencyMeasures | None:
-        """The measures of its audio (None for an answer only typed)."""
+        """The measures of its audio (None for an answer only typed), measured once per closed answer."""
         if not self.has_spoken:
             return None
+        measures = self._measures or measure(self.audio)
+        if self.audio:  # closed with its audio: this is final
+            self._measures = measures
         words = len(self.text.split()) if self.words_known and self.mode == SPOKEN else None
-        return measure(self.audio, words)
+        return with_words(measures, words)
+
+    def release_audio(self) -> None:
+        """Its recording was stored: keep the measures, drop the audio (a session holds no answer's
+        audio once it is saved; issue 14's memory per session)."""
+        self.fluency()
+        self.audio = b""
 
     def for_rater(self, language: str) -> Answer:
         return Answer(

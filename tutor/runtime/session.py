@@ -622,8 +622,10 @@ class TutorSessionRuntime(TutorLink):
         """An answer began or grew by a fragment: the learner's transcript and its Turn row follow."""
         self._reply_complete = False  # the learner spoke after the tutor's last reply
         async with self._answer_rows:
-            audio = answer.audio if answer is not self.answers.current else self.answers.audio_so_far()
-            fluency = measure(audio) if answer.has_spoken else None
+            if answer is self.answers.current:  # still open: its audio so far
+                fluency = measure(self.answers.audio_so_far()) if answer.has_spoken else None
+            else:  # closed: measured once, words from its transcript
+                fluency = answer.fluency()
             measures = fluency.as_dict() if fluency else {}
             utterance = self.transcript.set_answer(answer.answer_id, answer.text, answer.level, answer.mode, measures)
             if utterance is None:
@@ -698,6 +700,7 @@ class TutorSessionRuntime(TutorLink):
         if answer.turn_id is not None:
             if answer.has_spoken:
                 await db(services.save_turn_audio)(answer.turn_id, speech_span(answer.audio))
+        answer.release_audio()
         await db(services.record_judgement)(self.session_id, answer.turn_id, judgement, answer.opinion)
 
     async def _apply_level(self) -> None:

@@ -362,3 +362,24 @@ async def test_a_level_update_goes_out_while_the_learner_speaks_but_no_reply_doe
     scheduler.update_session({"type": "realtime", "instructions": "level A2"})
     await asyncio.sleep(0.05)
     assert client.sent == ["session.update"]
+
+
+def test_a_stored_answer_keeps_its_fluency_but_not_its_audio():
+    # Issue 14: a session holds no answer's recording once it is saved (memory per session), while
+    # the measures stay, and words that arrive later still give the speech rate.
+    import numpy as np
+
+    tone = (np.sin(np.arange(24_000) * 2 * np.pi * 220 / 24_000) * 8000).astype("<i2").tobytes()
+    answers = AnswerCollector()
+    answers.committed("item_1", "A2")
+    for chunk in (tone, bytes(12_000 * 2), tone):  # 1 s of voice, a 0.5 s pause, 1 s of voice
+        answers.audio(chunk)
+    answer = answers.close()
+    before = answer.fluency()
+    assert (before.pauses, before.duration_ms, before.words) == (1, 2500, None)
+    answer.release_audio()
+    assert answer.audio == b""
+    assert answer.fluency() == before
+    answers.transcribed("item_1", "uno dos tres cuatro cinco", "A2")  # the transcription came late
+    after = answer.fluency()
+    assert (after.duration_ms, after.pauses, after.words, after.words_per_minute) == (2500, 1, 5, 120.0)
