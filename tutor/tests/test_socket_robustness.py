@@ -5,6 +5,7 @@ real Daphne process whose memory is measured before and after.
 """
 
 import asyncio
+import contextlib
 import json
 import socket
 
@@ -261,8 +262,20 @@ async def first_session(base_url, user, cookie: str) -> None:
     async with websockets.connect(base_url.replace("http", "ws") + "/ws/tutor/", additional_headers=headers) as ws:
         assert json.loads(await ws.recv())["state"] == "ready"
         await ws.send(json.dumps({"type": "session.start"}))
-        # (a one-time load of ~60 MiB: on a loaded 2-core machine it can take far longer than its 0.6 s)
-        await wait_until(lambda: "rater word lists ready" in base_url.log_path.read_text(), 120, "rater ready")
+
+        async def read():  # this learner reads: its session is not ended for a full send queue meanwhile
+            with contextlib.suppress(websockets.ConnectionClosed):
+                async for _ in ws:
+                    pass
+
+        reader = asyncio.create_task(read())
+        try:
+            # (a one-time load of ~60 MiB: on a loaded 2-core machine it can take far longer than its 0.6 s)
+            await wait_until(lambda: "rater word lists ready" in base_url.log_path.read_text(), 120, "rater ready")
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
     await wait_until(lambda: (s := session_of(user)) is not None and s.ended_at is not None, 30, "first session ended")
 
 
