@@ -142,7 +142,7 @@ def measure(pcm: bytes, words: int | None = None) -> FluencyMeasures:
     runs_ms.append(current)
     duration = sum(length for _, length in merged) * FRAME_MS
     speaking = duration - sum(pauses_ms)
-    return FluencyMeasures(
+    measures = FluencyMeasures(
         duration_ms=duration,
         speaking_ms=speaking,
         runs=len(runs_ms),
@@ -151,9 +151,8 @@ def measure(pcm: bytes, words: int | None = None) -> FluencyMeasures:
         longest_pause_ms=max(pauses_ms, default=0),
         mean_run_ms=round(speaking / len(runs_ms)),
         phonation_ratio=round(speaking / duration, 3),
-        words=words,
-        words_per_minute=round(words * 60_000 / duration, 1) if words else None,
     )
+    return with_words(measures, words)
 
 
 def speech_span(pcm: bytes, pad_ms: int = 300) -> bytes:
