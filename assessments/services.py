@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import wave
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -54,13 +55,14 @@ def start_session(
     ).pk
 
 
-def heartbeat(session_id: int, claimer: str) -> None:
-    """The session's process is alive: its session, and the grading claim it holds on it, stay its own."""
+def heartbeat(session_ids: Collection[int], claimer: str) -> None:
+    """The sessions' process is alive: its sessions, and the grading claims it holds on them, stay its
+    own. Two UPDATEs for all of a process's sessions, however many it runs."""
     now = timezone.now()
-    TutorSession.objects.filter(pk=session_id).update(heartbeat_at=now)
-    Assessment.objects.filter(session_id=session_id, status=Assessment.Status.PENDING, claimed_by=claimer).update(
-        claimed_at=now
-    )
+    TutorSession.objects.filter(pk__in=session_ids).update(heartbeat_at=now)
+    Assessment.objects.filter(
+        session_id__in=session_ids, status=Assessment.Status.PENDING, claimed_by=claimer
+    ).update(claimed_at=now)
 
 
 def set_upstream_session_id(session_id: int, upstream_session_id: str) -> None:

@@ -57,12 +57,15 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
                 self.socket.unwatch()
 
     async def dispatch(self, message):
-        """Audio frames skip Channels' per-message database cleanup: AsyncConsumer.dispatch awaits
-        `aclose_old_connections()` (a hop to the one shared sync thread, behind every database write of
-        every session) before each handler (channels/consumer.py, channels 4.3). An audio frame touches
-        no database; every database call of a session goes through `database_sync_to_async`, which
-        closes old connections itself around each call (channels/db.py, DatabaseSyncToAsync)."""
-        if message["type"] == "websocket.receive" and message.get("bytes") is not None:
+        """The learner's messages skip Channels' per-message database cleanup: AsyncConsumer.dispatch
+        awaits `aclose_old_connections()` (a hop to the one shared sync thread, behind every database
+        write of every session) before each handler (channels/consumer.py, channels 4.3). Audio frames
+        (ten a second) and playback reports (two a second while the tutor speaks) touch no database,
+        and every database call of a session goes through `database_sync_to_async`, which closes old
+        connections itself around each call (channels/db.py, DatabaseSyncToAsync); no handler uses the
+        async ORM. Measured (docs/benchmarks.md, load): at 150 learners the reports queued behind the
+        database thread held up the audio of the same socket by a second (p50) and more."""
+        if message["type"] == "websocket.receive":
             await self.websocket_receive(message)
         else:
             await super().dispatch(message)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass
 
@@ -121,15 +122,27 @@ def _wordfreq():
     return wordfreq
 
 
+_warm_lock = threading.Lock()  # one thread loads a language's lists; the others wait for it
+_warmed: set[str] = set()
+
+
 def warm(language: str) -> None:
-    """Load the word lists the rater will need for `language` (and the others it compares with)."""
-    wf = _wordfreq()
-    wf.zipf_frequency("a", language)
-    for code in LANGUAGES:
-        wf.zipf_frequency("a", code, wordlist="small")
+    """Load the word lists the rater will need for `language` (and the others it compares with), once
+    per process. A rating that comes while another thread loads them waits for that load instead of
+    starting a second one (wordfreq's caches are not locked: two threads would both load, at twice
+    the time and memory, and the answer's judgement would come late)."""
+    with _warm_lock:
+        if language in _warmed:
+            return
+        wf = _wordfreq()
+        wf.zipf_frequency("a", language)
+        for code in LANGUAGES:
+            wf.zipf_frequency("a", code, wordlist="small")
+        _warmed.add(language)
 
 
 def text_features(text: str, language: str) -> TextFeatures:
+    warm(language)
     wf = _wordfreq()
     tokens = [t for t in wf.tokenize(text, language) if not t.isdigit()]
     if not tokens:

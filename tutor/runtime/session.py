@@ -190,6 +190,8 @@ class TutorSessionRuntime(TutorLink):
         self._start_task = self._spawn(self._start(), "start")
 
     async def _start(self) -> None:
+        # First: the rater's word lists load (once per process) while the tutor connects and greets.
+        self._spawn(self.config.rater.prepare(self.config.target_language), "rater-prepare")
         await self.set_state(State.CONNECTING)
         try:
             self.upstream = self.upstream or await resolve_upstream()
@@ -207,8 +209,7 @@ class TutorSessionRuntime(TutorLink):
             )
             self.session_id = await asyncio.shield(self._session_row)
             self.log.bind(session_id=self.session_id)
-            self._spawn(recovery.keep_alive(self.session_id), "heartbeat")  # other processes leave it alone
-            self._spawn(self.config.rater.prepare(self.config.target_language), "rater-prepare")
+            recovery.heartbeats.join(self.session_id)  # other processes leave it alone until it ends
             await self._connect_tutor()
         except RealtimeRefused as exc:
             self.log.warning(
@@ -243,7 +244,7 @@ class TutorSessionRuntime(TutorLink):
         if self.session_id is not None:
             await self._not_rated()  # a session row with no answer: not rated, never a default level
         await self._end(reason)
-        await self.tasks.cancel_all()  # the heartbeat; this start task is the caller and ends next
+        await self.tasks.cancel_all()  # this start task is the caller and ends next
 
     async def _connect_tutor(self) -> None:
         """Open and configure the tutor's upstream session (session.updated confirms the config)."""
@@ -319,8 +320,11 @@ class TutorSessionRuntime(TutorLink):
         if self.client is not None:
             await self.client.close()
         if self.session_id is not None:
-            await self._keep_undelivered(reason)
-            await db(services.end_session)(self.session_id, reason)
+            try:
+                await self._keep_undelivered(reason)
+                await db(services.end_session)(self.session_id, reason)
+            finally:
+                await recovery.heartbeats.leave(self.session_id)
             if self.state != State.ENDED:
                 self.state = State.ENDED
                 await self._announce()  # teachers see sessions that end by the learner leaving, too
@@ -333,6 +337,7 @@ class TutorSessionRuntime(TutorLink):
         self._accepting_audio = False
         if self.session_id is not None:
             await db(services.end_session)(self.session_id, reason)
+            await recovery.heartbeats.leave(self.session_id)
         await self.set_state(State.ENDED)
         if not self._closing:
             await self.discard_narrator()  # prepared for a handover that did not come (not rated)
@@ -518,7 +523,7 @@ class TutorSessionRuntime(TutorLink):
         outcome = self.delivery_outcome = await self.delivery.run()
         self.log.info("handover finished", extra={"status": outcome.status, "speaker": outcome.speaker})
         await self._end(self.placement.end_reason or "ceiling")
-        await self.tasks.cancel_all()  # heartbeat, time cap, upstream watch: the session has ended
+        await self.tasks.cancel_all()  # time cap, upstream watch: the session has ended
 
     async def _not_rated(self) -> None:
         """Too little evidence for a level: the assessment is stored `not_rated` and the learner told so."""
@@ -622,10 +627,11 @@ class TutorSessionRuntime(TutorLink):
         """An answer began or grew by a fragment: the learner's transcript and its Turn row follow."""
         self._reply_complete = False  # the learner spoke after the tutor's last reply
         async with self._answer_rows:
+            # In a thread: numpy releases the GIL, and the event loop relays every learner's audio.
             if answer is self.answers.current:  # still open: its audio so far
-                fluency = measure(self.answers.audio_so_far()) if answer.has_spoken else None
+                fluency = await asyncio.to_thread(measure, self.answers.audio_so_far()) if answer.has_spoken else None
             else:  # closed: measured once, words from its transcript
-                fluency = answer.fluency()
+                fluency = await asyncio.to_thread(answer.fluency)
             measures = fluency.as_dict() if fluency else {}
             utterance = self.transcript.set_answer(answer.answer_id, answer.text, answer.level, answer.mode, measures)
             if utterance is None:
@@ -670,6 +676,7 @@ class TutorSessionRuntime(TutorLink):
                     await answer.transcribed.wait()  # its words, or that there are none
             except TimeoutError:
                 self.log.info("answer judged without its transcription", extra={"answer_id": answer.answer_id})
+            await asyncio.to_thread(answer.fluency)  # measured once, off the event loop; kept by the answer
             judgement = await self.config.rater.rate(answer.for_rater(self.config.target_language))
             update = self.placement.record(judgement.level, judgement.outcome, judgement.evidence, judgement.rater)
             await self._store_answer(answer, judgement)
@@ -699,7 +706,8 @@ class TutorSessionRuntime(TutorLink):
             await db(services.update_answer)(answer.turn_id, answer.text, answer.mode, measures)
         if answer.turn_id is not None:
             if answer.has_spoken:
-                await db(services.save_turn_audio)(answer.turn_id, speech_span(answer.audio))
+                span = await asyncio.to_thread(speech_span, answer.audio)
+                await db(services.save_turn_audio)(answer.turn_id, span)
         answer.release_audio()
         await db(services.record_judgement)(self.session_id, answer.turn_id, judgement, answer.opinion)
 

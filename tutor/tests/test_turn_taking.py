@@ -141,7 +141,10 @@ class Page:
 
 async def speaking_after_the_call(page: Page) -> None:
     """Wait until the reply to an answer has made its record_probe call and speaks after it."""
-    await page.next("level")  # the call was recorded (its reply's speech started just before)
+    await page.next("level")  # the answer was judged: the reply's call came first
+    speaking = lambda: [i for i, (_t, e) in enumerate(page.events) if e["type"] in ("audio.start", "audio.end")]
+    if not speaking() or page.events[speaking()[-1]][1]["type"] == "audio.end":
+        await page.next("audio.start")  # the judgement came before the reply's speech began
     started = [i for i, (_t, e) in enumerate(page.events) if e["type"] == "audio.start"]
     ended = [i for i, (_t, e) in enumerate(page.events) if e["type"] == "audio.end"]
     assert started and (not ended or started[-1] > ended[-1]), "the reply is not speaking"
