@@ -34,6 +34,13 @@ logger = logging.getLogger(__name__)
 CLOSE_SERVER_ERROR = 1011  # RFC 6455: the server met an unexpected condition
 
 
+def _queue_of(receive) -> asyncio.Queue | None:
+    """The queue behind an ASGI `receive` callable, when it is an asyncio.Queue's `get` (Daphne's
+    create_application, and channels.testing's communicators); None for anything else."""
+    queue = getattr(receive, "__self__", None)
+    return queue if isinstance(queue, asyncio.Queue) and receive == queue.get else None
+
+
 def learner_group(learner_id: int) -> str:
     return f"learner-{learner_id}"
 
@@ -47,6 +54,7 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         self.runtime: TutorSessionRuntime | None = None
         self.outbox: backpressure.SendQueue | None = None
         self.socket: backpressure.DaphneSocket | None = scope.get(backpressure.SCOPE_KEY)
+        self.inbox = _queue_of(receive)
         try:
             await super().__call__(scope, receive, send)
         finally:
@@ -57,6 +65,20 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
                 self.socket.unwatch()
 
     async def dispatch(self, message):
+        """Handle `message`, then every message of the learner's socket already waiting behind it.
+
+        Channels' `await_many_dispatch` takes three event-loop turns per message (a task per
+        `receive()`, then `asyncio.wait`; channels/utils.py, channels 4.3). With hundreds of learners a
+        turn of the loop takes tens of milliseconds, so a socket that sends ten audio frames a second
+        could be served fewer than that: its frames queued in Daphne for a second and more (measured,
+        docs/benchmarks.md, load). What is already queued is handled here, in order, in one turn.
+        (Daphne hands the application its per-connection queue's `get` as `receive`.)"""
+        await self._dispatch_one(message)
+        if message["type"] == "websocket.receive" and self.inbox is not None:
+            while not self.inbox.empty():
+                await self._dispatch_one(self.inbox.get_nowait())
+
+    async def _dispatch_one(self, message):
         """The learner's messages skip Channels' per-message database cleanup: AsyncConsumer.dispatch
         awaits `aclose_old_connections()` (a hop to the one shared sync thread, behind every database
         write of every session) before each handler (channels/consumer.py, channels 4.3). Audio frames
@@ -64,7 +86,7 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         and every database call of a session goes through `database_sync_to_async`, which closes old
         connections itself around each call (channels/db.py, DatabaseSyncToAsync); no handler uses the
         async ORM. Measured (docs/benchmarks.md, load): at 150 learners the reports queued behind the
-        database thread held up the audio of the same socket by a second (p50) and more."""
+        database thread held up the audio of the same socket."""
         if message["type"] == "websocket.receive":
             await self.websocket_receive(message)
         else:

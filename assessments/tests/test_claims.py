@@ -38,3 +38,23 @@ def test_the_first_failure_reason_is_kept(assessment):
     assert services.mark_delivery_failed(assessment.pk, "narrator: refused")
     assert not services.keep_undelivered(assessment.pk, GRADE, "learner disconnected (learner_left)")
     assert Assessment.objects.get(pk=assessment.pk).failure_reason == "narrator: refused"
+
+
+def test_one_heartbeat_renews_every_session_and_claim_of_its_process_and_no_other(assessment, learner_user):
+    old = timezone.now() - timedelta(seconds=300)
+    others = [
+        TutorSession.objects.create(learner=learner_user.learner, upstream="simulator", model="m",
+                                    target_language="es", heartbeat_at=old)
+        for _ in range(3)
+    ]
+    TutorSession.objects.filter(pk=assessment.session_id).update(heartbeat_at=old)
+    assert services.claim(assessment.pk, "host:1")
+    Assessment.objects.filter(pk=assessment.pk).update(claimed_at=old)
+    services.heartbeat([assessment.session_id, others[0].pk, others[1].pk], "host:1")
+    fresh = dict(TutorSession.objects.values_list("pk", "heartbeat_at"))
+    assert fresh[assessment.session_id] > old and fresh[others[0].pk] > old and fresh[others[1].pk] > old
+    assert fresh[others[2].pk] == old  # not one of this beat's sessions
+    assert Assessment.objects.get(pk=assessment.pk).claimed_at > old  # its claim renewed
+    Assessment.objects.filter(pk=assessment.pk).update(claimed_at=old)
+    services.heartbeat([assessment.session_id], "host:2")  # another process renews no claim of host:1
+    assert Assessment.objects.get(pk=assessment.pk).claimed_at == old

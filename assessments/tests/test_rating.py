@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from assessments.cefr import LEVELS, level_index
-from assessments.fluency import PAUSE_MS, measure, speech_span
+from assessments.fluency import MIN_RUN_MS, PAUSE_MS, measure, speech_span
 from assessments.placement import Placement
 from assessments.rating import Answer, OfflineRater, rate_offline
 from assessments.rating.offline import text_features, written_level
@@ -57,6 +59,37 @@ def test_silence_is_no_speech_and_noise_does_not_count_as_voice():
     assert measure(hiss).silent
     voice_in_hiss = measure(hiss + pcm(("v", 700)) + hiss)
     assert voice_in_hiss.runs == 1 and 650 <= voice_in_hiss.speaking_ms <= 750
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("vs"), st.integers(1, 60).map(lambda n: n * 10)), max_size=14))
+def test_fluency_follows_its_definition_for_any_pattern_of_voice_and_silence(parts):
+    """The measures by their definition, stretch by stretch (voice under MIN_RUN_MS is silence, the
+    silence around the answer is not part of it, gaps under PAUSE_MS are speech), against `measure`."""
+    def merged(pieces):
+        out: list[list] = []
+        for voice, ms in pieces:
+            if out and out[-1][0] == voice:
+                out[-1][1] += ms
+            else:
+                out.append([voice, ms])
+        return out
+
+    heard = merged((kind == "v", ms) for kind, ms in parts)
+    stretches = merged((voice and ms >= MIN_RUN_MS, ms) for voice, ms in heard)
+    while stretches and not stretches[0][0]:
+        stretches.pop(0)
+    while stretches and not stretches[-1][0]:
+        stretches.pop()
+    m = measure(pcm(*parts) if parts else b"")
+    if not stretches:
+        assert m.silent and m.duration_ms == 0
+        return
+    pauses = [ms for voice, ms in stretches if not voice and ms >= PAUSE_MS]
+    duration = sum(ms for _v, ms in stretches)
+    assert (m.duration_ms, m.pauses, m.runs) == (duration, len(pauses), len(pauses) + 1)
+    assert m.speaking_ms == duration - sum(pauses) and m.longest_pause_ms == max(pauses, default=0)
+    assert m.mean_run_ms == round((duration - sum(pauses)) / (len(pauses) + 1))
 
 
 def test_speech_span_keeps_the_answer_not_the_silence_around_it():

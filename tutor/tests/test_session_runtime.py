@@ -129,3 +129,34 @@ async def test_the_learner_is_heard_when_they_speak_while_the_upstream_session_i
                                 for e in learner.events), timeout=10)
         await runtime.close("learner_left")
     assert runtime.resumes >= 1
+
+
+async def test_one_heartbeat_beats_for_all_sessions_of_the_process_and_stops_with_the_last(settings, make_user):
+    """Two running sessions share the process's one heartbeat task; their rows both stay fresh, and
+    once both have ended no heartbeat task is left."""
+    from tutor.recovery import heartbeats
+
+    settings.PARLA_HEARTBEAT_SECONDS = 0.2
+    profiles = [await sync_to_async(lambda n=n: make_user(n, learner=True).learner)() for n in ("ana", "ben")]
+    async with start_simulator(true_level="A1") as sim:
+        upstream = Upstream(sim.url, None, "gpt-realtime", "simulator")
+        runtimes = []
+        for profile in profiles:
+            config = await sync_to_async(SessionConfig.for_learner)(profile)
+            runtimes.append(TutorSessionRuntime(MemoryLearner(), profile.pk, config, upstream=upstream))
+            runtimes[-1].launch()
+        await until(lambda: all(r.session_id is not None for r in runtimes))
+        beating = [t for t in asyncio.all_tasks() if t.get_name() == "session-heartbeats" and not t.done()]
+        assert len(beating) == 1 and heartbeats.sessions >= {r.session_id for r in runtimes}
+
+        ids = [r.session_id for r in runtimes]
+        first = {s.pk: s.heartbeat_at for s in await sync_to_async(list)(TutorSession.objects.filter(pk__in=ids))}
+        await asyncio.sleep(0.5)  # over two heartbeat periods (a test may wait on wall time)
+        later = {s.pk: s.heartbeat_at for s in await sync_to_async(list)(TutorSession.objects.filter(pk__in=ids))}
+        assert all(later[pk] > first[pk] for pk in ids), (first, later)
+
+        await runtimes[0].close("learner_left")
+        assert not beating[0].done()  # the other session still runs: the heartbeat goes on
+        await runtimes[1].close("learner_left")
+        assert beating[0].done() and heartbeats.task is None and not heartbeats.sessions & set(ids)
+        assert not [t for t in asyncio.all_tasks() if t.get_name() == "session-heartbeats" and not t.done()]
