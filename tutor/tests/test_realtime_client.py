@@ -1,6 +1,8 @@
 """RealtimeClient against the simulator: confirmed requests, error correlation, timeouts, closing."""
 
 import asyncio
+import base64
+import json
 
 import pytest
 from pydantic import ValidationError
@@ -265,5 +267,32 @@ async def test_the_upstream_socket_is_not_compressed(sim):  # base64 PCM: bench/
     try:
         assert "Sec-WebSocket-Extensions" not in client._ws.request.headers  # permessage-deflate not offered
         assert client._ws.protocol.extensions == []
+    finally:
+        await client.close()
+
+
+async def test_an_audio_append_written_by_hand_is_the_api_s_event_with_the_learner_s_audio(sim):
+    """The hot path writes the append's JSON itself: it must still be a valid `input_audio_buffer.append`
+    (the openai package's model), with a fresh event_id and exactly the audio given."""
+
+    client = await connected(sim)
+    written: list[str] = []
+    write = client._write
+
+    async def recording(text):
+        written.append(text)
+        await write(text)
+
+    client._write = recording
+    try:
+        pcm = bytes(range(256)) * 37 + b"\xff\xfe"
+        ids = [await client.send_audio(pcm) for _ in range(2)]
+        events = [json.loads(text) for text in written]
+        for event, event_id in zip(events, ids, strict=True):
+            validate_client_event(event)  # raises on anything the API would not take
+            assert event["type"] == "input_audio_buffer.append" and event["event_id"] == event_id
+            assert base64.b64decode(event["audio"], validate=True) == pcm
+        assert ids[0] != ids[1]
+        await client.request({"type": "input_audio_buffer.clear"}, "input_audio_buffer.cleared", 5)  # still in sync
     finally:
         await client.close()

@@ -74,6 +74,10 @@ class InputAudio:
             pcm = base64.b64decode(event.audio, validate=True)
         except (binascii.Error, ValueError):
             raise errors.invalid_parameter_value("audio", "expected base64-encoded audio") from None
+        return self.append_pcm(pcm)
+
+    def append_pcm(self, pcm: bytes) -> list[VadEvent]:
+        """The decoded audio of an append (bench/load_sim.py reads its stamps here, without decoding twice)."""
         self.buffer.extend(pcm)
         if self._config.turn_detection is None:
             self.vad.position_ms += round(pcm_ms(pcm))
