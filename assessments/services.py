@@ -90,13 +90,16 @@ def update_answer(turn_id: int, text: str, mode: str, fluency: dict) -> None:
     Turn.objects.filter(pk=turn_id).update(text=text, mode=mode, fluency=fluency)
 
 
-def save_turn_audio(turn_id: int, pcm: bytes) -> str | None:
+def save_turn_audio(turn_id: int, pcm: bytes, **fields) -> str | None:
     """Keep a learner's spoken answer (PCM16 mono 24 kHz) as a WAV file of its turn, for the teacher.
 
     Returns the stored file's name, or None when recording is off (PARLA_RECORD_AUDIO) or there is
-    no audio. The file goes through Django's storage API (STORAGES["default"]).
+    no audio. The file goes through Django's storage API (STORAGES["default"]). `fields`: other
+    columns of the turn, written in the same UPDATE (an answer's final text and fluency).
     """
     if not settings.PARLA_RECORD_AUDIO or not pcm:
+        if fields:
+            Turn.objects.filter(pk=turn_id).update(**fields)
         return None
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as wav:
@@ -104,11 +107,11 @@ def save_turn_audio(turn_id: int, pcm: bytes) -> str | None:
         wav.setsampwidth(BYTES_PER_SAMPLE)
         wav.setframerate(SAMPLE_RATE)
         wav.writeframes(pcm)
-    turn = Turn.objects.get(pk=turn_id)
+    turn = Turn.objects.only("audio", "session_id").get(pk=turn_id)
     if turn.audio:
         turn.audio.delete(save=False)  # a second take replaces the first, never leaves an orphan
     turn.audio.save(f"turn-{turn_id}.wav", ContentFile(buffer.getvalue()), save=False)
-    Turn.objects.filter(pk=turn_id).update(audio=turn.audio.name)
+    Turn.objects.filter(pk=turn_id).update(audio=turn.audio.name, **fields)
     logger.info("turn audio saved", extra={"turn_id": turn_id, "session_id": turn.session_id, "bytes": len(pcm)})
     return turn.audio.name
 
@@ -135,6 +138,22 @@ def record_judgement(session_id: int, turn_id: int | None, judgement, opinion=No
         measures=judgement.measures,
         **tutor,
     ).pk
+
+
+def store_judged_answer(
+    session_id: int, turn_id: int | None, judgement, opinion=None, *, new_turn: dict | None = None,
+    final: dict | None = None, audio: bytes = b"",
+) -> int | None:
+    """An answer once judged, in one call (one hop to the database thread, not three): its Turn row
+    created (`new_turn`: record_turn's fields) or given its final text and fluency (`final`:
+    update_answer's), its recording kept, and the judgement stored beside the tutor's opinion.
+    Returns the answer's turn id."""
+    if new_turn is not None:
+        turn_id = record_turn(session_id, **new_turn)
+    if turn_id is not None and (audio or final):
+        save_turn_audio(turn_id, audio, **(final or {}))  # one UPDATE for the recording and the final text
+    record_judgement(session_id, turn_id, judgement, opinion)
+    return turn_id
 
 
 def create_assessment(session_id: int, level: str, partial: bool) -> int:

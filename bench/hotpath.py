@@ -9,7 +9,7 @@ explicitly) and the way it runs now (Parla's own code):
 - an upstream `response.output_audio.delta`: inflate (permessage-deflate) + parse (the `openai` union
   in pydantic's smart mode) + base64 decode, against parse (the union discriminated on `type`) + decode;
 - a learner frame sent upstream as `input_audio_buffer.append`: base64 + validation + JSON + deflate,
-  against base64 + JSON (no validation outside DEBUG, no compression);
+  against base64 written into the JSON text directly (no validation outside DEBUG, no compression);
 - a learner frame through the consumer: Channels' `AsyncConsumer.dispatch` (a hop to the sync thread
   for `close_old_connections` before every message) against `TutorConsumer.dispatch`, idle and while
   the sync thread runs other sessions' database writes (2 ms each, back to back).
@@ -51,7 +51,7 @@ from websockets.extensions.permessage_deflate import PerMessageDeflate  # noqa: 
 from websockets.frames import Frame, Opcode  # noqa: E402
 
 from tutor.consumers import TutorConsumer  # noqa: E402
-from tutor.realtime.client import parse_server_event, validate_client_event  # noqa: E402
+from tutor.realtime.client import audio_append_json, parse_server_event, validate_client_event  # noqa: E402
 from tutor.realtime.simulator.audio import synthesize  # noqa: E402
 
 SECTION = "## Hot path"
@@ -124,8 +124,8 @@ def learner_append(pcm: bytes, repeat: int) -> tuple[float, float, float]:
         validate_client_event(e)
         sender.encode(Frame(Opcode.TEXT, json.dumps(e).encode()))
 
-    def after():
-        json.dumps(event()).encode()
+    def after():  # Parla's own: the JSON written directly (tutor.realtime.client.audio_append_json)
+        audio_append_json("evt_parla_1", pcm).encode()
 
     raw = json.dumps(event()).encode()
     ratio = len(sender.encode(Frame(Opcode.TEXT, raw)).data) / len(raw)
@@ -143,6 +143,7 @@ def stub_consumer() -> TutorConsumer:
     consumer.open = True
     consumer.runtime = StubRuntime()
     consumer.learner = None
+    consumer.inbox = None  # nothing queued behind the frame
     clock = time.monotonic
     from tutor.realtime import wire
 

@@ -135,3 +135,31 @@ def test_the_audio_format_is_defined_once_and_stays_django_free():
     code = ("import sys, tutor.realtime.audio as a, assessments.audio as b; "
             "assert 'django.conf' not in sys.modules; assert a.SAMPLE_RATE is b.SAMPLE_RATE and a.BYTES_PER_MS == 48")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+@pytest.mark.parametrize("recording", [True, False])
+def test_a_judged_answer_is_stored_whole_in_one_call(settings, learner_user, media, recording):
+    """The runtime's one database call per judged answer: final text and fluency, recording, judgement."""
+    from assessments import services
+    from assessments.models import Probe
+    from assessments.rating import Judgement
+
+    settings.PARLA_RECORD_AUDIO = recording
+    session, _ = make_session_with_assessment(learner_user.learner)
+    turn = session.turns.get(role=Turn.Role.LEARNER)
+    judged = Judgement("A2", "sustained", "spoken answer, 1.0 s of speech", "offline", "spoken", {"runs": 1})
+    stored = services.store_judged_answer(
+        session.pk, turn.pk, judged, final={"text": "", "mode": "spoken", "fluency": {"speaking_ms": 1000}}, audio=PCM
+    )
+    assert stored == turn.pk
+    turn.refresh_from_db()
+    assert (turn.text, turn.mode, turn.fluency) == ("", "spoken", {"speaking_ms": 1000})
+    assert bool(turn.audio) is recording
+    probe = Probe.objects.get(turn=turn)
+    assert (probe.level, probe.outcome, probe.evidence, probe.measures) == ("A2", "sustained", judged.evidence, {"runs": 1})
+
+    new = services.store_judged_answer(
+        session.pk, None, judged,
+        new_turn={"role": "learner", "text": "Vivo en Madrid.", "item_id": "answer_9", "level": "A2", "mode": "written"},
+    )
+    assert Turn.objects.get(pk=new).text == "Vivo en Madrid." and Probe.objects.filter(turn_id=new).count() == 1

@@ -134,6 +134,13 @@ class _Waiter:
     event_id: str | None = None  # an error carrying this event_id fails the waiter
 
 
+def audio_append_json(event_id: str, pcm: bytes) -> str:
+    """The `input_audio_buffer.append` of `pcm`, as JSON text written directly (no character of a
+    base64 string or of our event ids needs escaping)."""
+    audio = base64.b64encode(pcm).decode("ascii")
+    return f'{{"type":"input_audio_buffer.append","event_id":"{event_id}","audio":"{audio}"}}'
+
+
 class RealtimeClient:
     """A Realtime API session over websockets; owns its reader task."""
 
@@ -270,14 +277,13 @@ class RealtimeClient:
         session, since every append has the same shape and only its audio differs. The JSON is written
         here: base64 holds no character JSON escapes, and `json.dumps` of the event cost four times the
         rest of the append, scanning the audio for them (bench/hotpath.py)."""
-        audio = base64.b64encode(pcm).decode("ascii")
         if self.validate_sent and not self._append_validated:
             self._append_validated = True
-            return await self.send({"type": "input_audio_buffer.append", "audio": audio}, validate=True)
+            return await self.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()}, validate=True)
         if self.closed.is_set():
             raise RealtimeClosed(self.close_code, self.close_reason)
         event_id = self.next_event_id()
-        await self._write(f'{{"type":"input_audio_buffer.append","event_id":"{event_id}","audio":"{audio}"}}')
+        await self._write(audio_append_json(event_id, pcm))
         return event_id
 
     async def _write(self, text: str) -> None:

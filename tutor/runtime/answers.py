@@ -9,8 +9,8 @@ learner stops.
 The collector keeps, per answer: its fragments in order (committed speech items, whose words arrive
 later from the input transcription, or fail to; typed text), the level and task the tutor asked it
 at, the learner's audio since the previous answer ended (bounded: `MAX_AUDIO_MS`, oldest dropped, so
-a long silence before answering costs nothing), and the tutor's own `record_probe` opinion, if it gave
-one. It has no I/O: the runtime stores, measures and rates what it hands back.
+a long silence before answering costs nothing; before the learner speaks, only `PREROLL_MS`), and the
+tutor's own `record_probe` opinion, if it gave one. It has no I/O: the runtime stores, measures and rates what it hands back.
 """
 
 from __future__ import annotations
@@ -25,6 +25,11 @@ from assessments.rating import SPOKEN, WRITTEN, Answer
 from tutor.realtime.audio import BYTES_PER_MS
 
 MAX_AUDIO_MS = 120_000  # two minutes of PCM16 24 kHz = 5.76 MB per learner at most
+# Until the learner starts speaking (the upstream's VAD says so), only this much of the microphone is
+# kept: the page streams it all the time, and the seconds the tutor speaks are not the answer's. The
+# onset is in it (a frame reaches Parla before the upstream hears it), and so is enough silence for
+# the fluency measures' noise floor. Memory per session (issue 14): 8 s of audio held became 3 s.
+PREROLL_MS = 3_000
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,7 @@ class OpenAnswer:
 class AnswerCollector:
     """The open answer of one session, and the learner audio it will get."""
 
-    def __init__(self, max_audio_ms: int = MAX_AUDIO_MS):
+    def __init__(self, max_audio_ms: int = MAX_AUDIO_MS, preroll_ms: int = PREROLL_MS):
         self.current: OpenAnswer | None = None
         self.asked_level: str = ""
         self.asked_task: str = ""
@@ -120,6 +125,8 @@ class AnswerCollector:
         self._frames: deque[bytes] = deque()
         self._audio_bytes = 0
         self._max_audio_bytes = max_audio_ms * BYTES_PER_MS
+        self._max_preroll_bytes = min(preroll_ms, max_audio_ms) * BYTES_PER_MS
+        self._heard_speech = False  # the upstream heard the learner speak since the last answer ended
         self._ids = itertools.count(1)
 
     # --- what the tutor asked -----------------------------------------------------------------
@@ -133,11 +140,17 @@ class AnswerCollector:
     def audio(self, pcm: bytes) -> None:
         self._frames.append(pcm)
         self._audio_bytes += len(pcm)
-        while self._audio_bytes > self._max_audio_bytes and len(self._frames) > 1:
+        limit = self._max_audio_bytes if self._heard_speech else self._max_preroll_bytes
+        while self._audio_bytes > limit and len(self._frames) > 1:
             self._audio_bytes -= len(self._frames.popleft())
+
+    def speech_started(self) -> None:
+        """The upstream heard the learner start speaking: from now on the answer's audio is all kept."""
+        self._heard_speech = True
 
     def committed(self, item_id: str, level: str) -> OpenAnswer:
         """A piece of speech was committed upstream: a fragment whose words are still to come."""
+        self._heard_speech = True
         answer = self._open(level)
         if not any(f.item_id == item_id for f in answer.fragments):
             answer.fragments.append(Fragment(SPOKEN, item_id))
@@ -181,6 +194,7 @@ class AnswerCollector:
         answer.audio = self.audio_so_far()
         self._frames.clear()
         self._audio_bytes = 0
+        self._heard_speech = False
         self._closed.append(answer)
         return answer
 

@@ -426,6 +426,7 @@ class TutorSessionRuntime(TutorLink):
         # Barge-in: the learner talks while the tutor is audible - also after generation finished (the
         # upstream generates faster than real time): the page is flushed and the item cut where the
         # learner stopped hearing it. An active response is cancelled by the server (interrupt_response).
+        self.answers.speech_started()  # the answer's recording keeps all from here
         if self.assessment_id is None and self.learner.playback.audible() is not None:
             await self.responses.interrupt_playback()
 
@@ -698,18 +699,17 @@ class TutorSessionRuntime(TutorLink):
         fluency = answer.fluency()
         measures = fluency.as_dict() if fluency else {}
         utterance = self.transcript.set_answer(answer.answer_id, answer.text, answer.level, answer.mode, measures)
+        new_turn = final = None
         if answer.turn_id is None and utterance is not None:
-            answer.turn_id = await db(services.record_turn)(
-                self.session_id, LEARNER, utterance.text, answer.answer_id, answer.level, answer.mode, measures
-            )
+            new_turn = {"role": LEARNER, "text": utterance.text, "item_id": answer.answer_id, "level": answer.level,
+                        "mode": answer.mode, "fluency": measures}
         elif answer.turn_id is not None and answer.has_spoken:  # a written answer's row is already final
-            await db(services.update_answer)(answer.turn_id, answer.text, answer.mode, measures)
-        if answer.turn_id is not None:
-            if answer.has_spoken:
-                span = await asyncio.to_thread(speech_span, answer.audio)
-                await db(services.save_turn_audio)(answer.turn_id, span)
+            final = {"text": answer.text, "mode": answer.mode, "fluency": measures}
+        span = await asyncio.to_thread(speech_span, answer.audio) if answer.has_spoken else b""
         answer.release_audio()
-        await db(services.record_judgement)(self.session_id, answer.turn_id, judgement, answer.opinion)
+        answer.turn_id = await db(services.store_judged_answer)(
+            self.session_id, answer.turn_id, judgement, answer.opinion, new_turn=new_turn, final=final, audio=span
+        )
 
     async def _apply_level(self) -> None:
         """The tutor's instructions and speed follow the new level: the scheduler sends them between

@@ -383,3 +383,27 @@ def test_a_stored_answer_keeps_its_fluency_but_not_its_audio():
     answers.transcribed("item_1", "uno dos tres cuatro cinco", "A2")  # the transcription came late
     after = answer.fluency()
     assert (after.duration_ms, after.pauses, after.words, after.words_per_minute) == (2500, 1, 5, 120.0)
+
+
+def test_before_the_learner_speaks_only_the_preroll_of_the_microphone_is_kept():
+    # Issue 14: the page streams the microphone all the time; the seconds the tutor speaks are not the
+    # answer's and are not held. Once the learner speaks, the answer's audio is all kept (its pauses too).
+    import numpy as np
+
+    frame = 4_800  # 100 ms
+    tone = (np.sin(np.arange(frame // 2) * 2 * np.pi * 220 / 24_000) * 8000).astype("<i2").tobytes()
+    answers = AnswerCollector(preroll_ms=1_000)
+    for _ in range(80):  # 8 s of silence while the tutor speaks
+        answers.audio(bytes(frame))
+    assert len(answers.audio_so_far()) == 10 * frame  # the last second only
+    answers.speech_started()
+    for chunk in [tone] * 10 + [bytes(frame)] * 20 + [tone] * 10:  # 1 s voice, a 2 s pause, 1 s voice
+        answers.audio(chunk)
+    answers.committed("item_1", "A2")
+    answer = answers.close()
+    assert len(answer.audio) == 50 * frame  # the preroll and everything after the speech began
+    measures = answer.fluency()
+    assert (measures.duration_ms, measures.pauses, measures.longest_pause_ms) == (4000, 1, 2000)
+    for _ in range(30):  # the next answer starts from its preroll again
+        answers.audio(bytes(frame))
+    assert len(answers.audio_so_far()) == 10 * frame
