@@ -244,9 +244,18 @@ What changed (issue 14), each step in the table:
   ways. Parla's upstream client and the simulator now use `compression=None`.
 - *Validation*: outgoing events are validated against the `openai` models only with
   `PARLA_VALIDATE_EVENTS` (default: DEBUG), and then only the session's first audio append.
+- *Append*: the `input_audio_buffer.append` is written as JSON text directly
+  (`tutor.realtime.client.audio_append_json`): `json.dumps` of the event scanned the 6,400 base64
+  characters for characters to escape, of which base64 has none.
 - *Dispatch*: Channels' `AsyncConsumer.dispatch` awaits `close_old_connections` in the sync thread
   before every message, so each microphone frame queued behind every session's database writes.
-  `TutorConsumer.dispatch` skips that for binary frames (they touch no database)."""
+  `TutorConsumer.dispatch` skips that for every message of the learner's socket (frames, playback
+  reports and controls touch no database; database calls go through `database_sync_to_async`, which
+  cleans up around each call). Not in the table, as it is counted in event-loop turns rather than
+  microseconds: Channels' dispatch loop takes three turns of the event loop per message, and
+  `TutorConsumer.dispatch` handles what already waits in the socket's queue in the same turn
+  (`tutor/tests/test_consumer.py`: 40 queued messages in at most 3 turns, 120 before); under load a
+  turn takes tens of milliseconds, so this was the second of queueing the load ladder measured."""
 
 
 if __name__ == "__main__":

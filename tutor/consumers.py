@@ -75,7 +75,7 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         (Daphne hands the application its per-connection queue's `get` as `receive`.)"""
         await self._dispatch_one(message)
         if message["type"] == "websocket.receive" and self.inbox is not None:
-            while not self.inbox.empty():
+            for _ in range(self.inbox.qsize()):  # what waited then; what comes meanwhile takes its turn
                 await self._dispatch_one(self.inbox.get_nowait())
 
     async def _dispatch_one(self, message):

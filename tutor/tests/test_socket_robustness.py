@@ -123,7 +123,8 @@ async def test_a_flood_is_rate_limited_then_closed_with_4429(upstream, learner_h
     for _ in range(wire.CONTROL_BURST + 20):
         await communicator.send_json_to(report)
     codes, closed = await drain(communicator)
-    assert closed is None and 5 <= len(codes) <= 20 and set(codes) == {"rate_limited"}
+    # 20 over the burst, and the token session.start took (all 80 can be handled before one refills)
+    assert closed is None and 5 <= len(codes) <= 21 and set(codes) == {"rate_limited"}
 
     for _ in range(wire.MAX_REFUSED):
         await communicator.send_to(text_data="not json")
