@@ -218,6 +218,7 @@ class Server:
             SESSION_COOKIE_SECURE="false",
             SECURE_SSL_REDIRECT="false",
             PARLA_GRADER="rules",
+            PARLA_MAX_SESSIONS_PER_PROCESS="100000",  # the ladder measures the process, not its configured cap
             MEDIA_ROOT=str(media),
             LOG_LEVEL=os.environ.get("LOG_LEVEL", "INFO"),
         )

@@ -30,3 +30,11 @@ from tutor.recovery import start_with_daphne  # noqa: E402
 # Crash recovery: once this Daphne process serves, and then periodically, end the sessions of dead
 # processes and grade what they left (tutor/recovery.py says why this, and not ASGI lifespan).
 start_with_daphne()
+
+import gc  # noqa: E402
+
+# What is loaded by now (Django, the openai package's models, Parla) lives as long as the process:
+# gc.freeze() moves it to the permanent generation, out of every later collection (Python's gc
+# docs). A full collection of it took about 90 ms here, and a collection stops every learner's audio:
+# the load benchmark measured pauses of 120-150 ms at 100 learners (docs/benchmarks.md, issue 14).
+gc.freeze()
