@@ -85,8 +85,8 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         (ten a second) and playback reports (two a second while the tutor speaks) touch no database,
         and every database call of a session goes through `database_sync_to_async`, which closes old
         connections itself around each call (channels/db.py, DatabaseSyncToAsync); no handler uses the
-        async ORM. Measured (docs/benchmarks.md, load): at 150 learners the reports queued behind the
-        database thread held up the audio of the same socket."""
+        async ORM. Measured (docs/benchmarks.md, load): at 200 learners the reports queued behind the
+        database thread held up the audio of the same socket by seconds."""
         if message["type"] == "websocket.receive":
             await self.websocket_receive(message)
         else:

@@ -10,7 +10,8 @@ The collector keeps, per answer: its fragments in order (committed speech items,
 later from the input transcription, or fail to; typed text), the level and task the tutor asked it
 at, the learner's audio since the previous answer ended (bounded: `MAX_AUDIO_MS`, oldest dropped, so
 a long silence before answering costs nothing; before the learner speaks, only `PREROLL_MS`), and the
-tutor's own `record_probe` opinion, if it gave one. It has no I/O: the runtime stores, measures and rates what it hands back.
+tutor's own `record_probe` opinion, if it gave one. It has no I/O: the runtime stores, measures and
+rates what it hands back.
 """
 
 from __future__ import annotations
