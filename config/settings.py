@@ -268,8 +268,8 @@ PARLA_AUDIO_RETENTION_DAYS = env_int("PARLA_AUDIO_RETENTION_DAYS", 90)
 # Capacity of one server process (README "Deployment"): sessions past the maximum are refused with a
 # clear message, not slowed; a browser that reads nothing of what it is sent is closed (tutor.backpressure):
 # paused by the transport for PARLA_SEND_STALL_SECONDS, or PARLA_SEND_QUEUE_BYTES waiting (~11 s of audio).
-# 100: the largest step of bench/load.py's ladder that held on 2 cores, the simulator and the learners
-# on the same machine (docs/benchmarks.md, 2026-12-07); 150 held in one run of three.
+# 100: the step of bench/load.py's ladder whose added p99 stayed under 20 ms on 2 cores, the simulator
+# and the learners on the same machine (docs/benchmarks.md, 2026-12-07; 150 held at +53 ms).
 PARLA_MAX_SESSIONS_PER_PROCESS = env_int("PARLA_MAX_SESSIONS_PER_PROCESS", 100)
 PARLA_SEND_QUEUE_BYTES = env_int("PARLA_SEND_QUEUE_BYTES", 1024 * 1024)
 PARLA_SEND_STALL_SECONDS = env_float("PARLA_SEND_STALL_SECONDS", 10.0)
