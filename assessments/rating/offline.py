@@ -131,6 +131,8 @@ def warm(language: str) -> None:
     per process. A rating that comes while another thread loads them waits for that load instead of
     starting a second one (wordfreq's caches are not locked: two threads would both load, at twice
     the time and memory, and the answer's judgement would come late)."""
+    if language_ready(language):  # the usual case, without the lock: a load in another thread must not block it
+        return
     with _warm_lock:
         if language in _warmed:
             return
@@ -139,6 +141,11 @@ def warm(language: str) -> None:
         for code in LANGUAGES:
             wf.zipf_frequency("a", code, wordlist="small")
         _warmed.add(language)
+
+
+def language_ready(language: str) -> bool:
+    """The word lists `warm(language)` loads are loaded."""
+    return language in _warmed
 
 
 def text_features(text: str, language: str) -> TextFeatures:
@@ -217,8 +224,12 @@ class OfflineRater(Rater):
         )
 
     async def rate(self, answer: Answer) -> Judgement:
-        # In a thread: the first answer in a language loads wordfreq's list for it (about a second),
-        # which must not hold up the event loop that relays every learner's audio.
+        # With the language's word lists loaded (prepare() loads them when a session starts) a rating
+        # takes well under a millisecond, less than a thread hop, whose hand-offs of the GIL stall the
+        # event loop that relays every learner's audio (issue 14). Without them, in a thread: the first
+        # answer in a language loads wordfreq's list for it (about a second).
+        if language_ready(answer.language):
+            return rate_offline(answer)
         return await asyncio.to_thread(rate_offline, answer)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from assessments.cefr import LEVELS, level_index
 from assessments.fluency import MIN_RUN_MS, PAUSE_MS, measure, speech_span
 from assessments.placement import Placement
 from assessments.rating import Answer, OfflineRater, rate_offline
-from assessments.rating.offline import text_features, written_level
+from assessments.rating import offline
+from assessments.rating.offline import text_features, warm, written_level
 from assessments.rating.openai_rater import AnswerJudgement, OpenAIRater, rater_prompt
 
 DATA = Path(__file__).resolve().parents[1] / "rating" / "data"
@@ -187,3 +189,33 @@ def test_the_model_rater_is_not_asked_without_words_and_falls_back_offline_when_
     schema = AnswerJudgement.model_json_schema()
     assert set(schema["required"]) == {"outcome", "evidence"} and schema["additionalProperties"] is False
     assert asyncio.run(OfflineRater().rate(written)).rater == "offline"
+
+
+def test_a_rating_runs_on_the_event_loop_once_its_word_lists_are_loaded_and_in_a_thread_before(monkeypatch):
+    """A thread hop costs more than a rating with the lists loaded, and under load its GIL hand-offs
+    stall every learner's audio; the first answer in a language must not load them on the loop."""
+    written = Answer("es", "A1", "¿Cómo te llamas?", "written", "Me llamo Ana.", True)
+    threads = []
+    rate = offline.rate_offline
+    monkeypatch.setattr(offline, "rate_offline", lambda answer: threads.append(threading.get_ident()) or rate(answer))
+
+    async def rate_twice():
+        warm("es")
+        assert (await OfflineRater().rate(written)).outcome == "sustained"
+        monkeypatch.setattr(offline, "_warmed", set())  # a process that has not loaded the lists yet
+        assert (await OfflineRater().rate(written)).outcome == "sustained"
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(rate_twice())
+    assert threads[0] == loop_thread and threads[1] != loop_thread
+    assert offline.language_ready("es")  # the rating in the thread loaded them
+
+
+def test_a_load_in_progress_does_not_hold_up_a_language_already_loaded():
+    warm("es")
+    ready = threading.Event()
+    with offline._warm_lock:  # another thread is loading some language's lists
+        thread = threading.Thread(target=lambda: (warm("es"), ready.set()))
+        thread.start()
+        assert ready.wait(5)
+    thread.join()

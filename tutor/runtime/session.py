@@ -21,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -39,6 +39,7 @@ from assessments.services import feedback_language
 from assessments.transcript import LEARNER, TUTOR, Transcript
 from tutor import live, persona, recovery
 from tutor.realtime import wire
+from tutor.realtime.audio import BYTES_PER_MS
 from tutor.realtime.client import RealtimeClient, RealtimeClosed, RealtimeError, RealtimeRefused
 from tutor.realtime.failures import UNCLAIMED_ERROR_MESSAGE, UpstreamFailure
 from tutor.realtime.logs import bind
@@ -54,11 +55,25 @@ from tutor.runtime.store import DjangoAssessmentStore
 from tutor.upstream import Upstream, open_narrator, resolve_upstream
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 db = database_sync_to_async
+# Work on a learner's audio (fluency measures, the span worth keeping) costs about 40 us per second of
+# audio. Up to this much it runs on the event loop: a thread hop costs more than that, and under load
+# every hop's hand-offs of the GIL stalled the loop that relays every learner's audio (bench/load.py,
+# 200 learners: tutor audio p50 +83 -> +32 ms added, memory 0.87 -> 0.48 MiB per session; see
+# docs/benchmarks.md). Longer audio (up to answers.MAX_AUDIO_MS) goes to a thread.
+INLINE_AUDIO_MS = 30_000
 EXPIRED_CLOSE_CODE = 1001  # the API closes an expired session with 1001 "going away"
 MAX_RESUMES = 3  # 60-minute sessions: three resumes is far beyond any placement's time cap
 HELD_AUDIO_FRAMES = 300  # learner audio held while the upstream resumes (30 s of the page's 100 ms frames)
+
+
+async def audio_work(audio: bytes, func: Callable[..., T], *args) -> T:
+    """`func(*args)`, CPU work on `audio`: on the event loop up to INLINE_AUDIO_MS, else in a thread."""
+    if len(audio) <= INLINE_AUDIO_MS * BYTES_PER_MS:
+        return func(*args)
+    return await asyncio.to_thread(func, *args)
 
 
 @dataclass(frozen=True)
@@ -628,11 +643,11 @@ class TutorSessionRuntime(TutorLink):
         """An answer began or grew by a fragment: the learner's transcript and its Turn row follow."""
         self._reply_complete = False  # the learner spoke after the tutor's last reply
         async with self._answer_rows:
-            # In a thread: numpy releases the GIL, and the event loop relays every learner's audio.
             if answer is self.answers.current:  # still open: its audio so far
-                fluency = await asyncio.to_thread(measure, self.answers.audio_so_far()) if answer.has_spoken else None
+                audio = self.answers.audio_so_far()
+                fluency = await audio_work(audio, measure, audio) if answer.has_spoken else None
             else:  # closed: measured once, words from its transcript
-                fluency = await asyncio.to_thread(answer.fluency)
+                fluency = await audio_work(answer.audio, answer.fluency)
             measures = fluency.as_dict() if fluency else {}
             utterance = self.transcript.set_answer(answer.answer_id, answer.text, answer.level, answer.mode, measures)
             if utterance is None:
@@ -677,7 +692,7 @@ class TutorSessionRuntime(TutorLink):
                     await answer.transcribed.wait()  # its words, or that there are none
             except TimeoutError:
                 self.log.info("answer judged without its transcription", extra={"answer_id": answer.answer_id})
-            await asyncio.to_thread(answer.fluency)  # measured once, off the event loop; kept by the answer
+            await audio_work(answer.audio, answer.fluency)  # measured once; kept by the answer
             judgement = await self.config.rater.rate(answer.for_rater(self.config.target_language))
             update = self.placement.record(judgement.level, judgement.outcome, judgement.evidence, judgement.rater)
             await self._store_answer(answer, judgement)
@@ -705,7 +720,7 @@ class TutorSessionRuntime(TutorLink):
                         "mode": answer.mode, "fluency": measures}
         elif answer.turn_id is not None and answer.has_spoken:  # a written answer's row is already final
             final = {"text": answer.text, "mode": answer.mode, "fluency": measures}
-        span = await asyncio.to_thread(speech_span, answer.audio) if answer.has_spoken else b""
+        span = await audio_work(answer.audio, speech_span, answer.audio) if answer.has_spoken else b""
         answer.release_audio()
         answer.turn_id = await db(services.store_judged_answer)(
             self.session_id, answer.turn_id, judgement, answer.opinion, new_turn=new_turn, final=final, audio=span

@@ -4,6 +4,7 @@ sequences, the probe handler and the live snapshot with plain stand-ins."""
 import asyncio
 import json
 import logging
+import threading
 
 import pytest
 from openai.types.realtime import RealtimeServerEvent
@@ -11,6 +12,7 @@ from pydantic import TypeAdapter
 
 from assessments.placement import Placement
 from tutor.live import session_snapshot
+from tutor.realtime.audio import BYTES_PER_MS
 from tutor.realtime.client import RealtimeClient
 from tutor.realtime.logs import bind
 from tutor.realtime.relay import SpeechRelay
@@ -19,6 +21,7 @@ from tutor.realtime.tracker import ResponseTracker
 from tutor.runtime.answers import AnswerCollector, TutorOpinion
 from tutor.runtime.probes import ProbeHandler
 from tutor.runtime.responses import ResponseScheduler
+from tutor.runtime.session import INLINE_AUDIO_MS, audio_work
 from tutor.testing.loopback import MemoryLearner
 from tutor.testing.realtime_client import start_simulator
 
@@ -407,3 +410,13 @@ def test_before_the_learner_speaks_only_the_preroll_of_the_microphone_is_kept():
     for _ in range(30):  # the next answer starts from its preroll again
         answers.audio(bytes(frame))
     assert len(answers.audio_so_far()) == 10 * frame
+
+
+async def test_work_on_a_learners_audio_stays_on_the_event_loop_unless_the_audio_is_long():
+    """Measuring an answer's audio costs less than a thread hop (whose GIL hand-offs stall every
+    learner's relay under load); only audio longer than INLINE_AUDIO_MS goes to a thread."""
+    loop_thread = threading.get_ident()
+    short = bytes(INLINE_AUDIO_MS * BYTES_PER_MS)
+    assert await audio_work(short, threading.get_ident) == loop_thread
+    assert await audio_work(short + bytes(BYTES_PER_MS), threading.get_ident) != loop_thread
+    assert await audio_work(short, len, short) == len(short)  # the function's result, with its arguments
