@@ -51,12 +51,13 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 from doc import write_section  # noqa: E402
-from load_stamp import proc_cpu_seconds, proc_rss_bytes  # noqa: E402
+from load_stamp import proc_cpu_seconds, proc_rss_bytes, thread_cpu_wait_seconds  # noqa: E402
 
 DEFAULT_LADDER = "10,50,100,200,300,400,600"
 QUICK_LADDER = "5"
 BASELINE, VIA_PARLA = 1, 2  # stamp phases: which learners a frame came from
 HOT_CPU_PERCENT = 80.0  # a helper process above this (of one core) may be what limits the run
+WAITED_PERCENT = 10.0  # Daphne's event loop waiting for a CPU this much of the time: the machine was full
 TARGET_P99_MS = 20.0  # issue 14's target for added p99 latency
 
 
@@ -138,6 +139,8 @@ class Watched:
     cpu: float = 0.0
     rss0: int = 0
     rss_peak: int = 0
+    waited0: float = 0.0
+    waited: float = 0.0  # seconds its main thread was runnable but had no CPU
     windows: list[float] = field(default_factory=list)  # CPU % of one core per window
     _last: tuple[float, float] | None = None
 
@@ -146,10 +149,16 @@ class Watched:
             cpu, rss = proc_cpu_seconds(self.pid), proc_rss_bytes(self.pid)
         except (FileNotFoundError, ProcessLookupError, IndexError):
             return
+        try:
+            waited = thread_cpu_wait_seconds(self.pid)
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            waited = self.waited0 + self.waited
         if first:
             self.cpu0, self.rss0, self.rss_peak, self._last = cpu, rss, rss, (now, cpu)
+            self.waited0 = waited
             self.windows = []
         self.cpu = cpu - self.cpu0
+        self.waited = waited - self.waited0
         self.rss_peak = max(self.rss_peak, rss)
         if self._last and now - self._last[0] >= 2.0:
             self.windows.append(100 * (cpu - self._last[1]) / (now - self._last[0]))
@@ -183,6 +192,11 @@ class Monitor:
         now = time.monotonic()
         for w in self.watched:
             w.sample(now)
+
+    def machine_percent(self) -> float:
+        """How busy the whole machine was over the phase, % of all its cores."""
+        busy, total = machine_busy()
+        return 100 * (busy - self.machine0[0]) / (total - self.machine0[1]) if total > self.machine0[1] else 0.0
 
     def others_percent(self) -> float:
         """CPU used by processes the benchmark did not start, % of one core, over the phase."""
@@ -372,7 +386,8 @@ def run_driver(plan: dict, work: Path, name: str, watched: list[Watched], deadli
         if proc.returncode != 0 or not result_path.exists():
             raise RuntimeError(f"driver failed ({proc.returncode}); see {work}/driver-{name}-*.log")
         learners += json.loads(result_path.read_text())["learners"]
-    return {"learners": learners, "wall_s": wall, "others_percent": monitor.others_percent(), "helpers": helpers}
+    return {"learners": learners, "wall_s": wall, "others_percent": monitor.others_percent(),
+            "machine_percent": monitor.machine_percent(), "helpers": helpers}
 
 
 # --- one row ----------------------------------------------------------------------------------------
@@ -454,6 +469,9 @@ def summarize(n, processes, base, via, upstream, daphne_watch, args) -> dict:
     lag = pct(_cat(parla_learners, "mic_lag_ms") + _cat(direct_learners, "mic_lag_ms"), 0.99) or 0.0
     if lag > 20:
         warnings.append(f"driver late by {lag:.0f} ms (p99) sending frames")
+    waited = 100 * sum(w.waited for w in daphne_watch) / via["wall_s"] / processes if via["wall_s"] else None
+    if waited is not None and waited > WAITED_PERCENT:
+        warnings.append(f"the machine was full: Daphne's event loop waited for a CPU {waited:.0f}% of the time")
     others = max(base["others_percent"], via["others_percent"])
     if others > 25:
         warnings.append(f"other work on the machine used {others:.0f}% of a core")
@@ -478,6 +496,8 @@ def summarize(n, processes, base, via, upstream, daphne_watch, args) -> dict:
         "daphne_cpu_percent": 100 * daphne_cpu / via["wall_s"] / processes if via["wall_s"] else None,
         "daphne_cpu_per_process": [round(100 * w.cpu / via["wall_s"], 1) for w in daphne_watch],
         "cpu_s_per_session_minute": daphne_cpu / session_minutes if session_minutes else None,
+        "machine_busy_percent": round(via["machine_percent"], 1),
+        "daphne_waited_percent": waited,
         "rss_mib_per_session": rss_growth / n / 2**20,
         "rss_mib_idle": [round(w.rss0 / 2**20, 1) for w in daphne_watch],
         "session_s_median": statistics.median([x["session_s"] for x in parla_learners]) if parla_learners else None,
@@ -542,8 +562,9 @@ def table(rows: list[dict]) -> str:
         "| learners | Daphne | tutor audio added p50 / p99 ms (ratio) | via Parla p50 / p99 | direct p50 / p99 "
         "| learner audio added p50 / p99 ms (ratio) | via Parla p50 / p99 | direct p50 / p99 "
         "| reply p50 via / direct (s) | frames tutor / learner | lost | reordered | handovers ok "
-        "| Daphne CPU | CPU s / session-min | RSS / session | simulator / driver CPU | errors | warnings |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Daphne CPU | CPU s / session-min | RSS / session | simulator / driver CPU | machine busy / loop waited "
+        "| errors | warnings |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         t, u, f = r["tutor"], r["learner"], r["frames"]
@@ -556,7 +577,8 @@ def table(rows: list[dict]) -> str:
             f"| {f['tutor_received']} / {f['learner_received']} | {f['tutor_lost'] + f['learner_lost']} "
             f"| {f['tutor_reordered'] + f['learner_reordered']} | {r['handovers_ok']} / {r['learners']} "
             f"| {' + '.join(f'{c:.0f}%' for c in r['daphne_cpu_per_process'])} | {_ms(r['cpu_s_per_session_minute'], 2)} "
-            f"| {r['rss_mib_per_session']:.2f} MiB | {_helpers(r['cpu_via_parla'])} | {_errors(r)} "
+            f"| {r['rss_mib_per_session']:.2f} MiB | {_helpers(r['cpu_via_parla'])} "
+            f"| {r['machine_busy_percent']:.0f}% / {_ms(r['daphne_waited_percent'], 0)}% | {_errors(r)} "
             f"| {'; '.join(r['warnings']) or '-'}{' (broke: ' + r['broken'] + ')' if r['broken'] else ''} |"
         )
     return "\n".join(lines) + "\n"

@@ -144,6 +144,15 @@ def proc_cpu_seconds(pid: int) -> float:
     return ticks / _CLOCK_TICKS
 
 
+def thread_cpu_wait_seconds(pid: int) -> float:
+    """Seconds the main thread of process `pid` was runnable but waited for a CPU (Linux
+    /proc/PID/task/PID/schedstat, its second field: time spent waiting on a runqueue, in ns; the
+    kernel's Documentation/scheduler/sched-stats.rst). For Daphne that is its event loop: time the
+    machine, not the server, made every learner wait."""
+    with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
 def proc_rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:

@@ -60,6 +60,9 @@ def test_smallest_run_reports_real_measurements(tmp_path):
     assert set(row["cpu_via_parla"]) == {"simulator 0", "daphne 0", "parla driver 0"}
     assert set(row["cpu_baseline"]) == {"simulator 0", "direct driver 0"}
     assert all(cpu["avg_percent"] > 0 for cpu in row["cpu_via_parla"].values())
+    # How full the machine was, and how long the server's event loop waited for a CPU because of it.
+    assert 0 < row["machine_busy_percent"] <= 100
+    assert row["daphne_waited_percent"] is not None and 0 <= row["daphne_waited_percent"] < 100
 
     # And the table printed for people carries the same row.
     assert "| 2 | 1 |" in done.stdout and "2 / 2" in done.stdout
