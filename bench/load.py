@@ -14,8 +14,9 @@ For each N of the ladder, on loopback only:
    the summary, until `state: ended`;
 4. the row: added latency of tutor and learner audio (via Parla minus direct, and the ratio), frames
    lost and reordered, the server's CPU per session-minute and memory per session, reply delays,
-   handovers completed without error; with a warning when the driving process, the simulator or other
-   work on the machine may have limited the run.
+   handovers completed without error, how busy the machine was and how long Daphne's event loop
+   waited for a CPU; with a warning when the driving process, the simulator, other work on the machine
+   or a full machine may have limited the run.
 
 The ladder stops after the first N that breaks (a failed handover, an error, a lost frame, or p99
 added latency over `--break-ms`). Then two Daphne processes share one port (SO_REUSEPORT: each gets
