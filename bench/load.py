@@ -141,7 +141,7 @@ class Watched:
     rss0: int = 0
     rss_peak: int = 0
     waited0: float = 0.0
-    waited: float = 0.0  # seconds its main thread was runnable but had no CPU
+    waited: float | None = 0.0  # seconds its main thread was runnable but had no CPU; None: unreadable
     windows: list[float] = field(default_factory=list)  # CPU % of one core per window
     _last: tuple[float, float] | None = None
 
@@ -152,14 +152,18 @@ class Watched:
             return
         try:
             waited = thread_cpu_wait_seconds(self.pid)
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            waited = self.waited0 + self.waited
+        except (OSError, IndexError, ValueError):  # no schedstat (a kernel without it): not measured
+            waited = None
         if first:
             self.cpu0, self.rss0, self.rss_peak, self._last = cpu, rss, rss, (now, cpu)
-            self.waited0 = waited
+            self.waited0 = waited if waited is not None else 0.0
+            self.waited = None if waited is None else 0.0
             self.windows = []
         self.cpu = cpu - self.cpu0
-        self.waited = waited - self.waited0
+        if waited is None:
+            self.waited = None
+        elif self.waited is not None:
+            self.waited = waited - self.waited0
         self.rss_peak = max(self.rss_peak, rss)
         if self._last and now - self._last[0] >= 2.0:
             self.windows.append(100 * (cpu - self._last[1]) / (now - self._last[0]))
@@ -470,7 +474,8 @@ def summarize(n, processes, base, via, upstream, daphne_watch, args) -> dict:
     lag = pct(_cat(parla_learners, "mic_lag_ms") + _cat(direct_learners, "mic_lag_ms"), 0.99) or 0.0
     if lag > 20:
         warnings.append(f"driver late by {lag:.0f} ms (p99) sending frames")
-    waited = 100 * sum(w.waited for w in daphne_watch) / via["wall_s"] / processes if via["wall_s"] else None
+    waits = [w.waited for w in daphne_watch]
+    waited = 100 * sum(waits) / via["wall_s"] / processes if via["wall_s"] and None not in waits else None
     if waited is not None and waited > WAITED_PERCENT:
         warnings.append(f"the machine was full: Daphne's event loop waited for a CPU {waited:.0f}% of the time")
     others = max(base["others_percent"], via["others_percent"])
@@ -539,6 +544,10 @@ def _ms(v: float | None, digits: int = 1) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def _percent(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}%"
+
+
 def _added(lat: dict) -> str:
     parts = []
     for p in ("p50", "p99"):
@@ -579,7 +588,7 @@ def table(rows: list[dict]) -> str:
             f"| {f['tutor_reordered'] + f['learner_reordered']} | {r['handovers_ok']} / {r['learners']} "
             f"| {' + '.join(f'{c:.0f}%' for c in r['daphne_cpu_per_process'])} | {_ms(r['cpu_s_per_session_minute'], 2)} "
             f"| {r['rss_mib_per_session']:.2f} MiB | {_helpers(r['cpu_via_parla'])} "
-            f"| {r['machine_busy_percent']:.0f}% / {_ms(r['daphne_waited_percent'], 0)}% | {_errors(r)} "
+            f"| {r['machine_busy_percent']:.0f}% / {_percent(r['daphne_waited_percent'])} | {_errors(r)} "
             f"| {'; '.join(r['warnings']) or '-'}{' (broke: ' + r['broken'] + ')' if r['broken'] else ''} |"
         )
     return "\n".join(lines) + "\n"

@@ -48,8 +48,9 @@ gc.freeze()
 gc.set_threshold(5_000, 10, 10)
 
 # The event loop relays every learner's audio; the one other busy thread is Channels' database thread.
-# While that thread holds the GIL the loop waits for it, up to the switch interval (5 ms by default:
-# docs.python.org/3.11/library/sys.html#sys.setswitchinterval), and every learner's audio waits too.
+# While that thread holds the GIL the loop waits, and asks for the GIL only after the switch interval
+# (5 ms by default: docs.python.org/3.11/library/sys.html#sys.setswitchinterval); the holder lets go
+# at its next check (not inside C code that keeps the GIL). Every learner's audio waits too.
 # With 1 ms and the thresholds above, two runs at 200 learners, each against the same code without
 # them: tutor audio p50 +26 ms added instead of +128, and +39 instead of +94 (docs/benchmarks.md).
 sys.setswitchinterval(0.001)

@@ -209,6 +209,9 @@ def quote(text: str, limit: int = 160) -> str:
     return f"\u201c{text[:limit].rsplit(' ', 1)[0]}\u2026\u201d"
 
 
+INLINE_TEXT_CHARS = 500  # OfflineRater.rate: up to this much text, rated on the event loop
+
+
 class OfflineRater(Rater):
     """Rates written answers by their text and spoken answers by their audio; no model, no network."""
 
@@ -224,11 +227,13 @@ class OfflineRater(Rater):
         )
 
     async def rate(self, answer: Answer) -> Judgement:
-        # With the language's word lists loaded (prepare() loads them when a session starts) a rating
-        # takes well under a millisecond, less than a thread hop, whose hand-offs of the GIL stall the
-        # event loop that relays every learner's audio (issue 14). Without them, in a thread: the first
-        # answer in a language loads wordfreq's list for it (about a second).
-        if language_ready(answer.language):
+        # With the language's word lists loaded (prepare() loads them when a session starts) a spoken
+        # answer or a short written one is rated in under half a millisecond (about 1 us a character
+        # of text, measured), less than a thread hop, whose hand-offs of the GIL stall the event loop
+        # that relays every learner's audio (issue 14). In a thread: a longer text (typed fragments
+        # merge, 2,000 characters each), and the first answer in a language, which loads wordfreq's
+        # list for it (about a second).
+        if language_ready(answer.language) and len(answer.text) <= INLINE_TEXT_CHARS:
             return rate_offline(answer)
         return await asyncio.to_thread(rate_offline, answer)
 

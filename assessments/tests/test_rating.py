@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 from collections import Counter
@@ -193,7 +194,8 @@ def test_the_model_rater_is_not_asked_without_words_and_falls_back_offline_when_
 
 def test_a_rating_runs_on_the_event_loop_once_its_word_lists_are_loaded_and_in_a_thread_before(monkeypatch):
     """A thread hop costs more than a rating with the lists loaded, and under load its GIL hand-offs
-    stall every learner's audio; the first answer in a language must not load them on the loop."""
+    stall every learner's audio; the first answer in a language must not load them on the loop, and a
+    long text (about 1 us a character) is rated in a thread too."""
     written = Answer("es", "A1", "¿Cómo te llamas?", "written", "Me llamo Ana.", True)
     threads = []
     rate = offline.rate_offline
@@ -204,11 +206,14 @@ def test_a_rating_runs_on_the_event_loop_once_its_word_lists_are_loaded_and_in_a
         assert (await OfflineRater().rate(written)).outcome == "sustained"
         monkeypatch.setattr(offline, "_warmed", set())  # a process that has not loaded the lists yet
         assert (await OfflineRater().rate(written)).outcome == "sustained"
+        assert offline.language_ready("es")  # the rating in the thread loaded them
+        long = dataclasses.replace(written, text=" ".join(["Me llamo Ana."] * 60))  # typed fragments merged
+        assert len(long.text) > offline.INLINE_TEXT_CHARS
+        assert (await OfflineRater().rate(long)).level == "A1"
         return threading.get_ident()
 
     loop_thread = asyncio.run(rate_twice())
-    assert threads[0] == loop_thread and threads[1] != loop_thread
-    assert offline.language_ready("es")  # the rating in the thread loaded them
+    assert threads[0] == loop_thread and threads[1] != loop_thread and threads[2] != loop_thread
 
 
 def test_a_load_in_progress_does_not_hold_up_a_language_already_loaded():

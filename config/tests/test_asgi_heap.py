@@ -27,7 +27,7 @@ def test_loading_the_asgi_application_freezes_what_start_up_loaded():
 
 def test_the_server_process_collects_less_often_and_hands_the_gil_back_sooner():
     # Measured at 200 learners (config/asgi.py, docs/benchmarks.md): collections 2.5 s -> 0.6 s of a
-    # run, and the event loop waits at most 1 ms, not 5, for the GIL the database thread holds.
+    # run, and the event loop asks for the GIL the database thread holds after 1 ms, not 5.
     done = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=clean_env(), capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr

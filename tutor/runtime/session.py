@@ -59,10 +59,12 @@ T = TypeVar("T")
 
 db = database_sync_to_async
 # Work on a learner's audio (fluency measures, the span worth keeping) costs about 40 us per second of
-# audio. Up to this much it runs on the event loop: a thread hop costs more than that, and under load
-# every hop's hand-offs of the GIL stalled the loop that relays every learner's audio (bench/load.py,
-# 200 learners: tutor audio p50 +83 -> +32 ms added, memory 0.87 -> 0.48 MiB per session; see
-# docs/benchmarks.md). Longer audio (up to answers.MAX_AUDIO_MS) goes to a thread.
+# audio: 0.1-0.2 ms for an answer of a few seconds, less than a thread hop, whose hand-offs of the GIL
+# stalled the event loop that relays every learner's audio (six executor threads waking ~240 times a
+# second each at 200 learners). Single runs at 200: tutor audio p50 +83 -> +32 ms added, memory 0.87 ->
+# 0.48 MiB per session; in a ladder the difference was within run-to-run variance (docs/benchmarks.md,
+# "what this round's runs say"). Up to this much audio (at most ~1.2 ms of loop time) on the loop;
+# longer audio (up to answers.MAX_AUDIO_MS) goes to a thread.
 INLINE_AUDIO_MS = 30_000
 EXPIRED_CLOSE_CODE = 1001  # the API closes an expired session with 1001 "going away"
 MAX_RESUMES = 3  # 60-minute sessions: three resumes is far beyond any placement's time cap
@@ -643,10 +645,11 @@ class TutorSessionRuntime(TutorLink):
         """An answer began or grew by a fragment: the learner's transcript and its Turn row follow."""
         self._reply_complete = False  # the learner spoke after the tutor's last reply
         async with self._answer_rows:
-            if answer is self.answers.current:  # still open: its audio so far
+            fluency = None
+            if answer is self.answers.current and answer.has_spoken:  # still open: its audio so far
                 audio = self.answers.audio_so_far()
-                fluency = await audio_work(audio, measure, audio) if answer.has_spoken else None
-            else:  # closed: measured once, words from its transcript
+                fluency = await audio_work(audio, measure, audio)
+            elif answer is not self.answers.current:  # closed: measured once, words from its transcript
                 fluency = await audio_work(answer.audio, answer.fluency)
             measures = fluency.as_dict() if fluency else {}
             utterance = self.transcript.set_answer(answer.answer_id, answer.text, answer.level, answer.mode, measures)
