@@ -140,8 +140,8 @@ class Watched:
     cpu: float = 0.0
     rss0: int = 0
     rss_peak: int = 0
-    waited0: float = 0.0
-    waited: float | None = 0.0  # seconds its main thread was runnable but had no CPU; None: unreadable
+    waited0: float | None = None
+    waited: float | None = None  # seconds its main thread was runnable but had no CPU; None: unreadable
     windows: list[float] = field(default_factory=list)  # CPU % of one core per window
     _last: tuple[float, float] | None = None
 
@@ -156,14 +156,10 @@ class Watched:
             waited = None
         if first:
             self.cpu0, self.rss0, self.rss_peak, self._last = cpu, rss, rss, (now, cpu)
-            self.waited0 = waited if waited is not None else 0.0
-            self.waited = None if waited is None else 0.0
+            self.waited0 = waited
             self.windows = []
         self.cpu = cpu - self.cpu0
-        if waited is None:
-            self.waited = None
-        elif self.waited is not None:
-            self.waited = waited - self.waited0
+        self.waited = None if waited is None or self.waited0 is None else waited - self.waited0
         self.rss_peak = max(self.rss_peak, rss)
         if self._last and now - self._last[0] >= 2.0:
             self.windows.append(100 * (cpu - self._last[1]) / (now - self._last[0]))
