@@ -8,6 +8,9 @@ explicitly) and the way it runs now (Parla's own code):
 
 - an upstream `response.output_audio.delta`: inflate (permessage-deflate) + parse (the `openai` union
   in pydantic's smart mode) + base64 decode, against parse (the union discriminated on `type`) + decode;
+- the events that carry a conversation item (`response.output_item.done`, and `response.done` with its
+  output list): parsed with the top-level union discriminated on `type` but the item union nested in
+  them in smart mode, against every union discriminated (`tutor.realtime.schemas`);
 - a learner frame sent upstream as `input_audio_buffer.append`: base64 + validation + JSON + deflate,
   against base64 written into the JSON text directly (no validation outside DEBUG, no compression);
 - a learner frame through the consumer: Channels' `AsyncConsumer.dispatch` (a hop to the sync thread
@@ -44,8 +47,11 @@ django.setup()
 import numpy as np  # noqa: E402
 from channels.consumer import AsyncConsumer  # noqa: E402
 from channels.db import database_sync_to_async  # noqa: E402
+import typing  # noqa: E402
+from typing import Annotated, Union  # noqa: E402
+
 from openai.types.realtime import RealtimeServerEvent  # noqa: E402
-from pydantic import TypeAdapter  # noqa: E402
+from pydantic import Discriminator, TypeAdapter  # noqa: E402
 from doc import write_section  # noqa: E402
 from websockets.extensions.permessage_deflate import PerMessageDeflate  # noqa: E402
 from websockets.frames import Frame, Opcode  # noqa: E402
@@ -57,6 +63,37 @@ from tutor.realtime.simulator.audio import synthesize  # noqa: E402
 SECTION = "## Hot path"
 
 smart_union = TypeAdapter(RealtimeServerEvent)  # what Parla parsed with before
+# What it parsed with after the first round: the top level discriminated on `type`, the unions nested
+# in the events (the conversation item's) still in smart mode.
+top_level_only = TypeAdapter(
+    Annotated[Union[typing.get_args(typing.get_args(RealtimeServerEvent)[0])], Discriminator("type")]
+)
+ASSISTANT_ITEM = {
+    "id": "item_MYkHjE1P7oqjvlSpFAgFE", "object": "realtime.item", "type": "message", "status": "completed",
+    "role": "assistant",
+    "content": [{"type": "output_audio", "transcript": "Hello! Let's have a little chat. Where are you from?"}],
+}
+ITEM_EVENTS = {  # as the simulator sends them (tutor.realtime.simulator.conversation)
+    "response.output_item.done": {
+        "type": "response.output_item.done", "event_id": "event_GLPqFccePSngFMVcVi5Xw",
+        "response_id": "resp_2V2vSVYZLyoeK3FFGgEIH", "output_index": 0, "item": ASSISTANT_ITEM,
+    },
+    "response.done": {
+        "type": "response.done", "event_id": "event_1kAimMZUVOtT156HTMFJH",
+        "response": {
+            "object": "realtime.response", "id": "resp_2V2vSVYZLyoeK3FFGgEIH", "status": "completed",
+            "status_details": None, "output": [ASSISTANT_ITEM], "conversation_id": "conv_0rEVAr418D693Bp2J3zDb",
+            "output_modalities": ["audio"], "max_output_tokens": "inf",
+            "audio": {"output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "marin"}},
+            "usage": {
+                "total_tokens": 120, "input_tokens": 1, "output_tokens": 119,
+                "input_token_details": {"text_tokens": 1, "audio_tokens": 0, "image_tokens": 0, "cached_tokens": 0},
+                "output_token_details": {"text_tokens": 19, "audio_tokens": 100},
+            },
+            "metadata": None,
+        },
+    },
+}
 
 
 def speech_frame() -> bytes:
@@ -111,6 +148,13 @@ def upstream_delta(pcm: bytes, repeat: int) -> tuple[float, float, float, float]
     decode_only = per_call_us(lambda: base64.b64decode(raw[raw.index('"delta"') + 9 : -2]), repeat)
     ratio = len(compressed.data) / len(raw)
     return per_call_us(before, repeat), per_call_us(after, repeat), decode_only, ratio
+
+
+def item_event(kind: str, repeat: int) -> tuple[float, float]:
+    raw = json.dumps(ITEM_EVENTS[kind])
+    parsed, before = parse_server_event(raw), top_level_only.validate_json(raw)
+    assert isinstance(parsed, type(before)) and parsed.model_dump() == before.model_dump()
+    return per_call_us(lambda: top_level_only.validate_json(raw), repeat), per_call_us(lambda: parse_server_event(raw), repeat)
 
 
 def learner_append(pcm: bytes, repeat: int) -> tuple[float, float, float]:
@@ -193,6 +237,7 @@ def main() -> None:
     pcm = speech_frame()
     delta_before, delta_after, decode_only, delta_ratio = upstream_delta(pcm, args.repeat)
     append_before, append_after, append_ratio = learner_append(pcm, args.repeat)
+    items = {kind: item_event(kind, args.repeat) for kind in ITEM_EVENTS}
     n = max(200, args.repeat // 10)
     idle_old = asyncio.run(dispatch_us(pcm, n, old=True, busy=False))
     idle_new = asyncio.run(dispatch_us(pcm, n, old=False, busy=False))
@@ -204,6 +249,11 @@ def main() -> None:
             delta_before,
             delta_after,
             f"base64 decode alone {decode_only:.1f} us; deflate kept {delta_ratio:.0%} of the bytes",
+        ),
+        *(
+            (f"upstream `{kind}` (one assistant message item): parse", before, after,
+             "per event, not per frame; the top level was discriminated in both")
+            for kind, (before, after) in items.items()
         ),
         (
             "learner frame upstream: append event + send encoding",
@@ -237,8 +287,12 @@ What changed (issue 14), each step in the table:
 
 - *Parse*: `openai` marks its event unions with its own `PropertyInfo(discriminator="type")`, which
   pydantic does not read; `TypeAdapter(RealtimeServerEvent)` therefore tried the members in turn.
-  `tutor.realtime.client.discriminated` adds pydantic's `Discriminator("type")`: same models, one
-  lookup. An audio delta now costs little more than its base64 decode.
+  `tutor.realtime.schemas` adds pydantic's `Discriminator("type")`: same models, one
+  lookup. An audio delta now costs little more than its base64 decode. The same holds for the unions
+  nested in the events, above all the conversation item's (nine members, three of them `"message"`,
+  told apart by `role`), which every item event and `response.done` carry: `tutor.realtime.schemas`
+  discriminates those too, through subclasses of the `openai` event classes that only re-annotate
+  the field (the items are `openai`'s own classes).
 - *Compression*: websockets negotiates permessage-deflate by default. On base64 PCM it saves about a
   quarter of the bytes on a loopback or datacenter link, for the CPU in the table on every frame, both
   ways. Parla's upstream client and the simulator now use `compression=None`.

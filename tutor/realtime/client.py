@@ -17,43 +17,24 @@ import itertools
 import json
 import logging
 import secrets
-import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Union
+from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
 
 import websockets
 from websockets.exceptions import InvalidHandshake, InvalidStatus
-from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
-from pydantic import Discriminator, TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from tutor.realtime.failures import UpstreamFailure, refused_at_upgrade, refused_in_band
 from tutor.realtime.logs import bind
+from tutor.realtime.schemas import parse_server_event, validate_client_event
 from tutor.realtime.tasks import cancel_and_wait, wait_responsive
 from tutor.realtime.tracker import ResponseTracker
 
 logger = logging.getLogger(__name__)
 
 CANCEL_NOT_ACTIVE = "response_cancel_not_active"
-
-
-
-def discriminated(union: Any) -> TypeAdapter:
-    """A TypeAdapter of an `openai` event union that picks the one model named by the event's `type`.
-
-    `openai` marks its unions `Annotated[Union[...], PropertyInfo(discriminator="type")]`: metadata of
-    its own, which pydantic does not read, so `TypeAdapter(RealtimeServerEvent)` validates in smart
-    mode, trying the members in turn (about 240 us for an audio delta here, against 4.5 us; see
-    bench/hotpath.py). Every member's `type` is a distinct Literal, so pydantic's `Discriminator` on
-    it gives the same model; an unknown `type` is a ValidationError, as before.
-    """
-    members = typing.get_args(typing.get_args(union)[0])
-    return TypeAdapter(Annotated[Union[members], Discriminator("type")])
-
-
-_server_events = discriminated(RealtimeServerEvent)
-_client_events = discriminated(RealtimeClientEvent)
 
 EventHandler = Callable[[Any], Awaitable[None]]
 Predicate = Callable[[Any], bool]
@@ -95,16 +76,6 @@ class RealtimeClosed(RealtimeError):
         self.code = code
         self.reason = reason
         super().__init__(f"upstream closed (code={code}, reason={reason!r})")
-
-
-def parse_server_event(raw: str | bytes) -> Any:
-    """A server event as its `openai.types.realtime` model (ValidationError if it is none of them)."""
-    return _server_events.validate_json(raw)
-
-
-def validate_client_event(event: dict) -> Any:
-    """The `openai.types.realtime` model of a client event we are about to send."""
-    return _client_events.validate_python(event)
 
 
 def with_model(url: str, model: str | None) -> str:
