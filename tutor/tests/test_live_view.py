@@ -76,3 +76,50 @@ def test_snapshots_carry_the_language_name_and_the_admin_pages():
 def test_live_page_is_linked_from_the_admin_index(client, teacher_user):
     client.force_login(teacher_user)
     assert f'href="{reverse("tutor:teacher_live")}"' in client.get(reverse("admin:index")).content.decode()
+
+
+async def test_with_one_process_a_snapshot_is_only_sent_while_a_teacher_watches(
+    settings, session_cookie_headers, teacher_user
+):
+    """The in-memory layer (no REDIS_URL): sessions announce several times a turn, so with nobody in
+    the teachers' group nothing is built or sent; a teacher who connects gets the next snapshot, and
+    after the last one leaves the sending stops again."""
+    from channels.layers import get_channel_layer
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    layer = get_channel_layer()
+    sent = []
+    group_send = layer.group_send
+
+    async def counting_group_send(group, message):
+        sent.append(message["session"]["state"])
+        await group_send(group, message)
+
+    layer.group_send = counting_group_send
+    await announce(snapshot(state="listening"))
+    assert sent == []
+
+    headers = await database_headers(session_cookie_headers, teacher_user)
+    teacher = WebsocketCommunicator(application, "/ws/teacher/live/", headers=headers)
+    try:
+        assert await connected_code(teacher) is None
+        await announce(snapshot(state="speaking"))
+        assert (await teacher.receive_json_from())["session"]["state"] == "speaking"
+    finally:
+        await teacher.disconnect()
+    await announce(snapshot(state="assessing"))
+    assert sent == ["speaking"]
+
+
+async def test_across_processes_every_snapshot_is_sent(settings):
+    """With Redis the teachers may be connected to another process: the group is not known here, so
+    the snapshot goes out whether or not this process has a teacher."""
+    from tutor.live import watched
+
+    from config.channel_layer import redis_channel_layer
+    from channels.layers import get_channel_layer
+
+    settings.CHANNEL_LAYERS = {"default": redis_channel_layer("redis://127.0.0.1:6379/0", "parla-test-live")}
+    assert watched(get_channel_layer())
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    assert not watched(get_channel_layer())
