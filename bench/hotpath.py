@@ -13,6 +13,9 @@ explicitly) and the way it runs now (Parla's own code):
   them in smart mode, against every union discriminated (`tutor.realtime.schemas`);
 - a learner frame sent upstream as `input_audio_buffer.append`: base64 + validation + JSON + deflate,
   against base64 written into the JSON text directly (no validation outside DEBUG, no compression);
+- the GIL convoy: a socket send and receive on the event loop's thread (two system calls, each giving
+  up the GIL) beside a thread running Python (the database thread compiling a query), at the switch
+  interval the server had before (1 ms) and has now (0.1 ms, `config/asgi.py`);
 - a learner frame through the consumer: Channels' `AsyncConsumer.dispatch` (a hop to the sync thread
   for `close_old_connections` before every message) against `TutorConsumer.dispatch`, idle and while
   the sync thread runs other sessions' database writes (2 ms each, back to back).
@@ -29,8 +32,10 @@ import base64
 import json
 import os
 import platform
+import socket
 import statistics
 import sys
+import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -157,6 +162,42 @@ def item_event(kind: str, repeat: int) -> tuple[float, float]:
     return per_call_us(lambda: top_level_only.validate_json(raw), repeat), per_call_us(lambda: parse_server_event(raw), repeat)
 
 
+SWITCH_BEFORE, SWITCH_AFTER = 0.001, 0.0001  # seconds: config/asgi.py's sys.setswitchinterval, then and now
+
+
+def convoy_us(interval: float, sends: int) -> float:
+    """Median of five runs: microseconds per socket send + receive beside a thread running Python."""
+    default = sys.getswitchinterval()
+    sys.setswitchinterval(interval)
+    stop, running = threading.Event(), threading.Event()
+
+    def python_work() -> None:
+        while not stop.is_set():
+            sum(range(300))
+            running.set()
+
+    worker = threading.Thread(target=python_work, daemon=True)
+    worker.start()
+    running.wait()
+    time.sleep(0.05)  # the two threads trading the GIL, as under load, before the clock starts
+    a, b = socket.socketpair()
+    try:
+        runs = []
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(sends):
+                a.send(b"x")
+                b.recv(1)
+            runs.append((time.perf_counter() - start) / sends * 1e6)
+        return statistics.median(runs)
+    finally:
+        stop.set()
+        worker.join()
+        a.close()
+        b.close()
+        sys.setswitchinterval(default)
+
+
 def learner_append(pcm: bytes, repeat: int) -> tuple[float, float, float]:
     sender, _ = deflate_pair()
 
@@ -238,6 +279,12 @@ def main() -> None:
     delta_before, delta_after, decode_only, delta_ratio = upstream_delta(pcm, args.repeat)
     append_before, append_after, append_ratio = learner_append(pcm, args.repeat)
     items = {kind: item_event(kind, args.repeat) for kind in ITEM_EVENTS}
+    sends = max(100, args.repeat // 10)
+    convoy_before, convoy_after = convoy_us(SWITCH_BEFORE, sends), convoy_us(SWITCH_AFTER, sends)
+    a, b = socket.socketpair()
+    alone = per_call_us(lambda: (a.send(b"x"), b.recv(1)), args.repeat)
+    a.close()
+    b.close()
     n = max(200, args.repeat // 10)
     idle_old = asyncio.run(dispatch_us(pcm, n, old=True, busy=False))
     idle_new = asyncio.run(dispatch_us(pcm, n, old=False, busy=False))
@@ -260,6 +307,12 @@ def main() -> None:
             append_before,
             append_after,
             f"deflate kept {append_ratio:.0%} of the bytes",
+        ),
+        (
+            "socket send + receive on the loop's thread beside a thread running Python (GIL switch interval 1 -> 0.1 ms)",
+            convoy_before,
+            convoy_after,
+            f"per pair, not per frame (a frame makes several); alone {alone:.1f} us; median of 5 runs",
         ),
         ("learner frame through the consumer (dispatch), idle", idle_old, idle_new, "median wall time"),
         (
@@ -293,6 +346,12 @@ What changed (issue 14), each step in the table:
   told apart by `role`), which every item event and `response.done` carry: `tutor.realtime.schemas`
   discriminates those too, through subclasses of the `openai` event classes that only re-annotate
   the field (the items are `openai`'s own classes).
+- *GIL convoy*: the event loop gives up the GIL at every system call (socket sends and receives,
+  Twisted's epoll changes, a websocket mask's random bytes, numpy and cffi calls). While another
+  thread runs Python (Channels' database thread compiling and sending queries), that thread takes the
+  GIL each time, and the loop gets it back only after the switch interval. The server's interval was
+  5 ms (Python's default), then 1 ms, and is now 0.1 ms (`config/asgi.py`; at 0.2 ms the pair varied
+  37-133 us between runs, at 0.1 ms 42-49 us).
 - *Compression*: websockets negotiates permessage-deflate by default. On base64 PCM it saves about a
   quarter of the bytes on a loopback or datacenter link, for the CPU in the table on every frame, both
   ways. Parla's upstream client and the simulator now use `compression=None`.

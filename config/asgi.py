@@ -48,9 +48,15 @@ gc.freeze()
 gc.set_threshold(5_000, 10, 10)
 
 # The event loop relays every learner's audio; the one other busy thread is Channels' database thread.
-# While that thread holds the GIL the loop waits, and asks for the GIL only after the switch interval
-# (5 ms by default: docs.python.org/3.11/library/sys.html#sys.setswitchinterval); the holder lets go
-# at its next check (not inside C code that keeps the GIL). Every learner's audio waits too.
-# With 1 ms and the thresholds above, two runs at 200 learners, each against the same code without
-# them: tutor audio p50 +26 ms added instead of +128, and +39 instead of +94 (docs/benchmarks.md).
-sys.setswitchinterval(0.001)
+# The loop gives up the GIL at every system call (each socket send and receive, each epoll change
+# Twisted makes per message, each websocket mask's random bytes, each numpy or cffi call), and while
+# the database thread runs Python it takes the GIL at each of them; the loop gets it back only after
+# the switch interval (docs.python.org/3.11/library/sys.html#sys.setswitchinterval: 5 ms by default),
+# when it asks the holder to let go. That is the convoy behind the load ladder's tail: a stall
+# watchdog in the server at 200 learners saw 437 pauses of the loop over 30 ms (p50 61 ms) in one
+# run, the loop thread neither on a CPU nor on a run queue for half of their time, its stack in a
+# system call, the database thread running queries. bench/hotpath.py measures it in one process: a
+# socket send and receive take 2 us alone and 130-250 us beside a thread running Python at 1 ms,
+# 40-50 us at 0.1 ms (0.2 ms varied 37-133 us). At 200 learners, tutor audio p99 added +272 to
+# +334 ms in four runs at 1 ms, +140 and +209 ms in two at 0.1 ms (docs/benchmarks.md).
+sys.setswitchinterval(0.0001)

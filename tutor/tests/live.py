@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -111,6 +112,7 @@ def parla_server(*, realtime_url: str, redis_url: str | None = None, extra_env: 
     """Parla served on an ephemeral port by `daphne config.asgi:application`, or with `runserver=True`
     by `manage.py runserver` (Daphne's, without the autoreloader); yields a LiveServer."""
     port = free_port()
+    media = tempfile.mkdtemp(prefix="parla-media-")
     env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "OPENAI_API_KEY", "DATABASE_URL"}}
     env.update(
         DATABASE_URL=database_url(),
@@ -121,26 +123,34 @@ def parla_server(*, realtime_url: str, redis_url: str | None = None, extra_env: 
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",  # the test reads the log while the server runs
         # Learners' recordings of test sessions go to a scratch folder, never into the checkout.
-        MEDIA_ROOT=tempfile.mkdtemp(prefix="parla-media-"),
+        MEDIA_ROOT=media,  # removed with the server
     )
     env.update(extra_env or {})
     if redis_url:
         env["REDIS_URL"] = redis_url
         # Servers that should share the layer (several processes on one Redis) pass the same prefix.
         env["CHANNELS_PREFIX"] = (extra_env or {}).get("CHANNELS_PREFIX", f"parla-test-{port}")
-    out_dir = ROOT / "test-output"
-    log_path = (out_dir if out_dir.is_dir() else Path(tempfile.mkdtemp(prefix="parla-server-"))) / f"daphne-{port}.log"
+    out_dir = ROOT / "test-output"  # CI keeps every server's log there
+    scratch = None if out_dir.is_dir() else Path(tempfile.mkdtemp(prefix="parla-server-"))
+    log_path = (scratch or out_dir) / f"daphne-{port}.log"
     if runserver:
         command = ["manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
     else:
         command = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
     with open(log_path, "w") as log:
         process = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        failed = True
         try:
             wait_for_port(port, 20, process)
             yield LiveServer(f"http://127.0.0.1:{port}", process, log_path)
+            failed = False
         finally:
             stop_process(process)
+            shutil.rmtree(media, ignore_errors=True)
+            if scratch is not None and failed:
+                print(f"server log kept: {log_path}", file=sys.stderr)
+            elif scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
 
 
 @contextmanager
