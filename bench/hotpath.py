@@ -49,12 +49,12 @@ import django  # noqa: E402
 
 django.setup()
 
-import numpy as np  # noqa: E402
-from channels.consumer import AsyncConsumer  # noqa: E402
-from channels.db import database_sync_to_async  # noqa: E402
 import typing  # noqa: E402
 from typing import Annotated, Union  # noqa: E402
 
+import numpy as np  # noqa: E402
+from channels.consumer import AsyncConsumer  # noqa: E402
+from channels.db import database_sync_to_async  # noqa: E402
 from openai.types.realtime import RealtimeServerEvent  # noqa: E402
 from pydantic import Discriminator, TypeAdapter  # noqa: E402
 from doc import write_section  # noqa: E402
@@ -351,7 +351,7 @@ What changed (issue 14), each step in the table:
   thread runs Python (Channels' database thread compiling and sending queries), that thread takes the
   GIL each time, and the loop gets it back only after the switch interval. The server's interval was
   5 ms (Python's default), then 1 ms, and is now 0.1 ms (`config/asgi.py`; at 0.2 ms the pair varied
-  37-133 us between runs, at 0.1 ms 42-49 us).
+  37-133 us between runs, at 0.1 ms 41-57 us).
 - *Compression*: websockets negotiates permessage-deflate by default. On base64 PCM it saves about a
   quarter of the bytes on a loopback or datacenter link, for the CPU in the table on every frame, both
   ways. Parla's upstream client and the simulator now use `compression=None`.

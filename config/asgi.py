@@ -56,7 +56,8 @@ gc.set_threshold(5_000, 10, 10)
 # watchdog in the server at 200 learners saw 437 pauses of the loop over 30 ms (p50 61 ms) in one
 # run, the loop thread neither on a CPU nor on a run queue for half of their time, its stack in a
 # system call, the database thread running queries. bench/hotpath.py measures it in one process: a
-# socket send and receive take 2 us alone and 130-250 us beside a thread running Python at 1 ms,
-# 40-50 us at 0.1 ms (0.2 ms varied 37-133 us). At 200 learners, tutor audio p99 added +272 to
-# +334 ms in four runs at 1 ms, +140 and +209 ms in two at 0.1 ms (docs/benchmarks.md).
+# socket send and receive take 2-3 us alone and 225-306 us beside a thread running Python at
+# 1 ms, 41-57 us at 0.1 ms (0.2 ms varied 37-133 us). At 200 learners on 2 cores shared
+# with the benchmark's helpers, tutor audio p99 added: median +320 ms in four runs at 1 ms, +217 ms
+# in four at 0.1 ms (one of them +793 ms: the full machine varies; docs/benchmarks.md).
 sys.setswitchinterval(0.0001)

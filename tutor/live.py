@@ -68,6 +68,12 @@ async def announce(snapshot: dict) -> None:
         logger.warning("live view announce failed", extra={"session_id": snapshot.get("session_id"), "error": str(exc)})
 
 
+def watching() -> bool:
+    """Whether a snapshot now may reach a teacher (the runtime asks before it builds one)."""
+    layer = get_channel_layer()
+    return layer is not None and watched(layer)
+
+
 def watched(layer) -> bool:
     """False only when no teacher can be watching: an in-memory layer whose teachers' group is empty."""
     return not isinstance(layer, InMemoryChannelLayer) or bool(layer.groups.get(TEACHERS_GROUP))

@@ -5,29 +5,32 @@ as discriminated is one that pydantic reads as discriminated.
 own, which pydantic does not read, so pydantic validates them in smart mode, trying the members in
 turn. That is so for the top-level event unions and for the unions nested in events, above all
 `ConversationItem` (nine members) in every `conversation.item.*`, `response.output_item.*` and, as a
-list, `response.done`. Measured here (pydantic 2.14, bench/hotpath.py): an assistant message item
-alone validates in 21 us through that union and in 2.2 us through its own model; a whole
-`response.output_item.done` in 24 us.
+list, `response.done`. Measured here (pydantic 2.14): an assistant message item alone validates in
+21 us through that union and in 2.2 us through its own model; bench/hotpath.py times whole events.
 
 `fast(type)` returns the same type with each such union given pydantic's `Discriminator` on the same
 field, and each model class that holds one (at any depth) replaced by a subclass of it whose field
-says so. The members are `openai`'s own classes; the subclasses add nothing but the annotation, so
-every parsed event is an instance of the `openai` class its `type` names, with the same fields and
-values (tutor/tests/test_realtime_client.py compares them with the smart union's, event by event).
-Where the members share a tag (`ConversationItem`'s three `"message"` members differ by `role`), the
-discriminator reads the field that tells them apart too.
+says so. Where members share a tag (`ConversationItem`'s three `"message"` members), they form a
+nested union discriminated on the Literal field that tells them apart (`role`). The members are
+`openai`'s own classes and the subclasses add nothing but the annotation: every event parsed from
+JSON is an instance of the `openai` class its `type` names, with the same fields and values
+(tutor/tests/test_realtime_client.py compares them with the smart union's, event by event). What
+differs is Python-level only: a parsed event is not `==` to the smart union's (pydantic compares
+classes), does not pickle, and `validate_client_event` takes dicts, not instances of the `openai`
+classes it re-annotates (Parla sends dicts).
 """
 
 from __future__ import annotations
 
 import types
 import typing
-from collections import Counter
 from typing import Annotated, Any, Literal, Union
 
+# `PropertyInfo` is where the `openai` models mark their unions' discriminators (openai/_utils/_transform.py);
+# not public API, so a release that moves it fails this import at start-up, not silently (openai is pinned).
 from openai._utils import PropertyInfo
 from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
-from pydantic import BaseModel, Discriminator, Tag, TypeAdapter, create_model
+from pydantic import BaseModel, Discriminator, TypeAdapter, create_model
 
 _rebuilt: dict[type, type] = {}
 _UNIONS = (Union, types.UnionType)
@@ -41,9 +44,10 @@ def fast(tp: Any) -> Any:
     if origin is Annotated:
         base, *metadata = typing.get_args(tp)
         field = next((m.discriminator for m in metadata if isinstance(m, PropertyInfo) and m.discriminator), None)
-        if field is not None and typing.get_origin(base) in _UNIONS:
-            return _discriminated(typing.get_args(base), field)
-        new = fast(base)
+        union = _discriminated(typing.get_args(base), field) if field and typing.get_origin(base) in _UNIONS else None
+        if union is not None:
+            return union
+        new = fast(base)  # members that cannot be told apart: smart mode, as in `openai`
         return tp if new is base else Annotated[(new, *metadata)]
     if origin is None or origin is Literal:
         return tp
@@ -88,47 +92,48 @@ def _declared(cls: type[BaseModel], name: str) -> Any:
 
 
 def _literal(cls: type[BaseModel], field: str) -> Any:
-    """The one value a model's Literal field can take (None if the field is not such a Literal)."""
+    """The one value a model's required Literal field can take (None if it is no such field: a field
+    with a default would let pydantic take a member whose input lacks it)."""
     info = cls.model_fields.get(field)
-    if info is None or typing.get_origin(info.annotation) is not Literal:
+    if info is None or not info.is_required() or typing.get_origin(info.annotation) is not Literal:
         return None
     values = typing.get_args(info.annotation)
     return values[0] if len(values) == 1 else None
 
 
 def _discriminated(members: tuple, field: str) -> Any:
-    """The union of `members` discriminated on `field`, and on a second Literal field for members that
-    share a value of `field`. Smart mode, as before, where the members cannot be told apart so."""
+    """The union of `members` discriminated on `field` (see `_tagged`), or None where its members
+    cannot be told apart by their Literal fields."""
     optional = type(None) in members
-    models = [m for m in members if m is not type(None)]
-    if not all(isinstance(m, type) and issubclass(m, BaseModel) for m in models):
-        return Union[tuple(fast(m) for m in members)]
-    values = [_literal(m, field) for m in models]
-    shared = {value for value, count in Counter(values).items() if count > 1}
-    second = None
-    if shared:
-        alike = [(m, value) for m, value in zip(models, values) if value in shared]
-        second = next((name for name in alike[0][0].model_fields if name != field
-                       and all(_literal(m, name) is not None for m, _ in alike)
-                       and len({(value, _literal(m, name)) for m, value in alike}) == len(alike)), None)
-    if None in values or (shared and second is None):
-        return Union[tuple(fast(m) for m in members)]
-
-    if not shared:
-        union = Annotated[Union[tuple(fast(m) for m in models)], Discriminator(field)]
-        return Union[union, None] if optional else union
-
-    def discriminator(data: Any) -> Any:
-        get = data.get if isinstance(data, dict) else lambda name: getattr(data, name, None)
-        value = get(field)
-        if not isinstance(value, str):
-            return None  # pydantic's "unable to extract tag": a ValidationError, as for any bad input
-        return f"{value}/{get(second)}" if value in shared else value
-
-    tagged = tuple(Annotated[fast(m), Tag(f"{value}/{_literal(m, second)}" if value in shared else str(value))]
-                   for m, value in zip(models, values))
-    union = Annotated[Union[tagged], Discriminator(discriminator)]
+    union = _tagged([m for m in members if m is not type(None)], field)
+    if union is None:
+        return None
     return Union[union, None] if optional else union
+
+
+def _tagged(models: list, field: str, used: tuple = ()) -> Any:
+    """`models` as a union discriminated on the Literal `field`; members that share a value of it as a
+    nested union discriminated on another Literal field (ConversationItem's three "message" members on
+    `role`). None if they cannot be told apart so."""
+    if not all(isinstance(m, type) and issubclass(m, BaseModel) for m in models):
+        return None
+    groups: dict[Any, list] = {}
+    for model in models:
+        value = _literal(model, field)
+        if value is None:
+            return None
+        groups.setdefault(value, []).append(model)
+    choices = []
+    for group in groups.values():
+        if len(group) == 1:
+            choices.append(fast(group[0]))
+            continue
+        nested = next((union for name in group[0].model_fields if name not in (field, *used)
+                       if (union := _tagged(group, name, (*used, field))) is not None), None)
+        if nested is None:
+            return None
+        choices.append(nested)
+    return Annotated[Union[tuple(choices)], Discriminator(field)]
 
 
 _server_events = adapter(RealtimeServerEvent)

@@ -746,8 +746,8 @@ class TutorSessionRuntime(TutorLink):
         await self._announce()
 
     async def _announce(self) -> None:
-        """A snapshot for the teachers' live view (tutor.live)."""
-        if self.session_id is None:
+        """A snapshot for the teachers' live view (tutor.live), built only if one may reach a teacher."""
+        if self.session_id is None or not live.watching():
             return
         outcome = self.delivery_outcome
         await live.announce(
