@@ -137,20 +137,22 @@ def parla_server(*, realtime_url: str, redis_url: str | None = None, extra_env: 
         command = ["manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
     else:
         command = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        failed = True
-        try:
-            wait_for_port(port, 20, process)
-            yield LiveServer(f"http://127.0.0.1:{port}", process, log_path)
-            failed = False
-        finally:
-            stop_process(process)
-            shutil.rmtree(media, ignore_errors=True)
-            if scratch is not None and failed:
-                print(f"server log kept: {log_path}", file=sys.stderr)
-            elif scratch is not None:
-                shutil.rmtree(scratch, ignore_errors=True)
+    failed = True
+    try:
+        with open(log_path, "w") as log:
+            process = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                wait_for_port(port, 20, process)
+                yield LiveServer(f"http://127.0.0.1:{port}", process, log_path)
+                failed = False
+            finally:
+                stop_process(process)
+    finally:
+        shutil.rmtree(media, ignore_errors=True)  # whatever failed, recordings never pile up
+        if scratch is not None and failed:
+            print(f"server log kept: {log_path}", file=sys.stderr)
+        elif scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 @contextmanager
