@@ -57,7 +57,7 @@ def fast(tp: Any) -> Any:
         return tp
     if origin in _UNIONS:
         return Union[new_args]
-    return typing.get_origin(tp)[new_args]
+    return origin[new_args]
 
 
 def adapter(union: Any) -> TypeAdapter:
