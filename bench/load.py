@@ -35,6 +35,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -52,7 +53,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 from doc import write_section  # noqa: E402
-from load_stamp import proc_cpu_seconds, proc_rss_bytes, thread_cpu_wait_seconds  # noqa: E402
+from load_stamp import proc_cpu_seconds, proc_rss_bytes, thread_cpu_seconds, thread_cpu_wait_seconds  # noqa: E402
 
 DEFAULT_LADDER = "10,50,100,200,300,400,600"
 QUICK_LADDER = "5"
@@ -142,12 +143,14 @@ class Watched:
     rss_peak: int = 0
     waited0: float | None = None
     waited: float | None = None  # seconds its main thread was runnable but had no CPU; None: unreadable
+    main0: float = 0.0
+    main: float = 0.0  # CPU seconds of its main thread (Daphne's event loop); `cpu` less this: its other threads
     windows: list[float] = field(default_factory=list)  # CPU % of one core per window
     _last: tuple[float, float] | None = None
 
     def sample(self, now: float, first: bool = False) -> None:
         try:
-            cpu, rss = proc_cpu_seconds(self.pid), proc_rss_bytes(self.pid)
+            cpu, rss, main = proc_cpu_seconds(self.pid), proc_rss_bytes(self.pid), thread_cpu_seconds(self.pid, self.pid)
         except (FileNotFoundError, ProcessLookupError, IndexError):
             return
         try:
@@ -156,9 +159,10 @@ class Watched:
             waited = None
         if first:
             self.cpu0, self.rss0, self.rss_peak, self._last = cpu, rss, rss, (now, cpu)
-            self.waited0 = waited
+            self.waited0, self.main0 = waited, main
             self.windows = []
         self.cpu = cpu - self.cpu0
+        self.main = main - self.main0
         self.waited = None if waited is None or self.waited0 is None else waited - self.waited0
         self.rss_peak = max(self.rss_peak, rss)
         if self._last and now - self._last[0] >= 2.0:
@@ -234,6 +238,7 @@ class Server:
             SECURE_SSL_REDIRECT="false",
             PARLA_GRADER="rules",
             PARLA_MAX_SESSIONS_PER_PROCESS="100000",  # the ladder measures the process, not its configured cap
+            PARLA_LOOP_STALL_MS="20",  # the loop's pauses counted as stalls: the target's 20 ms (tutor/loopwatch.py)
             MEDIA_ROOT=str(media),
             LOG_LEVEL=os.environ.get("LOG_LEVEL", "INFO"),
         )
@@ -309,15 +314,16 @@ def stop_simulators(sims) -> dict:
 
 
 def start_daphnes(server: Server, count: int, sim_url: str, redis_url: str | None, work: Path, tag: str):
-    """`count` Daphne processes serving `server` on one port; returns (port, processes)."""
+    """`count` Daphne processes serving `server` on one port; returns (port, processes, their logs)."""
     port = free_port()
     env = {**server.env, "PARLA_REALTIME_URL": sim_url, "CHANNELS_PREFIX": f"loadbench-{os.getpid()}-{tag}"}
     if redis_url:
         env["REDIS_URL"] = redis_url
-    procs = []
+    procs, logs = [], []
     if count == 1:
         command = [server.python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
-        procs.append(CHILDREN.start(command, log=work / f"daphne-{tag}.log", cwd=server.repo, env=env))
+        logs.append(work / f"daphne-{tag}.log")
+        procs.append(CHILDREN.start(command, log=logs[-1], cwd=server.repo, env=env))
     else:
         for i in range(count):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -327,10 +333,24 @@ def start_daphnes(server: Server, count: int, sim_url: str, redis_url: str | Non
             sock.listen(1024)
             fd = sock.fileno()
             command = [server.python, "-m", "daphne", "--fd", str(fd), "config.asgi:application"]
-            procs.append(CHILDREN.start(command, log=work / f"daphne-{tag}-{i}.log", cwd=server.repo, env=env, pass_fds=(fd,)))
+            logs.append(work / f"daphne-{tag}-{i}.log")
+            procs.append(CHILDREN.start(command, log=logs[-1], cwd=server.repo, env=env, pass_fds=(fd,)))
             sock.close()  # the child holds its own copy of the listening socket
     wait_for_port(port, 30, procs)
-    return port, procs
+    return port, procs, logs
+
+
+def loop_lag(log: Path) -> dict | None:
+    """The figures of the "event loop lag" line a Daphne process logs when it stops (tutor/loopwatch.py),
+    or None (a checkout without it, or a process that did not stop cleanly)."""
+    found = None
+    try:
+        for line in log.read_text(errors="replace").splitlines():
+            if " event loop lag " in line:
+                found = {k: json.loads(v) for k, v in re.findall(r"(\w+)=(\S+)", line.split(" event loop lag ", 1)[1])}
+    except OSError:
+        return None
+    return found
 
 
 async def _warm_up_one(base_url: str, cookie: str, timeout: float = 20) -> None:
@@ -424,7 +444,7 @@ def run_rung(server: Server, n: int, processes: int, args, cookies: list[str], r
         base = run_driver(base_plan, work, f"{tag}-direct", sim_watch, args.baseline_seconds + ramp + 60)
 
         print(f"[{server.label}] {n} learners via Parla", file=sys.stderr, flush=True)
-        port, daphnes = start_daphnes(server, processes, sim_url, redis_url if processes > 1 else None, work, tag)
+        port, daphnes, logs = start_daphnes(server, processes, sim_url, redis_url if processes > 1 else None, work, tag)
         base_url = f"http://127.0.0.1:{port}"
         try:
             warm_up(base_url, cookies[-min(len(cookies), 2 * processes):])
@@ -438,10 +458,10 @@ def run_rung(server: Server, n: int, processes: int, args, cookies: list[str], r
                 CHILDREN.stop(proc)
     finally:
         upstream = stop_simulators(sims)
-    return summarize(n, processes, base, via, upstream, daphne_watch, args)
+    return summarize(n, processes, base, via, upstream, daphne_watch, [loop_lag(log) for log in logs], args)
 
 
-def summarize(n, processes, base, via, upstream, daphne_watch, args) -> dict:
+def summarize(n, processes, base, via, upstream, daphne_watch, lags, args) -> dict:
     direct_learners, parla_learners = base["learners"], via["learners"]
     tutor_direct, tutor_via = _cat(direct_learners, "tutor_latency_ms"), _cat(parla_learners, "tutor_latency_ms")
     up_direct = upstream.get(str(BASELINE), {"latency_ms": [], "received": 0, "lost": 0, "reordered": 0})
@@ -497,6 +517,12 @@ def summarize(n, processes, base, via, upstream, daphne_watch, args) -> dict:
                    "direct_learner_lost": up_direct["lost"]},
         "daphne_cpu_percent": 100 * daphne_cpu / via["wall_s"] / processes if via["wall_s"] else None,
         "daphne_cpu_per_process": [round(100 * w.cpu / via["wall_s"], 1) for w in daphne_watch],
+        # Each process's event loop thread and its other threads (Channels' database thread, asyncio's
+        # default executor): CPU % of one core. Python in another thread takes the GIL from the loop.
+        "daphne_threads": [{"loop": round(100 * w.main / via["wall_s"], 1),
+                            "others": round(100 * (w.cpu - w.main) / via["wall_s"], 1)} for w in daphne_watch],
+        # Each process's own measure of its stalls (tutor/loopwatch.py): how late its loop's timer ran.
+        "loop_lag": lags,
         "cpu_s_per_session_minute": daphne_cpu / session_minutes if session_minutes else None,
         "machine_busy_percent": round(via["machine_percent"], 1),
         "daphne_waited_percent": waited,
@@ -552,6 +578,18 @@ def _added(lat: dict) -> str:
     return " / ".join(parts)
 
 
+def _threads(row: dict) -> str:
+    return " + ".join(f"{t['loop']:.0f}% / {t['others']:.0f}%" for t in row.get("daphne_threads", [])) or "-"
+
+
+def _lags(row: dict) -> str:
+    """Per process: its loop's lag p99 / max (ms) and the seconds its stalls added up to."""
+    return " + ".join(
+        "-" if lag is None else f"{_ms(lag['p99_ms'])} / {_ms(lag['max_ms'], 0)}, {lag['stalled_ms'] / 1000:.1f}"
+        for lag in row.get("loop_lag", [])
+    ) or "-"
+
+
 def _errors(row: dict) -> str:
     return f"{row['error_count']} ({', '.join(row['errors'])})" if row["error_count"] else "0"
 
@@ -568,9 +606,9 @@ def table(rows: list[dict]) -> str:
         "| learners | Daphne | tutor audio added p50 / p99 ms (ratio) | via Parla p50 / p99 | direct p50 / p99 "
         "| learner audio added p50 / p99 ms (ratio) | via Parla p50 / p99 | direct p50 / p99 "
         "| reply p50 via / direct (s) | frames tutor / learner | lost | reordered | handovers ok "
-        "| Daphne CPU | CPU s / session-min | RSS / session | simulator / driver CPU | machine busy / loop waited "
-        "| errors | warnings |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Daphne CPU | loop / other threads | loop lag p99 / max ms, stalled s | CPU s / session-min | RSS / session "
+        "| simulator / driver CPU | machine busy / loop waited | errors | warnings |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         t, u, f = r["tutor"], r["learner"], r["frames"]
@@ -582,7 +620,8 @@ def table(rows: list[dict]) -> str:
             f"| {_ms(reply['via_p50'] and reply['via_p50'] / 1000, 2)} / {_ms(reply['direct_p50'] and reply['direct_p50'] / 1000, 2)} "
             f"| {f['tutor_received']} / {f['learner_received']} | {f['tutor_lost'] + f['learner_lost']} "
             f"| {f['tutor_reordered'] + f['learner_reordered']} | {r['handovers_ok']} / {r['learners']} "
-            f"| {' + '.join(f'{c:.0f}%' for c in r['daphne_cpu_per_process'])} | {_ms(r['cpu_s_per_session_minute'], 2)} "
+            f"| {' + '.join(f'{c:.0f}%' for c in r['daphne_cpu_per_process'])} | {_threads(r)} | {_lags(r)} "
+            f"| {_ms(r['cpu_s_per_session_minute'], 2)} "
             f"| {r['rss_mib_per_session']:.2f} MiB | {_helpers(r['cpu_via_parla'])} "
             f"| {r['machine_busy_percent']:.0f}% / {_percent(r['daphne_waited_percent'])} | {_errors(r)} "
             f"| {'; '.join(r['warnings']) or '-'}{' (broke: ' + r['broken'] + ')' if r['broken'] else ''} |"
@@ -665,7 +704,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix="parla-loadbench-"))
     database_url = args.database_url or f"sqlite:///{work / 'db.sqlite3'}"
     secret = secrets.token_urlsafe(50)
-    print(f"logs and raw results in {work} (removed after a run in which every step was measured)", file=sys.stderr)
+    print(f"logs and raw results in {work} (removed after a run in which every step was measured without error)",
+          file=sys.stderr)
     servers = [Server.for_repo(repo, database_url, work / "media", secret) for repo in args.repo]
     scale_out_possible = redis_reachable(args.redis_url)
     results: dict[str, list[dict]] = {}
@@ -726,9 +766,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if not args.no_doc:
         title = "Smoke run (small N on a shared machine: not a capacity measurement)" if args.quick else "Ladder"
         write_section(args.output, f"load-{args.label}", f"### Load: {title} [{args.label}]\n\n{text}")
-    if not any("not measured" in note for note in notes):
+    rows = [row for rows in results.values() for row in rows]
+    if keep_logs(rows, notes):
+        print(f"logs kept in {work}: a step was not measured or had errors", file=sys.stderr)
+    else:
         shutil.rmtree(work, ignore_errors=True)
-    return [row for rows in results.values() for row in rows]
+    return rows
+
+
+def keep_logs(rows: list[dict], notes: list[str]) -> bool:
+    """The servers' logs are what tells why a step failed: kept when a step was not measured, or a
+    learner saw an error or a failed handover."""
+    return any("not measured" in note for note in notes) or any(
+        row["error_count"] or row["failures"] or row["handovers_ok"] < row["learners"] for row in rows
+    )
 
 
 if __name__ == "__main__":

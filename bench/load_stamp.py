@@ -144,6 +144,14 @@ def proc_cpu_seconds(pid: int) -> float:
     return ticks / _CLOCK_TICKS
 
 
+def thread_cpu_seconds(pid: int, tid: int) -> float:
+    """User + system CPU seconds of thread `tid` of process `pid` (/proc/PID/task/TID/stat); the
+    main thread's id is the process's. For Daphne the main thread runs the event loop."""
+    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
 def thread_cpu_wait_seconds(pid: int) -> float:
     """Seconds the main thread of process `pid` was runnable but waited for a CPU (Linux
     /proc/PID/task/PID/schedstat, its second field: time spent waiting on a runqueue, in ns; the

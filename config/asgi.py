@@ -25,11 +25,14 @@ application = ProtocolTypeRouter(
     }
 )
 
-from tutor.recovery import start_with_daphne  # noqa: E402
+from tutor.loopwatch import LoopWatch  # noqa: E402
+from tutor.recovery import Sweeper  # noqa: E402
+from tutor.serving import start_with_daphne  # noqa: E402
 
-# Crash recovery: once this Daphne process serves, and then periodically, end the sessions of dead
-# processes and grade what they left (tutor/recovery.py says why this, and not ASGI lifespan).
-start_with_daphne()
+# While this Daphne process serves (tutor/serving.py says why this, and not ASGI lifespan): crash
+# recovery, which ends the sessions of dead processes and grades what they left, and the loop watch,
+# which logs the event loop's stalls.
+start_with_daphne(Sweeper(), LoopWatch())
 
 import gc  # noqa: E402
 import sys  # noqa: E402

@@ -273,3 +273,6 @@ PARLA_AUDIO_RETENTION_DAYS = env_int("PARLA_AUDIO_RETENTION_DAYS", 90)
 PARLA_MAX_SESSIONS_PER_PROCESS = env_int("PARLA_MAX_SESSIONS_PER_PROCESS", 100)
 PARLA_SEND_QUEUE_BYTES = env_int("PARLA_SEND_QUEUE_BYTES", 1024 * 1024)
 PARLA_SEND_STALL_SECONDS = env_float("PARLA_SEND_STALL_SECONDS", 10.0)
+# A pause of a server process's event loop pauses every learner's audio it relays: pauses this long or
+# longer are logged as "event loop stalled" (tutor/loopwatch.py), once a minute with their count.
+PARLA_LOOP_STALL_MS = env_float("PARLA_LOOP_STALL_MS", 100.0)

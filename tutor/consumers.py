@@ -234,6 +234,9 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
 
     async def command_playback_flushed(self, message):
         if not self.flushes.answer(message["request_id"], message.get("item_id"), message["played_ms"]):
+            if self.flushes.given_up(message["request_id"]):
+                logger.info("late playback flush answer ignored", extra={"request_id": message["request_id"]})
+                return
             raise ClientError("unknown_request", "No playback flush is waiting for that request_id.")
         self.playback.flush_answered(message.get("item_id"), message["played_ms"])
 

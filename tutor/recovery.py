@@ -2,21 +2,14 @@
 
 The rules of recovery are in assessments/recovery.py; this module runs them in a server process:
 `heartbeats` beats for every running session of the process (sessions join and leave it), `Sweeper` sweeps
-when the process starts serving and then every PARLA_HEARTBEAT_SECONDS, and `start_with_daphne`
-ties the sweeper to the Daphne server's lifetime.
-
-Why not ASGI lifespan: Daphne does not implement the lifespan protocol (django/daphne#264, open
-since 2019; Daphne 4.2 sends no lifespan scope). Daphne runs on Twisted's asyncio reactor, both
-as `daphne config.asgi:application` and as Django's `manage.py runserver` (daphne's runserver), and
-the reactor is installed before config.asgi is imported: `reactor.callWhenRunning` starts the
-sweeper once the server runs, a "before shutdown" trigger cancels and awaits it.
+when the process starts serving and then every PARLA_HEARTBEAT_SECONDS, tied to the Daphne server's
+lifetime by tutor/serving.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -92,18 +85,3 @@ class Sweeper:
             except Exception:  # logged; the next sweep tries again
                 logger.exception("recovery sweep failed")
             await asyncio.sleep(self.interval)  # the sweep period, not a settle wait
-
-
-def start_with_daphne() -> Sweeper | None:
-    """Run a Sweeper for as long as this process's Daphne server runs (nothing outside Daphne)."""
-    if "twisted.internet.reactor" not in sys.modules:
-        return None  # not a Daphne server process (tests, shells, management commands)
-    from twisted.internet import defer, reactor
-
-    sweeper = Sweeper()
-    # Startup triggers fire before the reactor's asyncio loop turns: callLater(0) runs inside it.
-    reactor.callWhenRunning(reactor.callLater, 0, sweeper.start)
-    reactor.addSystemEventTrigger(
-        "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(sweeper.stop()))
-    )
-    return sweeper

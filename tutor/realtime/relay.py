@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
@@ -129,17 +130,30 @@ class LearnerPort:
 class FlushRequests:
     """Outstanding `playback.flush` requests of one browser, matched to answers by `request_id`."""
 
+    GIVEN_UP_KEPT = 32  # the latest flushes whose wait ended unanswered, whose late answers are no error
+
     def __init__(self) -> None:
         self._pending: dict[str, asyncio.Future] = {}
+        self._given_up: collections.deque[str] = collections.deque(maxlen=self.GIVEN_UP_KEPT)
         self._ids = itertools.count(1)
 
     async def request(self, send_event: Callable[[dict], Awaitable[None]]) -> asyncio.Future:
         request_id = f"flush_{next(self._ids)}"
         future = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        future.add_done_callback(lambda _f: self._pending.pop(request_id, None))
+        future.add_done_callback(lambda f: self._done(request_id, f))
         await send_event(wire.playback_flush(request_id))
         return future
+
+    def _done(self, request_id: str, future: asyncio.Future) -> None:
+        self._pending.pop(request_id, None)
+        if future.cancelled():  # its waiter gave up (a step timeout, the session ending)
+            self._given_up.append(request_id)
+
+    def given_up(self, request_id: str) -> bool:
+        """A flush this browser was sent and the server stopped waiting for: its answer is late, not
+        wrong (a server slowed by load gives up first; issue 14), and is no error for the learner."""
+        return request_id in self._given_up
 
     def answer(self, request_id: str, item_id: str | None, played_ms: int) -> bool:
         """Resolve the request; False if it is unknown (late, duplicate or made up)."""

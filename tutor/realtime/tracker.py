@@ -34,6 +34,10 @@ class OutputItem:
     audio_done: bool = False
     transcript: str = ""
     truncated_at_ms: int | None = None
+    # The event id of a `conversation.item.truncate` sent and not yet answered: a second one would race
+    # it (the barge-in's and the handover's, issue 14: the first cut the item at 0 ms, the second was
+    # refused, "Audio content of 0ms is already shorter than 1941ms"). Cleared by its answer.
+    truncate_event_id: str | None = None
     call_id: str | None = None  # a function call's
 
     @property
@@ -148,7 +152,8 @@ class ResponseTracker:
         return self.items.get(item_id) if item_id else None
 
     def is_truncatable(self, item_id: str | None, played_ms: int) -> bool:
-        """An assistant audio item that still exists and was cut short before its end."""
+        """An assistant audio item that still exists, was cut short before its end, and is neither
+        truncated nor being truncated (the first cut wins: the learner stopped hearing it there)."""
         item = self.item(item_id)
         return (
             item is not None
@@ -156,6 +161,7 @@ class ResponseTracker:
             and item.audio_bytes > 0
             and item.item_id in self.conversation_item_ids
             and item.truncated_at_ms is None
+            and item.truncate_event_id is None
             and 0 <= played_ms < item.audio_ms
         )
 
@@ -168,11 +174,16 @@ class ResponseTracker:
             handler(event)
 
     def sent(self, event: dict) -> None:
-        """Record a client event we sent (only `response.create` matters: it may start audio)."""
+        """Record a client event we sent: a `response.create` may start audio, a `conversation.item.truncate`
+        is in flight until answered."""
         if event.get("type") == "response.create":
             response = event.get("response") or {}
             if response.get("conversation") != "none":
                 self.pending_create_ids.append(event.get("event_id", ""))
+        elif event.get("type") == "conversation.item.truncate":
+            item = self.item(event.get("item_id"))
+            if item is not None:
+                item.truncate_event_id = event.get("event_id", "")
 
     def mark_finished(self, response_id: str) -> None:
         """The server told us (response_cancel_not_active) that this response is no longer active."""
@@ -240,6 +251,7 @@ class ResponseTracker:
         item = self.items.get(_get(event, "item_id"))
         if item is not None:
             item.truncated_at_ms = _get(event, "audio_end_ms")
+            item.truncate_event_id = None
 
     def on_error(self, event: Any) -> None:
         error = _get(event, "error")
@@ -248,6 +260,10 @@ class ResponseTracker:
         if event_id in self.pending_create_ids:
             # A refused response.create (e.g. conversation_already_has_active_response) starts nothing.
             self.pending_create_ids.remove(event_id)
+        elif event_id:
+            for item in self.items.values():
+                if item.truncate_event_id == event_id:  # a refused truncate cut nothing
+                    item.truncate_event_id = None
 
     # --- internals -----------------------------------------------------------------------------------
 

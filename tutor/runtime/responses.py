@@ -35,6 +35,7 @@ from typing import Any
 from tutor.realtime.client import RealtimeClient, RealtimeRequestError
 from tutor.realtime.logs import BoundLogger
 from tutor.realtime.relay import LearnerPort, PlaybackPosition, SpeechRelay
+from tutor.realtime.tasks import wait_responsive
 
 ALREADY_ACTIVE = "conversation_already_has_active_response"
 SESSION_UPDATE_ATTEMPTS = 3  # a refused level update is tried again at the next free moment, this often
@@ -313,8 +314,9 @@ class ResponseScheduler:
         failure the learner sees), and not at all when it never reported playing anything."""
         client = self.client()
         try:
-            async with asyncio.timeout(self.step_timeout):
-                position = await flushed
+            # The loop's own lateness under load is not charged to the page (tasks.wait_responsive);
+            # the flush stays open, so the page's late answer is no error for the learner.
+            position = await wait_responsive(flushed, self.step_timeout)
         except TimeoutError:
             self.log.warning(
                 "flush not answered: truncating at the page's last report",

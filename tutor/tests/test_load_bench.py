@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -64,5 +65,30 @@ def test_smallest_run_reports_real_measurements(tmp_path):
     assert 0 < row["machine_busy_percent"] <= 100
     assert row["daphne_waited_percent"] is not None and 0 <= row["daphne_waited_percent"] < 100
 
+    # The server's own measure of its event loop, logged by Daphne's loop watch when it stopped, and the
+    # CPU of the loop's thread apart from the process's other threads.
+    (lag,) = row["loop_lag"]
+    assert lag["ticks"] > 100 and lag["stall_threshold_ms"] == 20
+    assert 0 <= lag["p50_ms"] <= lag["p99_ms"] <= lag["max_ms"]
+    (threads,) = row["daphne_threads"]
+    assert threads["loop"] > 0 and threads["others"] >= 0
+    assert threads["loop"] + threads["others"] == pytest.approx(row["daphne_cpu_per_process"][0], abs=0.2)
+
+    # A run without error leaves nothing behind.
+    work = done.stderr.split("logs and raw results in ", 1)[1].split()[0]
+    assert not Path(work).exists()
+
     # And the table printed for people carries the same row.
     assert "| 2 | 1 |" in done.stdout and "2 / 2" in done.stdout
+
+
+def test_logs_are_kept_when_a_step_failed_or_a_learner_saw_an_error(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from load import keep_logs
+
+    clean = {"learners": 3, "handovers_ok": 3, "error_count": 0, "failures": []}
+    assert not keep_logs([clean, clean], [])
+    assert keep_logs([clean, {**clean, "handovers_ok": 2}], [])
+    assert keep_logs([{**clean, "error_count": 1}], [])
+    assert keep_logs([{**clean, "failures": ["timeout"]}], [])
+    assert keep_logs([clean], ["`main`, 200 learners on 1 process(es): not measured (driver failed)"])

@@ -241,15 +241,23 @@ async def test_a_page_that_does_not_answer_the_flush_is_cut_where_its_last_repor
         page.answer_flushes = False  # a page that never answers `playback.flush`
         for frame in speech_then_silence():
             await page.communicator.send_to(bytes_data=frame)
-        await page.until(is_type("playback.flush"))
+        flush = await page.until(is_type("playback.flush"))
         record = await truncated_record(caplog, item, timeout=settings.PARLA_STEP_TIMEOUT + 5)
         # Where the page's last report, played on in real time, put the learner at the flush.
         assert 1500 <= record.audio_end_ms <= 1500 + (time.monotonic() - reported) * 1000
+        # The page answers at last (a slow page, or a server too loaded to read it in time): late, not wrong.
+        await page.send({"type": "playback.flushed", "request_id": flush["request_id"], "item_id": item,
+                         "played_ms": 1600})
         later = await page.quiet_for(0.5)
+        # A request id the server never sent is still refused.
+        await page.send({"type": "playback.flushed", "request_id": "flush_999", "item_id": item, "played_ms": 1})
+        refused = await page.until(is_type("error"), timeout=5)
     finally:
         await page.communicator.disconnect()
-    seen = [event for _at, event in page.events] + later
+    assert [e for e in later if e["type"] == "error"] == []  # its late answer is no error either
+    seen = [event for _at, event in page.events if event is not refused]
     assert [e for e in seen if e["type"] == "error"] == []  # the page's silence is not the learner's failure
+    assert refused["code"] == "unknown_request"
     warnings = [r for r in caplog.records if r.getMessage() == "flush not answered: truncating at the page's last report"]
     assert len(warnings) == 1 and warnings[0].item_id == item
     assert not [r for r in caplog.records if r.getMessage() == "session task failed"]

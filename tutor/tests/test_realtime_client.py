@@ -228,6 +228,24 @@ def _as_openai(value):
     return value
 
 
+async def test_two_cuts_of_one_item_at_once_send_one_truncate(sim):
+    """The barge-in's truncate and the handover's can meet: the first cut wins, the second sends
+    nothing (the API would refuse it: "Audio content of 0ms is already shorter than 1941ms")."""
+    client = await connected(sim)
+    try:
+        await client.request({"type": "session.update", "session": persona.narrator_session_config("sage")},
+                             "session.updated", 5)
+        done = await client.request({"type": "response.create"}, "response.done", 10)
+        item_id = done.response.output[0].id
+        assert client.tracker.item(item_id).audio_ms > 300
+        cuts = await asyncio.gather(client.truncate_played(item_id, 0, 5), client.truncate_played(item_id, 300, 5))
+        assert cuts == [True, False]
+        assert client.tracker.item(item_id).truncated_at_ms == 0
+        assert client.tracker.error_codes == []
+    finally:
+        await client.close()
+
+
 async def test_server_events_parse_to_the_same_models_as_the_openai_union_did(sim):
     """Every event of a session (created, updated, a spoken response, input audio, truncate, an error)
     parses to the same model, equal field by field, as through TypeAdapter(RealtimeServerEvent)."""

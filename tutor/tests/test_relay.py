@@ -1,5 +1,7 @@
 """SpeechRelay and FlushRequests on plain events (no socket)."""
 
+import asyncio
+
 import base64
 
 from pydantic import TypeAdapter
@@ -74,3 +76,21 @@ async def test_flush_requests_are_matched_by_request_id():
     assert not flushes.answer("flush_77", None, 0)  # made up
     assert second.result() == PlaybackPosition("item_9", 120)
     assert not first.done()
+    assert not flushes.given_up("flush_2") and not flushes.given_up("flush_77")
+
+
+async def test_a_flush_given_up_is_known_so_its_late_answer_is_no_error():
+    async def send(event):
+        pass
+
+    flushes = FlushRequests()
+    futures = [await flushes.request(send) for _ in range(FlushRequests.GIVEN_UP_KEPT + 2)]
+    futures[0].cancel()  # its waiter stopped waiting (the session ended, a step timed out)
+    futures[1].cancel()
+    await asyncio.sleep(0)  # done callbacks run on the next turn of the loop
+    assert not flushes.answer("flush_1", "item_1", 40)  # nothing waits for it any more...
+    assert flushes.given_up("flush_1")  # ...but it was this browser's, and only late
+    for future in futures[2 : FlushRequests.GIVEN_UP_KEPT + 1]:  # 31 more: flush_1 is the oldest, dropped
+        future.cancel()
+    await asyncio.sleep(0)
+    assert not flushes.given_up("flush_1") and flushes.given_up("flush_2")  # only the latest are kept

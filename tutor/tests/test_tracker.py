@@ -157,6 +157,22 @@ def test_truncatable_only_for_known_assistant_audio_cut_short():
     assert not t.is_truncatable("item_1", 300)  # already truncated
 
 
+def test_an_item_being_truncated_is_not_truncatable_until_the_answer():
+    t = ResponseTracker()
+    speaking(t, ms=1000)
+    t.sent({"type": "conversation.item.truncate", "event_id": "evt_1", "item_id": "item_1", "content_index": 0,
+            "audio_end_ms": 0})
+    assert not t.is_truncatable("item_1", 400)  # a second cut would race the first
+    t.feed(ev("error", error={"type": "invalid_request_error", "code": "invalid_value", "message": "x",
+                              "event_id": "evt_1"}))
+    assert t.is_truncatable("item_1", 400)  # refused: nothing was cut, it may be cut again
+    t.sent({"type": "conversation.item.truncate", "event_id": "evt_2", "item_id": "item_1", "content_index": 0,
+            "audio_end_ms": 200})
+    t.feed(ev("conversation.item.truncated", item_id="item_1", content_index=0, audio_end_ms=200))
+    assert t.items["item_1"].truncated_at_ms == 200 and t.items["item_1"].truncate_event_id is None
+    assert not t.is_truncatable("item_1", 100)
+
+
 def test_deleted_item_is_not_truncatable():
     t = ResponseTracker()
     speaking(t, ms=1000)
