@@ -88,9 +88,10 @@ def _frame_levels(pcm: bytes) -> np.ndarray:
     usable = len(pcm) - len(pcm) % (BYTES_PER_SAMPLE * _FRAME_SAMPLES)
     if usable <= 0:
         return np.zeros(0)
-    # The sum of squares per frame in exact integers (einsum: no temporary array of squares), a tenth
-    # of the time of the float64 mean it replaces, and the same levels.
-    x = np.frombuffer(pcm[:usable], dtype="<i2").reshape(-1, _FRAME_SAMPLES).astype(np.int64)
+    # The sum of squares per frame (einsum: no temporary array of squares) in float32: half the time of
+    # int64 (71 vs 137 us for 9 s of audio here), within 3e-7 of the exact sum (a 240-sample frame's
+    # sum is at most 2.6e11, 24 bits of mantissa), i.e. levels within 2e-6 dB; thresholds are whole dB.
+    x = np.frombuffer(pcm[:usable], dtype="<i2").reshape(-1, _FRAME_SAMPLES).astype(np.float32)
     rms = np.sqrt(np.einsum("ij,ij->i", x, x) / _FRAME_SAMPLES) / 32768.0
     with np.errstate(divide="ignore"):
         return 20 * np.log10(rms)
@@ -117,7 +118,18 @@ def measure(pcm: bytes, words: int | None = None) -> FluencyMeasures:
 
     Array operations throughout (no Python loop per 10 ms frame): it runs for every answer of every
     learner, on a server that relays hundreds of learners' audio (issue 14)."""
-    values, lengths = _runs(voiced_frames(pcm))
+    return _measure(voiced_frames(pcm), words)
+
+
+def analyse(pcm: bytes, pad_ms: int = 300) -> tuple[FluencyMeasures, bytes]:
+    """`measure(pcm)` and `speech_span(pcm, pad_ms)` from one pass over the audio's levels (an answer
+    once closed needs both: its rating and its recording)."""
+    voiced = voiced_frames(pcm)
+    return _measure(voiced, None), _span(pcm, voiced, pad_ms)
+
+
+def _measure(voiced: np.ndarray, words: int | None) -> FluencyMeasures:
+    values, lengths = _runs(voiced)
     # Voice too short to be speech is silence (then neighbouring silences merge).
     voice = np.repeat(values & (lengths >= MIN_RUN_MS // FRAME_MS), lengths)
     voiced_at = np.flatnonzero(voice)
@@ -144,7 +156,11 @@ def measure(pcm: bytes, words: int | None = None) -> FluencyMeasures:
 
 def speech_span(pcm: bytes, pad_ms: int = 300) -> bytes:
     """`pcm` from just before its first voice to just after its last (what is worth keeping)."""
-    voiced = np.flatnonzero(voiced_frames(pcm))
+    return _span(pcm, voiced_frames(pcm), pad_ms)
+
+
+def _span(pcm: bytes, flags: np.ndarray, pad_ms: int) -> bytes:
+    voiced = np.flatnonzero(flags)
     if not len(voiced):
         return b""
     frame_bytes = _FRAME_SAMPLES * BYTES_PER_SAMPLE

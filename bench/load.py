@@ -79,9 +79,16 @@ class Children:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, args: list[str], *, log: Path, **kwargs) -> subprocess.Popen:
+    def start(self, args: list[str], *, log: Path, cpus: set[int] | None = None, **kwargs) -> subprocess.Popen:
+        """Start `args`, its output in `log`; on the CPUs `cpus` only, when given (Linux affinity)."""
+
+        def prepare() -> None:
+            _die_with_parent()
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
         with open(log, "ab") as out:
-            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent, **kwargs)
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, preexec_fn=prepare, **kwargs)
         self.procs.append(proc)
         return proc
 
@@ -285,7 +292,19 @@ class Server:
         return json.loads(line.removeprefix("COOKIES="))
 
 
-def start_simulators(count: int, port: int, args: argparse.Namespace, work: Path, tag: str) -> list[tuple[subprocess.Popen, Path]]:
+def placement(args: argparse.Namespace, processes: int) -> tuple[list[set[int]] | None, set[int] | None]:
+    """With --pin: each Daphne process on a CPU of its own, the helpers (simulators, drivers) on the
+    rest, so that the server's event loop never waits for a CPU the benchmark took (what a production
+    server has: the learners' machines and the API are elsewhere). (None, None) without --pin or
+    without a CPU left for the helpers."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not args.pin or len(cpus) <= processes:
+        return None, None
+    return [{cpu} for cpu in cpus[:processes]], set(cpus[processes:])
+
+
+def start_simulators(count: int, port: int, args: argparse.Namespace, work: Path, tag: str,
+                     cpus: set[int] | None = None) -> list[tuple[subprocess.Popen, Path]]:
     sims = []
     for i in range(count):
         stats = work / f"sim-{tag}-{i}.json"
@@ -293,7 +312,7 @@ def start_simulators(count: int, port: int, args: argparse.Namespace, work: Path
                    "--pace", "1", "--true-level", "A1", "--seed", str(args.seed + i), "--reuse-port"]
         if args.tutor_audio_ms:
             command += ["--audio-ms", str(args.tutor_audio_ms)]
-        sims.append((CHILDREN.start(command, log=work / f"sim-{tag}-{i}.log", cwd=ROOT), stats))
+        sims.append((CHILDREN.start(command, log=work / f"sim-{tag}-{i}.log", cwd=ROOT, cpus=cpus), stats))
     wait_for_port(port, 20, [p for p, _ in sims])
     return sims
 
@@ -313,7 +332,8 @@ def stop_simulators(sims) -> dict:
     return merged
 
 
-def start_daphnes(server: Server, count: int, sim_url: str, redis_url: str | None, work: Path, tag: str):
+def start_daphnes(server: Server, count: int, sim_url: str, redis_url: str | None, work: Path, tag: str,
+                  cpus: list[set[int]] | None = None):
     """`count` Daphne processes serving `server` on one port; returns (port, processes, their logs)."""
     port = free_port()
     env = {**server.env, "PARLA_REALTIME_URL": sim_url, "CHANNELS_PREFIX": f"loadbench-{os.getpid()}-{tag}"}
@@ -323,7 +343,7 @@ def start_daphnes(server: Server, count: int, sim_url: str, redis_url: str | Non
     if count == 1:
         command = [server.python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
         logs.append(work / f"daphne-{tag}.log")
-        procs.append(CHILDREN.start(command, log=logs[-1], cwd=server.repo, env=env))
+        procs.append(CHILDREN.start(command, log=logs[-1], cwd=server.repo, env=env, cpus=cpus and cpus[0]))
     else:
         for i in range(count):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -334,7 +354,8 @@ def start_daphnes(server: Server, count: int, sim_url: str, redis_url: str | Non
             fd = sock.fileno()
             command = [server.python, "-m", "daphne", "--fd", str(fd), "config.asgi:application"]
             logs.append(work / f"daphne-{tag}-{i}.log")
-            procs.append(CHILDREN.start(command, log=logs[-1], cwd=server.repo, env=env, pass_fds=(fd,)))
+            procs.append(CHILDREN.start(command, log=logs[-1], cwd=server.repo, env=env, pass_fds=(fd,),
+                                        cpus=cpus and cpus[i]))
             sock.close()  # the child holds its own copy of the listening socket
     wait_for_port(port, 30, procs)
     return port, procs, logs
@@ -347,7 +368,7 @@ def loop_lag(log: Path) -> dict | None:
     try:
         for line in log.read_text(errors="replace").splitlines():
             if " event loop lag " in line:
-                found = {k: json.loads(v) for k, v in re.findall(r"(\w+)=(\S+)", line.split(" event loop lag ", 1)[1])}
+                found = {k: json.loads(v) for k, v in re.findall(r"(\w+)=(\[[^\]]*\]|\S+)", line.split(" event loop lag ", 1)[1])}
     except OSError:
         return None
     return found
@@ -375,7 +396,8 @@ def warm_up(base_url: str, cookies: list[str]) -> None:
     asyncio.run(all_of_them())
 
 
-def run_driver(plan: dict, work: Path, name: str, watched: list[Watched], deadline_s: float) -> dict:
+def run_driver(plan: dict, work: Path, name: str, watched: list[Watched], deadline_s: float,
+               cpus: set[int] | None = None) -> dict:
     """Run the learners in driver processes (plan["clients"] split among them) while sampling the
     watched processes and the drivers; the learners' results and each process's CPU over the phase."""
     drivers = plan.pop("drivers")
@@ -385,7 +407,7 @@ def run_driver(plan: dict, work: Path, name: str, watched: list[Watched], deadli
         plan_path, result_path = work / f"plan-{name}-{i}.json", work / f"result-{name}-{i}.json"
         plan_path.write_text(json.dumps(part))
         proc = CHILDREN.start([sys.executable, str(BENCH / "load_driver.py"), str(plan_path), str(result_path)],
-                              log=work / f"driver-{name}-{i}.log", cwd=ROOT)
+                              log=work / f"driver-{name}-{i}.log", cwd=ROOT, cpus=cpus)
         procs.append((proc, result_path))
     driver_watch = [Watched(f"{plan['mode']} driver {i}", p.pid) for i, (p, _) in enumerate(procs)]
     monitor = Monitor(watched + driver_watch)
@@ -434,17 +456,19 @@ def run_rung(server: Server, n: int, processes: int, args, cookies: list[str], r
     sim_url = f"ws://127.0.0.1:{sim_port}/v1/realtime"
     print(f"[{server.label}] {n} learners, {processes} Daphne process(es): baseline straight to the simulator "
           f"({sims_count} simulator process(es), {drivers} driver process(es))", file=sys.stderr, flush=True)
-    sims = start_simulators(sims_count, sim_port, args, work, tag)
+    server_cpus, helper_cpus = placement(args, processes)
+    sims = start_simulators(sims_count, sim_port, args, work, tag, helper_cpus)
     sim_watch = [Watched(f"simulator {i}", p.pid) for i, (p, _) in enumerate(sims)]
     ramp = args.ramp_seconds if args.ramp_seconds is not None else min(10.0, max(1.0, n / 20))
     common = {"seed": args.seed, "ramp_s": ramp, "drivers": drivers, "speech_ms": args.speech_ms}
     try:
         base_plan = {**common, "mode": "direct", "phase": BASELINE, "seconds": args.baseline_seconds, "timeout_s": 0,
                      "clients": [{"index": i, "url": sim_url} for i in range(n)]}
-        base = run_driver(base_plan, work, f"{tag}-direct", sim_watch, args.baseline_seconds + ramp + 60)
+        base = run_driver(base_plan, work, f"{tag}-direct", sim_watch, args.baseline_seconds + ramp + 60, helper_cpus)
 
         print(f"[{server.label}] {n} learners via Parla", file=sys.stderr, flush=True)
-        port, daphnes, logs = start_daphnes(server, processes, sim_url, redis_url if processes > 1 else None, work, tag)
+        port, daphnes, logs = start_daphnes(server, processes, sim_url, redis_url if processes > 1 else None, work, tag,
+                                            server_cpus)
         base_url = f"http://127.0.0.1:{port}"
         try:
             warm_up(base_url, cookies[-min(len(cookies), 2 * processes):])
@@ -452,13 +476,15 @@ def run_rung(server: Server, n: int, processes: int, args, cookies: list[str], r
             via_plan = {**common, "mode": "parla", "phase": VIA_PARLA, "seconds": 0, "timeout_s": args.session_timeout,
                         "clients": [{"index": i, "url": base_url, "cookie": cookies[i]} for i in range(n)]}
             via = run_driver(via_plan, work, f"{tag}-parla", sim_watch + daphne_watch,
-                                          args.session_timeout + ramp + 60)
+                             args.session_timeout + ramp + 60, helper_cpus)
         finally:
             for proc in daphnes:
                 CHILDREN.stop(proc)
     finally:
         upstream = stop_simulators(sims)
-    return summarize(n, processes, base, via, upstream, daphne_watch, [loop_lag(log) for log in logs], args)
+    row = summarize(n, processes, base, via, upstream, daphne_watch, [loop_lag(log) for log in logs], args)
+    row["pinned"] = server_cpus is not None
+    return row
 
 
 def summarize(n, processes, base, via, upstream, daphne_watch, lags, args) -> dict:
@@ -583,9 +609,11 @@ def _threads(row: dict) -> str:
 
 
 def _lags(row: dict) -> str:
-    """Per process: its loop's lag p99 / max (ms) and the seconds its stalls added up to."""
+    """Per process: its loop's lag p99 / max (ms), the seconds its stalls added up to, and the seconds
+    the garbage collector ran (all generations)."""
     return " + ".join(
         "-" if lag is None else f"{_ms(lag['p99_ms'])} / {_ms(lag['max_ms'], 0)}, {lag['stalled_ms'] / 1000:.1f}"
+        + (f", gc {sum(lag['gc_ms']) / 1000:.1f}" if "gc_ms" in lag else "")
         for lag in row.get("loop_lag", [])
     ) or "-"
 
@@ -606,7 +634,7 @@ def table(rows: list[dict]) -> str:
         "| learners | Daphne | tutor audio added p50 / p99 ms (ratio) | via Parla p50 / p99 | direct p50 / p99 "
         "| learner audio added p50 / p99 ms (ratio) | via Parla p50 / p99 | direct p50 / p99 "
         "| reply p50 via / direct (s) | frames tutor / learner | lost | reordered | handovers ok "
-        "| Daphne CPU | loop / other threads | loop lag p99 / max ms, stalled s | CPU s / session-min | RSS / session "
+        "| Daphne CPU | loop / other threads | loop lag p99 / max ms, stalled s, gc s | CPU s / session-min | RSS / session "
         "| simulator / driver CPU | machine busy / loop waited | errors | warnings |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -614,7 +642,7 @@ def table(rows: list[dict]) -> str:
         t, u, f = r["tutor"], r["learner"], r["frames"]
         reply = r["reply"]
         lines.append(
-            f"| {r['learners']} | {r['processes']} | {_added(t)} | {_ms(t['via_p50'])} / {_ms(t['via_p99'])} "
+            f"| {r['learners']} | {r['processes']}{' (pinned)' if r.get('pinned') else ''} | {_added(t)} | {_ms(t['via_p50'])} / {_ms(t['via_p99'])} "
             f"| {_ms(t['direct_p50'])} / {_ms(t['direct_p99'])} | {_added(u)} | {_ms(u['via_p50'])} / {_ms(u['via_p99'])} "
             f"| {_ms(u['direct_p50'])} / {_ms(u['direct_p99'])} "
             f"| {_ms(reply['via_p50'] and reply['via_p50'] / 1000, 2)} / {_ms(reply['direct_p50'] and reply['direct_p50'] / 1000, 2)} "
@@ -684,6 +712,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     parser.add_argument("--json", type=Path, default=None, help="also write every row, with its raw measures, here")
+    parser.add_argument("--pin", action="store_true",
+                        help="each Daphne process on a CPU of its own, the simulators and drivers on the others")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     args.ladder = [int(x) for x in (args.ladder or (QUICK_LADDER if args.quick else DEFAULT_LADDER)).split(",")]

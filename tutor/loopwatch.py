@@ -7,14 +7,18 @@ with whatever else the machine runs; the lag of the loop's own timer is the serv
 `LoopWatch` ticks every TICK_SECONDS and records how late each tick ran (`LagStats`, pure). Once per
 REPORT_SECONDS window that had stalls (ticks at least PARLA_LOOP_STALL_MS late) it logs
 "event loop stalled" with that window's figures; when the server stops it logs "event loop lag" with
-the whole run's (bench/load.py reads that line into its loop-lag column).
+the whole run's (bench/load.py reads that line into its loop-lag column). Beside the lag it times the
+garbage collector (`gc.callbacks`), which stops every thread while it runs: a stall with a collection
+in it is the collector's, one without is the loop's own work or a thread holding the GIL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import gc
 import logging
+import time
 from dataclasses import dataclass, field
 
 from tutor.realtime.tasks import cancel_and_wait
@@ -76,6 +80,32 @@ class LagStats:
         }
 
 
+@dataclass
+class GcStats:
+    """The collections of each generation: how many, their time, the longest (ms)."""
+
+    counts: list[int] = field(default_factory=lambda: [0, 0, 0])
+    total_ms: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    max_ms: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    _started: float | None = None
+
+    def callback(self, phase: str, info: dict) -> None:
+        """For `gc.callbacks`: called at the start and the stop of every collection."""
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            ms = (time.perf_counter() - self._started) * 1000
+            generation = info["generation"]
+            self.counts[generation] += 1
+            self.total_ms[generation] += ms
+            self.max_ms[generation] = max(self.max_ms[generation], ms)
+            self._started = None
+
+    def fields(self) -> dict:
+        return {"gc_counts": list(self.counts), "gc_ms": [round(ms, 1) for ms in self.total_ms],
+                "gc_max_ms": [round(ms, 2) for ms in self.max_ms]}
+
+
 class LoopWatch:
     """Samples the running loop's lag for as long as the server runs: an owned task that `stop`
     cancels and awaits, then logs the run's figures."""
@@ -89,14 +119,18 @@ class LoopWatch:
         self.report_every = report_every
         self.total = LagStats(stall_ms)
         self.window = LagStats(stall_ms)
+        self.gc = GcStats()
         self.task: asyncio.Task | None = None
 
     def start(self) -> None:
+        gc.callbacks.append(self.gc.callback)
         self.task = asyncio.get_running_loop().create_task(self._run(), name="loop-watch")
 
     async def stop(self) -> None:
         await cancel_and_wait(self.task)
-        logger.info("event loop lag", extra=self.total.fields())
+        if self.gc.callback in gc.callbacks:
+            gc.callbacks.remove(self.gc.callback)
+        logger.info("event loop lag", extra={**self.total.fields(), **self.gc.fields()})
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

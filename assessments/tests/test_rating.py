@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from assessments.cefr import LEVELS, level_index
-from assessments.fluency import MIN_RUN_MS, PAUSE_MS, measure, speech_span
+from assessments.fluency import MIN_RUN_MS, PAUSE_MS, analyse, measure, speech_span
 from assessments.placement import Placement
 from assessments.rating import Answer, OfflineRater, rate_offline
 from assessments.rating import offline
@@ -100,6 +100,12 @@ def test_speech_span_keeps_the_answer_not_the_silence_around_it():
     kept = speech_span(audio, pad_ms=300)
     assert len(kept) == (500 + 600) * 48
     assert speech_span(pcm(("s", 1000))) == b""
+
+
+def test_analyse_is_measure_and_speech_span_in_one_pass():
+    audio = pcm(("s", 1000), ("v", 800), ("s", 700), ("v", 600), ("s", 1200))
+    assert analyse(audio, pad_ms=200) == (measure(audio), speech_span(audio, pad_ms=200))
+    assert analyse(pcm(("s", 1000))) == (measure(pcm(("s", 1000))), b"")
 
 
 # --- the offline rater: written answers -------------------------------------------------------------

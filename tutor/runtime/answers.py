@@ -21,7 +21,7 @@ import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
-from assessments.fluency import FluencyMeasures, measure, with_words
+from assessments.fluency import FluencyMeasures, analyse, measure, with_words
 from assessments.rating import SPOKEN, WRITTEN, Answer
 from tutor.realtime.audio import BYTES_PER_MS
 
@@ -59,6 +59,7 @@ class OpenAnswer:
     fragments: list[Fragment] = field(default_factory=list)
     audio: bytes = b""  # set when the answer is closed; released once stored (release_audio)
     _measures: FluencyMeasures | None = None  # of `audio`, without words: measured once
+    _span: bytes | None = None  # the part of `audio` worth keeping, found with the measures
     turn_id: int | None = None
     opinion: TutorOpinion | None = None
     transcribed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -88,20 +89,32 @@ class OpenAnswer:
             self.transcribed.clear()
 
     def fluency(self) -> FluencyMeasures | None:
-        """The measures of its audio (None for an answer only typed), measured once per closed answer."""
+        """The measures of its audio (None for an answer only typed), measured once per closed answer
+        (with the span of its recording worth keeping, from the same pass)."""
         if not self.has_spoken:
             return None
-        measures = self._measures or measure(self.audio)
-        if self.audio:  # closed with its audio: this is final
+        if self._measures is not None:
+            measures = self._measures
+        elif self.audio:  # closed with its audio: this is final
+            measures, self._span = analyse(self.audio)
             self._measures = measures
+        else:
+            measures = measure(self.audio)
         words = len(self.text.split()) if self.words_known and self.mode == SPOKEN else None
         return with_words(measures, words)
+
+    def speech_span(self) -> bytes:
+        """Its audio from just before the first voice to just after the last (its recording)."""
+        if self._span is None and self.audio:
+            self.fluency()
+        return self._span or b""
 
     def release_audio(self) -> None:
         """Its recording was stored: keep the measures, drop the audio (a session holds no answer's
         audio once it is saved; issue 14's memory per session)."""
         self.fluency()
         self.audio = b""
+        self._span = None
 
     def for_rater(self, language: str) -> Answer:
         return Answer(

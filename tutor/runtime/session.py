@@ -29,7 +29,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from assessments import services
-from assessments.fluency import measure, speech_span
+from assessments.fluency import measure
 from config.openai_models import takes_reasoning
 from assessments.grading import Grader, GradeInput, get_grader, grade_by_rules
 from assessments.grading.summary import NOT_RATED_SUMMARY
@@ -723,7 +723,7 @@ class TutorSessionRuntime(TutorLink):
                         "mode": answer.mode, "fluency": measures}
         elif answer.turn_id is not None and answer.has_spoken:  # a written answer's row is already final
             final = {"text": answer.text, "mode": answer.mode, "fluency": measures}
-        span = await audio_work(answer.audio, speech_span, answer.audio) if answer.has_spoken else b""
+        span = await audio_work(answer.audio, answer.speech_span) if answer.has_spoken else b""
         answer.release_audio()
         answer.turn_id = await db(services.store_judged_answer)(
             self.session_id, answer.turn_id, judgement, answer.opinion, new_turn=new_turn, final=final, audio=span

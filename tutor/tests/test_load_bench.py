@@ -70,6 +70,7 @@ def test_smallest_run_reports_real_measurements(tmp_path):
     (lag,) = row["loop_lag"]
     assert lag["ticks"] > 100 and lag["stall_threshold_ms"] == 20
     assert 0 <= lag["p50_ms"] <= lag["p99_ms"] <= lag["max_ms"]
+    assert len(lag["gc_counts"]) == 3 and sum(lag["gc_counts"]) > 0 and sum(lag["gc_ms"]) > 0
     (threads,) = row["daphne_threads"]
     assert threads["loop"] > 0 and threads["others"] >= 0
     assert threads["loop"] + threads["others"] == pytest.approx(row["daphne_cpu_per_process"][0], abs=0.2)

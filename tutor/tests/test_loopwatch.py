@@ -9,6 +9,7 @@ them from a real server's log.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import time
@@ -78,3 +79,22 @@ async def test_an_idle_loop_logs_no_stall(caplog):
     await watch.stop()
     assert watch.total.ticks >= 10 and watch.total.stalls == 0
     assert [r.getMessage() for r in caplog.records] == ["event loop lag"]
+
+
+async def test_the_collectors_pauses_are_timed_while_it_runs(caplog):
+    caplog.set_level(logging.INFO, logger="tutor.loopwatch")
+    watch = LoopWatch(stall_ms=500, tick=0.005)
+    watch.start()
+    garbage = [[i] for i in range(200_000)]  # a full collection has these to look at
+    gc.collect()
+    gc.collect(0)
+    del garbage
+    await asyncio.sleep(0.02)
+    await watch.stop()
+    assert watch.gc.callback not in gc.callbacks  # removed with the task
+    assert watch.gc.counts[2] >= 1 and watch.gc.counts[0] >= 1
+    assert watch.gc.max_ms[2] > 0 and watch.gc.total_ms[2] >= watch.gc.max_ms[2]
+    (summary,) = [r for r in caplog.records if r.getMessage() == "event loop lag"]
+    assert summary.gc_counts == watch.gc.counts and summary.gc_ms[2] > 0
+    gc.collect()
+    assert summary.gc_counts == watch.gc.counts  # nothing counted after stop

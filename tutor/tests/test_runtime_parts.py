@@ -10,6 +10,7 @@ import pytest
 from openai.types.realtime import RealtimeServerEvent
 from pydantic import TypeAdapter
 
+from assessments.fluency import speech_span
 from assessments.placement import Placement
 from tutor.live import session_snapshot
 from tutor.realtime.audio import BYTES_PER_MS
@@ -378,14 +379,36 @@ def test_a_stored_answer_keeps_its_fluency_but_not_its_audio():
     for chunk in (tone, bytes(12_000 * 2), tone):  # 1 s of voice, a 0.5 s pause, 1 s of voice
         answers.audio(chunk)
     answer = answers.close()
+    audio = answer.audio
     before = answer.fluency()
     assert (before.pauses, before.duration_ms, before.words) == (1, 2500, None)
+    assert answer.speech_span() == speech_span(audio)  # its recording, found in the same pass
     answer.release_audio()
-    assert answer.audio == b""
+    assert answer.audio == b"" and answer.speech_span() == b""
     assert answer.fluency() == before
     answers.transcribed("item_1", "uno dos tres cuatro cinco", "A2")  # the transcription came late
     after = answer.fluency()
     assert (after.duration_ms, after.pauses, after.words, after.words_per_minute) == (2500, 1, 5, 120.0)
+
+
+def test_a_closed_answers_audio_is_read_once_for_its_measures_and_its_recording(monkeypatch):
+    # Issue 14: the levels of an answer's audio (its costly part, on the event loop) are computed once.
+    import numpy as np
+
+    from assessments import fluency
+
+    passes = []
+    original = fluency.voiced_frames
+    monkeypatch.setattr(fluency, "voiced_frames", lambda pcm: passes.append(len(pcm)) or original(pcm))
+    tone = (np.sin(np.arange(24_000) * 2 * np.pi * 220 / 24_000) * 8000).astype("<i2").tobytes()
+    answers = AnswerCollector()
+    answers.committed("item_1", "A2")
+    answers.audio(tone)
+    answer = answers.close()
+    span, measures = answer.speech_span(), answer.fluency()
+    assert answer.fluency() == measures and answer.speech_span() == span
+    assert passes == [len(tone)]
+    assert (measures, span) == (fluency.measure(tone), fluency.speech_span(tone))
 
 
 def test_before_the_learner_speaks_only_the_preroll_of_the_microphone_is_kept():
