@@ -79,13 +79,16 @@ class Children:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, args: list[str], *, log: Path, cpus: set[int] | None = None, **kwargs) -> subprocess.Popen:
-        """Start `args`, its output in `log`; on the CPUs `cpus` only, when given (Linux affinity)."""
+    def start(self, args: list[str], *, log: Path, cpus: set[int] | None = None, nice: int = 0, **kwargs) -> subprocess.Popen:
+        """Start `args`, its output in `log`; on the CPUs `cpus` only, when given (Linux affinity), at
+        `nice` (higher: it yields the CPU to the others)."""
 
         def prepare() -> None:
             _die_with_parent()
             if cpus:
                 os.sched_setaffinity(0, cpus)
+            if nice:
+                os.nice(nice)
 
         with open(log, "ab") as out:
             proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, preexec_fn=prepare, **kwargs)
@@ -292,11 +295,15 @@ class Server:
         return json.loads(line.removeprefix("COOKIES="))
 
 
+HELPERS_NICE = 19  # --yield: the helpers' nice value; CFS then gives a nice-0 server ~98 % of a contended CPU
+
+
 def placement(args: argparse.Namespace, processes: int) -> tuple[list[set[int]] | None, set[int] | None]:
     """With --pin: each Daphne process on a CPU of its own, the helpers (simulators, drivers) on the
     rest, so that the server's event loop never waits for a CPU the benchmark took (what a production
     server has: the learners' machines and the API are elsewhere). (None, None) without --pin or
-    without a CPU left for the helpers."""
+    without a CPU left for the helpers. (--yield does the same by priority instead: no CPU is idle
+    that a helper could use.)"""
     cpus = sorted(os.sched_getaffinity(0))
     if not args.pin or len(cpus) <= processes:
         return None, None
@@ -312,7 +319,8 @@ def start_simulators(count: int, port: int, args: argparse.Namespace, work: Path
                    "--pace", "1", "--true-level", "A1", "--seed", str(args.seed + i), "--reuse-port"]
         if args.tutor_audio_ms:
             command += ["--audio-ms", str(args.tutor_audio_ms)]
-        sims.append((CHILDREN.start(command, log=work / f"sim-{tag}-{i}.log", cwd=ROOT, cpus=cpus), stats))
+        sims.append((CHILDREN.start(command, log=work / f"sim-{tag}-{i}.log", cwd=ROOT, cpus=cpus,
+                                    nice=HELPERS_NICE if args.helpers_yield else 0), stats))
     wait_for_port(port, 20, [p for p, _ in sims])
     return sims
 
@@ -397,7 +405,7 @@ def warm_up(base_url: str, cookies: list[str]) -> None:
 
 
 def run_driver(plan: dict, work: Path, name: str, watched: list[Watched], deadline_s: float,
-               cpus: set[int] | None = None) -> dict:
+               cpus: set[int] | None = None, nice: int = 0) -> dict:
     """Run the learners in driver processes (plan["clients"] split among them) while sampling the
     watched processes and the drivers; the learners' results and each process's CPU over the phase."""
     drivers = plan.pop("drivers")
@@ -407,7 +415,7 @@ def run_driver(plan: dict, work: Path, name: str, watched: list[Watched], deadli
         plan_path, result_path = work / f"plan-{name}-{i}.json", work / f"result-{name}-{i}.json"
         plan_path.write_text(json.dumps(part))
         proc = CHILDREN.start([sys.executable, str(BENCH / "load_driver.py"), str(plan_path), str(result_path)],
-                              log=work / f"driver-{name}-{i}.log", cwd=ROOT, cpus=cpus)
+                              log=work / f"driver-{name}-{i}.log", cwd=ROOT, cpus=cpus, nice=nice)
         procs.append((proc, result_path))
     driver_watch = [Watched(f"{plan['mode']} driver {i}", p.pid) for i, (p, _) in enumerate(procs)]
     monitor = Monitor(watched + driver_watch)
@@ -464,7 +472,8 @@ def run_rung(server: Server, n: int, processes: int, args, cookies: list[str], r
     try:
         base_plan = {**common, "mode": "direct", "phase": BASELINE, "seconds": args.baseline_seconds, "timeout_s": 0,
                      "clients": [{"index": i, "url": sim_url} for i in range(n)]}
-        base = run_driver(base_plan, work, f"{tag}-direct", sim_watch, args.baseline_seconds + ramp + 60, helper_cpus)
+        nice = HELPERS_NICE if args.helpers_yield else 0
+        base = run_driver(base_plan, work, f"{tag}-direct", sim_watch, args.baseline_seconds + ramp + 60, helper_cpus, nice)
 
         print(f"[{server.label}] {n} learners via Parla", file=sys.stderr, flush=True)
         port, daphnes, logs = start_daphnes(server, processes, sim_url, redis_url if processes > 1 else None, work, tag,
@@ -476,7 +485,7 @@ def run_rung(server: Server, n: int, processes: int, args, cookies: list[str], r
             via_plan = {**common, "mode": "parla", "phase": VIA_PARLA, "seconds": 0, "timeout_s": args.session_timeout,
                         "clients": [{"index": i, "url": base_url, "cookie": cookies[i]} for i in range(n)]}
             via = run_driver(via_plan, work, f"{tag}-parla", sim_watch + daphne_watch,
-                             args.session_timeout + ramp + 60, helper_cpus)
+                             args.session_timeout + ramp + 60, helper_cpus, nice)
         finally:
             for proc in daphnes:
                 CHILDREN.stop(proc)
@@ -484,6 +493,7 @@ def run_rung(server: Server, n: int, processes: int, args, cookies: list[str], r
         upstream = stop_simulators(sims)
     row = summarize(n, processes, base, via, upstream, daphne_watch, [loop_lag(log) for log in logs], args)
     row["pinned"] = server_cpus is not None
+    row["helpers_yield"] = args.helpers_yield
     return row
 
 
@@ -642,7 +652,8 @@ def table(rows: list[dict]) -> str:
         t, u, f = r["tutor"], r["learner"], r["frames"]
         reply = r["reply"]
         lines.append(
-            f"| {r['learners']} | {r['processes']}{' (pinned)' if r.get('pinned') else ''} | {_added(t)} | {_ms(t['via_p50'])} / {_ms(t['via_p99'])} "
+            f"| {r['learners']} | {r['processes']}{' (pinned)' if r.get('pinned') else ''}"
+            f"{' (helpers yield)' if r.get('helpers_yield') else ''} | {_added(t)} | {_ms(t['via_p50'])} / {_ms(t['via_p99'])} "
             f"| {_ms(t['direct_p50'])} / {_ms(t['direct_p99'])} | {_added(u)} | {_ms(u['via_p50'])} / {_ms(u['via_p99'])} "
             f"| {_ms(u['direct_p50'])} / {_ms(u['direct_p99'])} "
             f"| {_ms(reply['via_p50'] and reply['via_p50'] / 1000, 2)} / {_ms(reply['direct_p50'] and reply['direct_p50'] / 1000, 2)} "
@@ -714,6 +725,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="also write every row, with its raw measures, here")
     parser.add_argument("--pin", action="store_true",
                         help="each Daphne process on a CPU of its own, the simulators and drivers on the others")
+    parser.add_argument("--yield", dest="helpers_yield", action="store_true",
+                        help=f"the simulators and drivers at nice {HELPERS_NICE}: the server first on every CPU")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     args.ladder = [int(x) for x in (args.ladder or (QUICK_LADDER if args.quick else DEFAULT_LADDER)).split(",")]
