@@ -93,3 +93,27 @@ def test_logs_are_kept_when_a_step_failed_or_a_learner_saw_an_error(monkeypatch)
     assert keep_logs([{**clean, "error_count": 1}], [])
     assert keep_logs([{**clean, "failures": ["timeout"]}], [])
     assert keep_logs([clean], ["`main`, 200 learners on 1 process(es): not measured (driver failed)"])
+
+
+def test_pin_and_yield_place_the_server_and_its_helpers(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import argparse
+    import os
+
+    from load import CHILDREN, HELPERS_NICE, placement
+
+    cpus = sorted(os.sched_getaffinity(0))
+    pinned = argparse.Namespace(pin=True)
+    if len(cpus) > 1:
+        assert placement(pinned, 1) == ([{cpus[0]}], set(cpus[1:]))  # the server's CPU is its own
+    assert placement(pinned, len(cpus)) == (None, None)  # no CPU left for the helpers: nothing pinned
+    assert placement(argparse.Namespace(pin=False), 1) == (None, None)
+
+    # A helper started as --pin and --yield start them: on the helpers' CPUs, yielding to the server.
+    helper = CHILDREN.start(["sleep", "30"], log=tmp_path / "helper.log", cpus={cpus[-1]}, nice=HELPERS_NICE)
+    try:
+        assert os.sched_getaffinity(helper.pid) == {cpus[-1]}
+        assert os.getpriority(os.PRIO_PROCESS, helper.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + HELPERS_NICE)
+    finally:
+        CHILDREN.stop(helper)
+    assert helper.returncode is not None
