@@ -248,6 +248,7 @@ class Server:
             SECURE_SSL_REDIRECT="false",
             PARLA_GRADER="rules",
             PARLA_MAX_SESSIONS_PER_PROCESS="100000",  # the ladder measures the process, not its configured cap
+            PARLA_SHED_STALLED_PERCENT="0",  # nor its refusals when its loop stalls
             PARLA_LOOP_STALL_MS="20",  # the loop's pauses counted as stalls: the target's 20 ms (tutor/loopwatch.py)
             MEDIA_ROOT=str(media),
             LOG_LEVEL=os.environ.get("LOG_LEVEL", "INFO"),

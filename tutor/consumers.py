@@ -20,7 +20,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocke
 from django.conf import settings
 
 from assessments.roles import learner_for
-from tutor import backpressure
+from tutor import backpressure, loopwatch
 from tutor.realtime import wire
 from tutor.auth import refusal_code
 from tutor.realtime.wire import ClientError, State
@@ -201,8 +201,12 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
     async def command_session_start(self, message):
         if self.runtime is not None:
             raise ClientError("already_started", "The session has already started.")
+        stalled = loopwatch.overloaded()
+        if stalled is not None:
+            await self._at_capacity("event loop stalled", stalled_percent=round(100 * stalled))
+            return
         if not capacity.sessions.take(settings.PARLA_MAX_SESSIONS_PER_PROCESS):
-            await self._at_capacity()
+            await self._at_capacity("maximum sessions", max_sessions=settings.PARLA_MAX_SESSIONS_PER_PROCESS)
             return
         try:
             config = await database_sync_to_async(SessionConfig.for_learner)(self.learner)
@@ -213,11 +217,10 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
             raise
         self.runtime.launch()
 
-    async def _at_capacity(self) -> None:
+    async def _at_capacity(self, why: str, **figures) -> None:
         """Refused, not slowed: the page shows the session as ended with the message, Start tries again."""
         logger.warning(
-            "session refused at capacity",
-            extra={"learner_id": self.learner.pk, "max_sessions": settings.PARLA_MAX_SESSIONS_PER_PROCESS},
+            "session refused at capacity", extra={"learner_id": self.learner.pk, "why": why, **figures}
         )
         await self.send_event(wire.state(State.ENDED))
         await self.send_event(

@@ -10,6 +10,12 @@ REPORT_SECONDS window that had stalls (ticks at least PARLA_LOOP_STALL_MS late) 
 the whole run's (bench/load.py reads that line into its loop-lag column). Beside the lag it times the
 garbage collector (`gc.callbacks`), which stops every thread while it runs: a stall with a collection
 in it is the collector's, one without is the loop's own work or a thread holding the GIL.
+
+It also keeps the stalls of the last RECENT_SECONDS: while they add up to PARLA_SHED_STALLED_PERCENT of
+that time (and are at least MIN_RECENT_STALLS, so that one long pause, such as the first session's
+imports, is not taken for overload), `overloaded()` is true and new sessions are refused like sessions
+past the configured maximum: a process too slow for the learners it has takes no more of them, on
+whatever machine it runs (issue 14: "a refusal, not a slowdown").
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import bisect
 import gc
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from tutor.realtime.tasks import cancel_and_wait
@@ -27,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.01  # how often the loop is sampled: 100 timer callbacks a second, a few us each
 REPORT_SECONDS = 60.0
+RECENT_SECONDS = 10.0  # the window `overloaded()` looks at
+MIN_RECENT_STALLS = 10
 
 # Upper edges of the lag histogram's buckets, ms: 0.1 ms and then 10 % wider each, up to 60 s, so a
 # quantile read from it is within 10 % of the true lag (and a stall past 60 s is counted in the last).
@@ -110,27 +119,57 @@ class LoopWatch:
     """Samples the running loop's lag for as long as the server runs: an owned task that `stop`
     cancels and awaits, then logs the run's figures."""
 
-    def __init__(self, stall_ms: float | None = None, tick: float = TICK_SECONDS, report_every: float = REPORT_SECONDS):
+    def __init__(
+        self,
+        stall_ms: float | None = None,
+        tick: float = TICK_SECONDS,
+        report_every: float = REPORT_SECONDS,
+        recent_seconds: float = RECENT_SECONDS,
+    ):
         if stall_ms is None:
             from django.conf import settings
 
             stall_ms = settings.PARLA_LOOP_STALL_MS
         self.tick = tick
         self.report_every = report_every
+        self.recent_seconds = recent_seconds
         self.total = LagStats(stall_ms)
         self.window = LagStats(stall_ms)
         self.gc = GcStats()
+        self._recent: deque[tuple[float, float]] = deque()  # (when, lag ms) of the recent stalls
         self.task: asyncio.Task | None = None
 
     def start(self) -> None:
+        global current
         gc.callbacks.append(self.gc.callback)
         self.task = asyncio.get_running_loop().create_task(self._run(), name="loop-watch")
+        current = self
 
     async def stop(self) -> None:
+        global current
+        if current is self:
+            current = None
         await cancel_and_wait(self.task)
         if self.gc.callback in gc.callbacks:
             gc.callbacks.remove(self.gc.callback)
         logger.info("event loop lag", extra={**self.total.fields(), **self.gc.fields()})
+
+    def record(self, now: float, lag_ms: float) -> None:
+        """One tick, `lag_ms` late, at loop time `now`."""
+        self.total.record(lag_ms)
+        self.window.record(lag_ms)
+        if lag_ms >= self.total.stall_ms:
+            self._recent.append((now, lag_ms))
+        while self._recent and self._recent[0][0] < now - self.recent_seconds:
+            self._recent.popleft()
+
+    def stalled_share(self, now: float) -> float:
+        """The part of the last `recent_seconds` (up to `now`) the loop spent in stalls (0-1); 0 while
+        there were fewer than MIN_RECENT_STALLS of them."""
+        recent = [lag for at, lag in self._recent if at >= now - self.recent_seconds]
+        if len(recent) < MIN_RECENT_STALLS:
+            return 0.0
+        return min(1.0, sum(recent) / 1000 / self.recent_seconds)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -139,12 +178,27 @@ class LoopWatch:
         while True:
             await asyncio.sleep(due - loop.time())  # the sampling period, not a settle wait
             now = loop.time()
-            lag_ms = (now - due) * 1000
-            self.total.record(lag_ms)
-            self.window.record(lag_ms)
+            self.record(now, (now - due) * 1000)
             due = now + self.tick
             if now >= report_at:
                 if self.window.stalls:
                     logger.warning("event loop stalled", extra=self.window.fields())
                 self.window = LagStats(self.window.stall_ms)
                 report_at = now + self.report_every
+
+
+current: LoopWatch | None = None  # this process's, while its Daphne server runs (tutor/serving.py)
+
+
+def overloaded() -> float | None:
+    """The share of the recent time the loop stalled, when it is PARLA_SHED_STALLED_PERCENT or more
+    (new sessions are then refused); None otherwise, or with no watch running (outside Daphne), or
+    with the setting at 0."""
+    from django.conf import settings
+
+    watch = current
+    limit = settings.PARLA_SHED_STALLED_PERCENT
+    if watch is None or limit <= 0:
+        return None
+    share = watch.stalled_share(asyncio.get_running_loop().time())
+    return share if share * 100 >= limit else None

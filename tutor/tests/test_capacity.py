@@ -59,3 +59,46 @@ async def test_past_the_maximum_a_new_session_is_refused_with_a_message_and_1013
         await first.disconnect()
         await second.disconnect()
     assert capacity.sessions.taken == 0
+
+
+async def test_while_the_event_loop_stalls_a_new_session_is_refused_like_one_past_the_maximum(
+    upstream, settings, make_user, session_cookie_headers, caplog, monkeypatch
+):
+    # The process runs far below its maximum, but its loop spent a third of the last 10 s stalled
+    # (the loop watch Daphne runs, fed here with the stalls an overloaded process has).
+    import asyncio
+    import logging
+
+    from tutor import loopwatch
+
+    settings.PARLA_MAX_SESSIONS_PER_PROCESS = 100
+    settings.PARLA_SHED_STALLED_PERCENT = 25
+    caplog.set_level(logging.WARNING, logger="tutor.consumers")
+    watch = loopwatch.LoopWatch(stall_ms=100)
+    now = asyncio.get_running_loop().time()
+    for i in range(loopwatch.MIN_RECENT_STALLS):
+        watch.record(now - 9 + i * 0.5, 330)  # ten stalls of 330 ms in the last 10 s: 33 %
+    monkeypatch.setattr(loopwatch, "current", watch)
+    ana = await sync_to_async(make_user)("ana", learner=True)
+    page = await connected(await sync_to_async(session_cookie_headers)(ana))
+    try:
+        await page.send_json_to({"type": "session.start"})
+        assert await page.receive_json_from() == {"type": "state", "state": "ended"}
+        refused = await page.receive_json_from()
+        assert refused["type"] == "error" and refused["code"] == "at_capacity"
+        assert await page.receive_output() == {"type": "websocket.close", "code": wire.CLOSE_TRY_AGAIN_LATER}
+    finally:
+        await page.disconnect()
+    assert capacity.sessions.taken == 0 and len(upstream.connections) == 0
+    (record,) = [r for r in caplog.records if r.getMessage() == "session refused at capacity"]
+    assert record.why == "event loop stalled" and record.stalled_percent == 33
+
+    # Once the loop keeps up again (or with shedding off), sessions start.
+    settings.PARLA_SHED_STALLED_PERCENT = 0
+    page = await connected(await sync_to_async(session_cookie_headers)(ana))
+    try:
+        await page.send_json_to({"type": "session.start"})
+        await next_of_type(page, "level")
+    finally:
+        await page.disconnect()
+    assert capacity.sessions.taken == 0

@@ -98,3 +98,50 @@ async def test_the_collectors_pauses_are_timed_while_it_runs(caplog):
     assert summary.gc_counts == watch.gc.counts and summary.gc_ms[2] > 0
     gc.collect()
     assert summary.gc_counts == watch.gc.counts  # nothing counted after stop
+
+
+def test_overload_is_many_recent_stalls_not_one_long_pause():
+    from tutor.loopwatch import MIN_RECENT_STALLS
+
+    watch = LoopWatch(stall_ms=100, recent_seconds=10)
+    watch.record(100.0, 5_000)  # one long pause (the first session's imports): half the window
+    assert watch.stalled_share(100.0) == 0.0
+    for i in range(MIN_RECENT_STALLS - 1):
+        watch.record(101.0 + i * 0.1, 50)  # late ticks under the stall threshold are not stalls
+    assert watch.stalled_share(102.0) == 0.0
+    for i in range(MIN_RECENT_STALLS - 1):
+        watch.record(102.0 + i * 0.5, 200)
+    assert watch.stalled_share(107.0) == pytest.approx((5_000 + 9 * 200) / 10_000)
+    assert watch.stalled_share(111.0) == 0.0  # the long pause left the window: nine stalls are too few
+    watch.record(111.0, 100)  # a tenth stall (at the threshold) in the window
+    assert watch.stalled_share(111.0) == pytest.approx((9 * 200 + 100) / 10_000)
+
+
+async def test_overloaded_needs_a_running_watch_and_the_setting(settings, monkeypatch):
+    from tutor import loopwatch
+
+    watch = LoopWatch(stall_ms=100)
+    now = asyncio.get_running_loop().time()
+    for i in range(loopwatch.MIN_RECENT_STALLS):
+        watch.record(now - i * 0.5, 300)  # 3 s of the last 10: 30 %
+    settings.PARLA_SHED_STALLED_PERCENT = 25
+    monkeypatch.setattr(loopwatch, "current", None)
+    assert loopwatch.overloaded() is None  # outside Daphne nothing watches, nothing is refused
+    monkeypatch.setattr(loopwatch, "current", watch)
+    assert loopwatch.overloaded() == pytest.approx(0.3)
+    settings.PARLA_SHED_STALLED_PERCENT = 31
+    assert loopwatch.overloaded() is None
+    settings.PARLA_SHED_STALLED_PERCENT = 0
+    assert loopwatch.overloaded() is None
+
+
+async def test_the_running_watch_is_the_current_one_until_it_stops():
+    from tutor import loopwatch
+
+    watch = LoopWatch(stall_ms=100)
+    watch.start()
+    try:
+        assert loopwatch.current is watch
+    finally:
+        await watch.stop()
+    assert loopwatch.current is None
