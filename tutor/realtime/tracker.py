@@ -36,7 +36,8 @@ class OutputItem:
     truncated_at_ms: int | None = None
     # The event id of a `conversation.item.truncate` sent and not yet answered: a second one would race
     # it (the barge-in's and the handover's, issue 14: the first cut the item at 0 ms, the second was
-    # refused, "Audio content of 0ms is already shorter than 1941ms"). Cleared by its answer.
+    # refused, "Audio content of 0ms is already shorter than 1941ms"). Cleared by its answer; one that is
+    # never answered leaves the item as it is (no second cut that could race it again).
     truncate_event_id: str | None = None
     call_id: str | None = None  # a function call's
 

@@ -316,6 +316,7 @@ class AssessmentDelivery:
         try:
             position: PlaybackPosition = await self._within(flushed, self.config.step_timeout)
         except TimeoutError:
+            flushed.cancel()  # a late answer is then known as late (FlushRequests.given_up), not pending
             # The browser did not say what it played: nothing is truncated (the tutor's context keeps
             # its whole last sentence), the rest of the handover goes on.
             self._problem(StepFailed("flush", "the browser did not answer playback.flush in time"))

@@ -318,6 +318,7 @@ class ResponseScheduler:
             # the flush stays open, so the page's late answer is no error for the learner.
             position = await wait_responsive(flushed, self.step_timeout)
         except TimeoutError:
+            flushed.cancel()  # a late answer is then known as late (FlushRequests.given_up), not pending
             self.log.warning(
                 "flush not answered: truncating at the page's last report",
                 extra={"item_id": heard.item_id if heard else None, "audio_end_ms": heard.played_ms if heard else None},

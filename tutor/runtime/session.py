@@ -723,7 +723,7 @@ class TutorSessionRuntime(TutorLink):
                         "mode": answer.mode, "fluency": measures}
         elif answer.turn_id is not None and answer.has_spoken:  # a written answer's row is already final
             final = {"text": answer.text, "mode": answer.mode, "fluency": measures}
-        span = await audio_work(answer.audio, answer.speech_span) if answer.has_spoken else b""
+        span = answer.speech_span() if answer.has_spoken else b""  # found with its measures (`_judge`)
         answer.release_audio()
         answer.turn_id = await db(services.store_judged_answer)(
             self.session_id, answer.turn_id, judgement, answer.opinion, new_turn=new_turn, final=final, audio=span

@@ -169,6 +169,7 @@ def live_server(
         PYTHONUNBUFFERED="1",
         LOG_LEVEL="INFO",
         PARLA_REALTIME_URL="",
+        PARLA_SHED_STALLED_PERCENT="0",  # no refusal because the test machine was busy (test_capacity)
     )
     env.update(extra_env or {})
     server = LiveServer(

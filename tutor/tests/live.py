@@ -120,6 +120,9 @@ def parla_server(*, realtime_url: str, redis_url: str | None = None, extra_env: 
         DJANGO_SETTINGS_MODULE="config.settings",
         DEBUG="1",
         PARLA_STEP_TIMEOUT="5",
+        # A test server shares 2 cores with Chromium, the simulator and the test: it must not refuse a
+        # session because the machine was busy (the refusal is tested in test_capacity).
+        PARLA_SHED_STALLED_PERCENT="0",
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",  # the test reads the log while the server runs
         # Learners' recordings of test sessions go to a scratch folder, never into the checkout.

@@ -255,6 +255,8 @@ async def test_a_page_that_does_not_answer_the_flush_is_cut_where_its_last_repor
     finally:
         await page.communicator.disconnect()
     assert [e for e in later if e["type"] == "error"] == []  # its late answer is no error either
+    (late,) = [r for r in caplog.records if r.getMessage() == "late playback flush answer ignored"]
+    assert late.request_id == flush["request_id"]
     seen = [event for _at, event in page.events if event is not refused]
     assert [e for e in seen if e["type"] == "error"] == []  # the page's silence is not the learner's failure
     assert refused["code"] == "unknown_request"
