@@ -234,7 +234,7 @@ class Server:
     commit: str
 
     @classmethod
-    def for_repo(cls, repo: Path, database_url: str, media: Path, secret: str) -> "Server":
+    def for_repo(cls, repo: Path, database_url: str, media: Path, secret: str, refuse: bool = False) -> "Server":
         venv = repo / ".venv" / "bin" / "python"
         python = str(venv) if venv.exists() else sys.executable
         env = {k: v for k, v in os.environ.items() if k not in {"OPENAI_API_KEY", "REDIS_URL", "DATABASE_URL"}}
@@ -248,11 +248,13 @@ class Server:
             SECURE_SSL_REDIRECT="false",
             PARLA_GRADER="rules",
             PARLA_MAX_SESSIONS_PER_PROCESS="100000",  # the ladder measures the process, not its configured cap
-            PARLA_SHED_STALLED_PERCENT="0",  # nor its refusals when its loop stalls
+            PARLA_SHED_STALLED_PERCENT="0",  # nor its refusals when its loop stalls (--refuse: as deployed)
             PARLA_LOOP_STALL_MS="20",  # the loop's pauses counted as stalls: the target's 20 ms (tutor/loopwatch.py)
             MEDIA_ROOT=str(media),
             LOG_LEVEL=os.environ.get("LOG_LEVEL", "INFO"),
         )
+        if refuse:
+            del env["PARLA_SHED_STALLED_PERCENT"]  # the server's default
         git = ["git", "-C", str(repo)]
         branch = subprocess.run([*git, "rev-parse", "--abbrev-ref", "HEAD"], capture_output=True, text=True).stdout.strip()
         commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -728,6 +730,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="each Daphne process on a CPU of its own, the simulators and drivers on the others")
     parser.add_argument("--yield", dest="helpers_yield", action="store_true",
                         help=f"the simulators and drivers at nice {HELPERS_NICE}: the server first on every CPU")
+    parser.add_argument("--refuse", action="store_true",
+                        help="the server refuses new sessions while its loop stalls, as deployed (off by default: "
+                             "the ladder measures the process past that point); refused learners count as errors")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     args.ladder = [int(x) for x in (args.ladder or (QUICK_LADDER if args.quick else DEFAULT_LADDER)).split(",")]
@@ -750,7 +755,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     secret = secrets.token_urlsafe(50)
     print(f"logs and raw results in {work} (removed after a run in which every step was measured without error)",
           file=sys.stderr)
-    servers = [Server.for_repo(repo, database_url, work / "media", secret) for repo in args.repo]
+    servers = [Server.for_repo(repo, database_url, work / "media", secret, args.refuse) for repo in args.repo]
     scale_out_possible = redis_reachable(args.redis_url)
     results: dict[str, list[dict]] = {}
     notes: list[str] = []
