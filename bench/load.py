@@ -569,6 +569,7 @@ def summarize(n, processes, base, via, upstream, daphne_watch, lags, args) -> di
         "rss_mib_idle": [round(w.rss0 / 2**20, 1) for w in daphne_watch],
         "session_s_median": statistics.median([x["session_s"] for x in parla_learners]) if parla_learners else None,
         "handovers_ok": handovers_ok,
+        "refused": sum(1 for x in parla_learners if "at_capacity" in x["errors"]),  # with --refuse
         "errors": error_codes,
         "error_count": sum(len(x["errors"]) for x in parla_learners),
         "failures": failures[:5],
@@ -585,7 +586,10 @@ def broken(row: dict, break_ms: float) -> str | None:
     """Why this N is past what the server carries, or None."""
     f = row["frames"]
     if row["handovers_ok"] < row["learners"]:
-        return f"{row['learners'] - row['handovers_ok']} handovers failed"
+        refused = row.get("refused", 0)
+        failed = row["learners"] - row["handovers_ok"] - refused
+        return ", ".join(part for part in (f"{failed} handovers failed" if failed else "",
+                                           f"{refused} refused at capacity" if refused else "") if part)
     if row["errors"]:
         return "errors: " + ", ".join(row["errors"])
     if f["tutor_lost"] or f["learner_lost"] or f["tutor_reordered"] or f["learner_reordered"]:
@@ -661,7 +665,8 @@ def table(rows: list[dict]) -> str:
             f"| {_ms(u['direct_p50'])} / {_ms(u['direct_p99'])} "
             f"| {_ms(reply['via_p50'] and reply['via_p50'] / 1000, 2)} / {_ms(reply['direct_p50'] and reply['direct_p50'] / 1000, 2)} "
             f"| {f['tutor_received']} / {f['learner_received']} | {f['tutor_lost'] + f['learner_lost']} "
-            f"| {f['tutor_reordered'] + f['learner_reordered']} | {r['handovers_ok']} / {r['learners']} "
+            f"| {f['tutor_reordered'] + f['learner_reordered']} | {r['handovers_ok']} / {r['learners']}"
+            f"{' (' + str(r['refused']) + ' refused)' if r.get('refused') else ''} "
             f"| {' + '.join(f'{c:.0f}%' for c in r['daphne_cpu_per_process'])} | {_threads(r)} | {_lags(r)} "
             f"| {_ms(r['cpu_s_per_session_minute'], 2)} "
             f"| {r['rss_mib_per_session']:.2f} MiB | {_helpers(r['cpu_via_parla'])} "

@@ -313,9 +313,23 @@ async def run_parla(learner: Learner, base_url: str, cookie: str, timeout: float
             if mic is not None:
                 mic.cancel()
                 await asyncio.gather(mic, return_exceptions=True)
+        if learner.ended and learner.assessment is None:
+            await read_why_it_ended(ws, learner)
         if not learner.ended and learner.failure is None:
             learner.failure = f"socket closed ({ws.close_code}) in state {learner.state}"
         learner.close_code = ws.close_code
+
+
+async def read_why_it_ended(ws, learner: Learner, timeout: float = 5.0) -> None:
+    """A session that ended with no assessment (refused at capacity, for one): the error that follows
+    `state: ended`, and the close, as the page reads them."""
+    try:
+        async with asyncio.timeout(timeout):
+            async for raw in ws:
+                if isinstance(raw, str) and (event := json.loads(raw))["type"] == "error":
+                    learner.errors.append(event.get("code") or "error")
+    except (TimeoutError, ConnectionClosed):
+        pass
 
 
 # --- direct mode (baseline) -------------------------------------------------------------------------

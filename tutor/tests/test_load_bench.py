@@ -117,3 +117,13 @@ def test_pin_and_yield_place_the_server_and_its_helpers(monkeypatch, tmp_path):
     finally:
         CHILDREN.stop(helper)
     assert helper.returncode is not None
+
+
+def test_learners_refused_at_capacity_are_told_apart_from_failed_handovers(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from load import broken
+
+    row = {"learners": 200, "handovers_ok": 91, "refused": 109, "errors": ["at_capacity"], "frames": {}}
+    assert broken(row, 100) == "109 refused at capacity"
+    assert broken({**row, "handovers_ok": 90}, 100) == "1 handovers failed, 109 refused at capacity"
+    assert broken({**row, "refused": 0, "handovers_ok": 198}, 100) == "2 handovers failed"
