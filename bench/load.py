@@ -314,7 +314,7 @@ def placement(args: argparse.Namespace, processes: int) -> tuple[list[set[int]] 
 
 
 def start_simulators(count: int, port: int, args: argparse.Namespace, work: Path, tag: str,
-                     cpus: set[int] | None = None) -> list[tuple[subprocess.Popen, Path]]:
+                     cpus: set[int] | None = None, nice: int = 0) -> list[tuple[subprocess.Popen, Path]]:
     sims = []
     for i in range(count):
         stats = work / f"sim-{tag}-{i}.json"
@@ -322,8 +322,7 @@ def start_simulators(count: int, port: int, args: argparse.Namespace, work: Path
                    "--pace", "1", "--true-level", "A1", "--seed", str(args.seed + i), "--reuse-port"]
         if args.tutor_audio_ms:
             command += ["--audio-ms", str(args.tutor_audio_ms)]
-        sims.append((CHILDREN.start(command, log=work / f"sim-{tag}-{i}.log", cwd=ROOT, cpus=cpus,
-                                    nice=HELPERS_NICE if args.helpers_yield else 0), stats))
+        sims.append((CHILDREN.start(command, log=work / f"sim-{tag}-{i}.log", cwd=ROOT, cpus=cpus, nice=nice), stats))
     wait_for_port(port, 20, [p for p, _ in sims])
     return sims
 
@@ -468,14 +467,14 @@ def run_rung(server: Server, n: int, processes: int, args, cookies: list[str], r
     print(f"[{server.label}] {n} learners, {processes} Daphne process(es): baseline straight to the simulator "
           f"({sims_count} simulator process(es), {drivers} driver process(es))", file=sys.stderr, flush=True)
     server_cpus, helper_cpus = placement(args, processes)
-    sims = start_simulators(sims_count, sim_port, args, work, tag, helper_cpus)
+    nice = HELPERS_NICE if args.helpers_yield else 0  # the simulators' and the drivers'
+    sims = start_simulators(sims_count, sim_port, args, work, tag, helper_cpus, nice)
     sim_watch = [Watched(f"simulator {i}", p.pid) for i, (p, _) in enumerate(sims)]
     ramp = args.ramp_seconds if args.ramp_seconds is not None else min(10.0, max(1.0, n / 20))
     common = {"seed": args.seed, "ramp_s": ramp, "drivers": drivers, "speech_ms": args.speech_ms}
     try:
         base_plan = {**common, "mode": "direct", "phase": BASELINE, "seconds": args.baseline_seconds, "timeout_s": 0,
                      "clients": [{"index": i, "url": sim_url} for i in range(n)]}
-        nice = HELPERS_NICE if args.helpers_yield else 0
         base = run_driver(base_plan, work, f"{tag}-direct", sim_watch, args.baseline_seconds + ramp + 60, helper_cpus, nice)
 
         print(f"[{server.label}] {n} learners via Parla", file=sys.stderr, flush=True)
