@@ -247,14 +247,19 @@ class Server:
             SESSION_COOKIE_SECURE="false",
             SECURE_SSL_REDIRECT="false",
             PARLA_GRADER="rules",
-            PARLA_MAX_SESSIONS_PER_PROCESS="100000",  # the ladder measures the process, not its configured cap
-            PARLA_SHED_STALLED_PERCENT="0",  # nor its refusals when its loop stalls (--refuse: as deployed)
+            # The ladder measures the process, not its configured cap nor its refusals while its loop
+            # stalls; --refuse keeps both as deployed (the server's defaults).
+            PARLA_MAX_SESSIONS_PER_PROCESS="100000",
+            PARLA_SHED_STALLED_PERCENT="0",
             PARLA_LOOP_STALL_MS="20",  # the loop's pauses counted as stalls: the target's 20 ms (tutor/loopwatch.py)
             MEDIA_ROOT=str(media),
             LOG_LEVEL=os.environ.get("LOG_LEVEL", "INFO"),
         )
         if refuse:
-            del env["PARLA_SHED_STALLED_PERCENT"]  # the server's default
+            for name in ("PARLA_MAX_SESSIONS_PER_PROCESS", "PARLA_SHED_STALLED_PERCENT"):
+                env.pop(name)
+                if name in os.environ:  # a deployment's own value, as it would run
+                    env[name] = os.environ[name]
         git = ["git", "-C", str(repo)]
         branch = subprocess.run([*git, "rev-parse", "--abbrev-ref", "HEAD"], capture_output=True, text=True).stdout.strip()
         commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -675,12 +680,27 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def header(args, servers: list[Server], started: datetime.datetime, elapsed: float, database_url: str) -> str:
-    cpu_model = "unknown CPU"
+def cpu_description(cpuinfo: str) -> str:
+    """The first CPU of /proc/cpuinfo: its name, family and model (a virtual machine's name may say only
+    "AMD EPYC", whatever generation it is) and clock. Machines of one kind differ: the same code carried
+    200 learners on one and about 100 on another (docs/benchmarks.md), so a row says which it ran on."""
+    first = cpuinfo.split("\n\n", 1)[0]
+    fields = dict((k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in first.splitlines()) if v)
+    parts = [fields.get("model name", "unknown CPU")]
+    if "cpu family" in fields and "model" in fields:
+        parts.append(f"family {fields['cpu family']} model {fields['model']}")
     try:
-        cpu_model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
+        parts.append(f"{float(fields['cpu MHz']) / 1000:.2f} GHz")
+    except (KeyError, ValueError):
         pass
+    return ", ".join(parts)
+
+
+def header(args, servers: list[Server], started: datetime.datetime, elapsed: float, database_url: str) -> str:
+    try:
+        cpu_model = cpu_description(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        cpu_model = "unknown CPU"
     engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite (not comparable: set DATABASE_URL)"
     return (
         f"Run {started:%Y-%m-%d %H:%M} ({elapsed / 60:.1f} min) on {os.cpu_count()} cores ({cpu_model}, "
@@ -735,8 +755,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--yield", dest="helpers_yield", action="store_true",
                         help=f"the simulators and drivers at nice {HELPERS_NICE}: the server first on every CPU")
     parser.add_argument("--refuse", action="store_true",
-                        help="the server refuses new sessions while its loop stalls, as deployed (off by default: "
-                             "the ladder measures the process past that point); refused learners count as errors")
+                        help="the server refuses new sessions past PARLA_MAX_SESSIONS_PER_PROCESS and while its loop "
+                             "stalls, as deployed (off by default: the ladder measures the process past that "
+                             "point); refused learners are counted apart")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     args.ladder = [int(x) for x in (args.ladder or (QUICK_LADDER if args.quick else DEFAULT_LADDER)).split(",")]

@@ -268,11 +268,12 @@ PARLA_AUDIO_RETENTION_DAYS = env_int("PARLA_AUDIO_RETENTION_DAYS", 90)
 # Capacity of one server process (README "Deployment"): sessions past the maximum are refused with a
 # clear message, not slowed; a browser that reads nothing of what it is sent is closed (tutor.backpressure):
 # paused by the transport for PARLA_SEND_STALL_SECONDS, or PARLA_SEND_QUEUE_BYTES waiting (~11 s of audio).
-# 100: the step of bench/load.py's ladder whose added p99 stayed under 20 ms on 2 cores, the simulator
-# and the learners on the same machine (docs/benchmarks.md, 2026-12-07; 150 held at +53 ms); on a
-# slower machine of the same kind, 100 gave +62 ms ("what the fourth round's runs say"): a machine's
-# number comes from its own run, and its loop's stalls are logged (PARLA_LOOP_STALL_MS below).
-PARLA_MAX_SESSIONS_PER_PROCESS = env_int("PARLA_MAX_SESSIONS_PER_PROCESS", 100)
+# 200: issue 14's target, and the step of bench/load.py's ladder whose added p99 stayed under 20 ms on
+# 2 cores (AMD EPYC, Zen 5 at 2.6 GHz), the simulator and the learners on the same machine: +5.2 to
+# +13.7 ms in five runs, 300 broke at +464 ms (docs/benchmarks.md, "what the fifth round's runs say").
+# On slower machines of the same kind 200 did not hold (+3.3 s on a 2.45 GHz EPYC): a machine's number
+# comes from its own run; there the loop's stalls are logged and shed new sessions (below).
+PARLA_MAX_SESSIONS_PER_PROCESS = env_int("PARLA_MAX_SESSIONS_PER_PROCESS", 200)
 PARLA_SEND_QUEUE_BYTES = env_int("PARLA_SEND_QUEUE_BYTES", 1024 * 1024)
 PARLA_SEND_STALL_SECONDS = env_float("PARLA_SEND_STALL_SECONDS", 10.0)
 # A pause of a server process's event loop pauses every learner's audio it relays: pauses this long or

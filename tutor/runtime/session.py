@@ -766,7 +766,11 @@ class TutorSessionRuntime(TutorLink):
     # --- owned tasks ------------------------------------------------------------------------------------
 
     def _spawn(self, coro: Coroutine, name: str) -> asyncio.Task:
-        return self.tasks.spawn(self._guard(coro, name), name)
+        task = self.tasks.spawn(self._guard(coro, name), name)
+        # A task cancelled before its first step never starts `_guard`, so `coro` was never awaited:
+        # closed here rather than left to the garbage collector's "never awaited" warning.
+        task.add_done_callback(lambda _: coro.close())
+        return task
 
     async def _guard(self, coro: Coroutine, name: str) -> None:
         """Run an owned task; an unexpected failure is logged and reported, never silently lost."""

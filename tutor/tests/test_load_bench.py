@@ -127,3 +127,32 @@ def test_learners_refused_at_capacity_are_told_apart_from_failed_handovers(monke
     assert broken(row, 100) == "109 refused at capacity"
     assert broken({**row, "handovers_ok": 90}, 100) == "1 handovers failed, 109 refused at capacity"
     assert broken({**row, "refused": 0, "handovers_ok": 198}, 100) == "2 handovers failed"
+
+
+def test_refuse_serves_as_deployed_and_the_ladder_lifts_the_limits(monkeypatch, tmp_path):
+    """--refuse: the server's own maximum and stall shedding (or the deployment's values); without it
+    the ladder measures the process past both."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from load import Server
+
+    monkeypatch.delenv("PARLA_MAX_SESSIONS_PER_PROCESS", raising=False)
+    monkeypatch.delenv("PARLA_SHED_STALLED_PERCENT", raising=False)
+    ladder = Server.for_repo(ROOT, "sqlite:///x", tmp_path, "s" * 50)
+    assert ladder.env["PARLA_MAX_SESSIONS_PER_PROCESS"] == "100000"
+    assert ladder.env["PARLA_SHED_STALLED_PERCENT"] == "0"
+    deployed = Server.for_repo(ROOT, "sqlite:///x", tmp_path, "s" * 50, refuse=True)
+    assert "PARLA_MAX_SESSIONS_PER_PROCESS" not in deployed.env  # settings.py's default
+    assert "PARLA_SHED_STALLED_PERCENT" not in deployed.env
+    monkeypatch.setenv("PARLA_MAX_SESSIONS_PER_PROCESS", "150")
+    assert Server.for_repo(ROOT, "sqlite:///x", tmp_path, "s" * 50, refuse=True).env["PARLA_MAX_SESSIONS_PER_PROCESS"] == "150"
+
+
+def test_the_header_names_the_cpu_by_family_model_and_clock(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from load import cpu_description
+
+    cpuinfo = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\n"
+               "model name\t: AMD EPYC\ncpu MHz\t\t: 2596.096\n\nprocessor\t: 1\nmodel name\t: other\n")
+    assert cpu_description(cpuinfo) == "AMD EPYC, family 26 model 2, 2.60 GHz"
+    assert cpu_description("processor\t: 0\nmodel name\t: ARMv8\n") == "ARMv8"
+    assert cpu_description("") == "unknown CPU"

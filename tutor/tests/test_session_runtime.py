@@ -160,3 +160,25 @@ async def test_one_heartbeat_beats_for_all_sessions_of_the_process_and_stops_wit
         await runtimes[1].close("learner_left")
         assert beating[0].done() and heartbeats.task is None and not heartbeats.sessions & set(ids)
         assert not [t for t in asyncio.all_tasks() if t.get_name() == "session-heartbeats" and not t.done()]
+
+
+async def test_a_task_cancelled_before_it_started_leaves_no_coroutine_unawaited(learner_user):
+    """The session ends the moment after it spawned a task (the scheduler's reply worker, say): the task's
+    coroutine is closed with it, not left for the garbage collector to warn about."""
+    import inspect
+
+    learner_profile = await sync_to_async(lambda: learner_user.learner)()
+    config = await sync_to_async(SessionConfig.for_learner)(learner_profile)
+    runtime = TutorSessionRuntime(MemoryLearner(), learner_profile.pk, config, upstream=None)
+
+    async def work():
+        await asyncio.sleep(0)
+
+    never_started, finished = work(), work()
+    runtime._spawn(finished, "finished")
+    await asyncio.sleep(0.01)
+    runtime._spawn(never_started, "cancelled")
+    await runtime.tasks.cancel_all()
+    assert runtime._tasks == set()
+    assert inspect.getcoroutinestate(finished) == inspect.CORO_CLOSED
+    assert inspect.getcoroutinestate(never_started) == inspect.CORO_CLOSED
