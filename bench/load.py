@@ -248,7 +248,7 @@ class Server:
             SECURE_SSL_REDIRECT="false",
             PARLA_GRADER="rules",
             # The ladder measures the process, not its configured cap nor its refusals while its loop
-            # stalls; --refuse keeps both as deployed (the server's defaults).
+            # stalls; --refuse keeps both as deployed (the defaults, or the values in this environment).
             PARLA_MAX_SESSIONS_PER_PROCESS="100000",
             PARLA_SHED_STALLED_PERCENT="0",
             PARLA_LOOP_STALL_MS="20",  # the loop's pauses counted as stalls: the target's 20 ms (tutor/loopwatch.py)
