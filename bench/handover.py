@@ -71,7 +71,7 @@ class Sample:
 
 
 async def parla_handover(url: str, moment: str, grading_s: float, prepared: bool = False) -> Sample:
-    learner = MemoryLearner()
+    learner = MemoryLearner(speed=1.0)  # the page plays in real time: the timings measured depend on it
     link = BareTutorLink(Upstream(url, None, settings.PARLA_REALTIME_MODEL, "simulator"), learner)
     try:
         await link.connect()
@@ -103,7 +103,7 @@ async def parla_handover(url: str, moment: str, grading_s: float, prepared: bool
 
 async def legacy_handover(url: str, moment: str, grading_s: float) -> Sample:
     """The seed's bridge: stale flag, guarded cancel, fixed sleeps, dummy truncate, same-session voice."""
-    learner = MemoryLearner()
+    learner = MemoryLearner(speed=1.0)  # the page plays in real time: the timings measured depend on it
     link = BareTutorLink(Upstream(url, None, settings.PARLA_REALTIME_MODEL, "simulator"), learner)
     client = link.client
     flag = {"response_in_progress": False}

@@ -1,9 +1,11 @@
 """An in-memory learner and a bare tutor link: the handover without a browser or a database.
 
 Used by the handover's tests and by `bench/handover.py`. `MemoryLearner` behaves like the page's
-playback worklet: it plays the assistant items one after the other, each in real time from its first
-frame, reports `start`, `progress` (every 500 ms) and `end` of each item as the page does, flushes at
-once when asked and says how many ms of the item it played. It keeps a timeline of everything it
+playback worklet: it plays the assistant items one after the other, each from its first frame,
+reports `start`, `progress` (every 500 ms of audio) and `end` of each item as the page does, flushes
+at once when asked and says how many ms of the item it played. It plays `speed` times faster than
+real time (tests: `FAST`, since what they check does not depend on how long the learner listens;
+a test about pacing and the benchmark pass `speed=1.0`). It keeps a timeline of everything it
 received, so tests can check what the learner would have heard, and in which order.
 """
 
@@ -28,6 +30,7 @@ from tutor.realtime.wire import State
 from tutor.upstream import Upstream, open_narrator, relay_with_errors_logged
 
 PROGRESS_MS = 500  # the page's playback worklet reports progress this often (PROGRESS_S)
+FAST = 50.0  # the tests' learner: a 1.5 s item plays in 30 ms, still item by item with every report
 
 
 @dataclass
@@ -48,9 +51,15 @@ class MemoryLearner(LearnerPort):
     """A browser stand-in that plays, reports and answers `playback.flush` like the page does.
 
     `reports=False` is a page that never reports playback (the server then waits out each item's bound).
+    `speed`: how many times faster than real time it plays (1.0: as the page does).
     """
 
-    def __init__(self, flush_delay: float = 0.0, *, reports: bool = True, margin: float = DEFAULT_MARGIN):
+    def __init__(
+        self, flush_delay: float = 0.0, *, reports: bool = True, margin: float = DEFAULT_MARGIN, speed: float = FAST
+    ):
+        if speed <= 0:
+            raise ValueError("speed must be > 0")
+        self.speed = speed
         self.events: list[dict] = []
         self.timeline: list[tuple[str, Any]] = []  # ("event", dict) | ("audio", item_id)
         self.items: dict[str, HeardItem] = {}
@@ -115,13 +124,14 @@ class MemoryLearner(LearnerPort):
         return PlaybackPosition(waiting[0].item_id, int(self._position(waiting[0])))  # items play in order
 
     def _position(self, item: HeardItem) -> float:
-        """Where the play head of `item` is now: real time since it last moved, within what arrived."""
+        """Where the play head of `item` is now: the time since it last moved (at `speed`), within what arrived."""
         if item.anchor is None:
             return item.played_ms
-        return min(audio_ms(len(item.audio)), item.played_ms + (self._loop.time() - item.anchor) * 1000)
+        played = (self._loop.time() - item.anchor) * 1000 * self.speed
+        return min(audio_ms(len(item.audio)), item.played_ms + played)
 
     async def _play(self) -> None:
-        """The playback worklet: items in order, each in real time, reporting as the page does."""
+        """The playback worklet: items in order, each at `speed`, reporting as the page does."""
         while True:
             item = next((i for i in self.items.values() if not i.flushed and not i.finished and i.audio), None)
             if item is None:
@@ -141,7 +151,7 @@ class MemoryLearner(LearnerPort):
                     await self._next_arrival()  # ran dry: wait for more of it
                 continue
             next_report = (int(item.played_ms) // PROGRESS_MS + 1) * PROGRESS_MS
-            await asyncio.sleep((min(available, next_report) - item.played_ms) / 1000)  # playing, in real time
+            await asyncio.sleep((min(available, next_report) - item.played_ms) / 1000 / self.speed)  # playing
             if item.flushed:
                 continue
             item.played_ms, item.anchor = self._position(item), self._loop.time()

@@ -11,6 +11,7 @@ and, when REDIS_URL is set (always in CI), on Redis; on PostgreSQL when DATABASE
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -26,12 +27,14 @@ from assessments.models import Assessment, Probe, TutorSession, Turn
 from assessments.cefr import LEVELS
 from tutor.realtime.simulator.audio import estimate_voice
 from tutor.testing.learners import frames, spoken_answer, written_answer
+from tutor.testing.waits import until, wait_until
 from tutor.tests.live import ThreadedSimulator, daphne_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 LAYERS = ["memory", "redis"]
 FRAME_GAP = 0.012  # 100 ms frames about 8x faster than real time: under the 100 frames/s limit
+PLAYBACK_SPEED = 20.0  # the learner's page plays the tutor 20x faster than real time
 
 
 def speech_then_silence(speech_ms=900, silence_ms=900) -> list[bytes]:
@@ -44,10 +47,26 @@ def speech_then_silence(speech_ms=900, silence_ms=900) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def simulator():
-    # Every spoken response lasts 1.5 s: the learner below plays it in real time before answering, as
-    # the page does, and what these tests check does not depend on how long the tutor talks.
+    # Every spoken response lasts 1.5 s: the learner below plays it (faster than real time) before
+    # answering, as the page does, and what these tests check does not depend on how long the tutor talks.
     with ThreadedSimulator(pace=0.0, seed=7, audio_ms_per_response=1500) as sim:
         yield sim
+
+
+@pytest.fixture(scope="module")
+def served(simulator):
+    """served(layer) -> the base URL of a Daphne server on `layer`'s channel layer with the simulator
+    as upstream, started when first asked and shared by this module's tests (each test has users of its
+    own; the test database is emptied between tests, which a running server does not mind)."""
+    with contextlib.ExitStack() as stack:
+        servers: dict[str, str] = {}
+
+        def serve(layer: str) -> str:
+            if layer not in servers:
+                servers[layer] = stack.enter_context(daphne_server(realtime_url=simulator.url, redis_url=layer_url(layer)))
+            return servers[layer]
+
+        yield serve
 
 
 def login_cookie(user) -> str:
@@ -71,11 +90,13 @@ async def next_json(ws, timeout: float = 30) -> dict:
 
 
 class PagePlayback:
-    """Plays assistant audio like the page: one item after the other, each in real time from its first
-    frame; reports `start` and `end` of each item, and answers a flush with what it played."""
+    """Plays assistant audio like the page: one item after the other, each from its first frame, `speed`
+    times faster than real time (what these tests check does not depend on how long the learner
+    listens); reports `start` and `end` of each item, and answers a flush with what it played."""
 
-    def __init__(self, ws):
+    def __init__(self, ws, speed: float = PLAYBACK_SPEED):
         self.ws = ws
+        self.speed = speed
         self.started: dict[str, float] = {}  # item_id -> when it started playing
         self.received: dict[str, int] = {}  # item_id -> bytes received
         self.due: dict[str, float] = {}  # item_id -> when it ends (its audio.end arrived)
@@ -91,7 +112,7 @@ class PagePlayback:
             await self._report(item, "start", 0)
         elif kind == "audio.end" and event["item_id"] in self.started:
             item = event["item_id"]
-            self.due[item] = self.free_at = self.started[item] + self.received[item] / 48 / 1000
+            self.due[item] = self.free_at = self.started[item] + self.received[item] / 48 / 1000 / self.speed
         elif kind == "playback.flush":
             item = self.current
             played = self._played(item) if item else 0
@@ -100,6 +121,31 @@ class PagePlayback:
             self.due.clear()
             self.current = None
             self.free_at = 0.0
+
+    async def recv(self, timeout: float) -> dict | bytes | None:
+        """The next event (parsed) or audio frame from the socket, or None once `timeout` ran out;
+        playing meanwhile: items that played to their end are reported, and a flush is answered."""
+        try:
+            raw = await asyncio.wait_for(self.ws.recv(), min(timeout, self.wait()) if self.due else timeout)
+        except TimeoutError:
+            raw = None
+        await self.ended()
+        if isinstance(raw, bytes):
+            self.on_audio(raw)
+            return raw
+        if raw is None:
+            return None
+        event = json.loads(raw)
+        await self.on_event(event)
+        return event
+
+    async def next_json(self, timeout: float = 30) -> dict:
+        """The next event (audio frames in between are played)."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if isinstance(got := await self.recv(left), dict):
+                return got
+        raise TimeoutError(f"no event within {timeout} s")
 
     def on_audio(self, pcm: bytes) -> None:
         if self.current is not None:
@@ -119,7 +165,7 @@ class PagePlayback:
         return done
 
     def _played(self, item: str) -> int:
-        return int(min(self.received[item] / 48, max(0.0, time.monotonic() - self.started[item]) * 1000))
+        return int(min(self.received[item] / 48, max(0.0, time.monotonic() - self.started[item]) * 1000 * self.speed))
 
     async def _report(self, item: str, kind: str, played_ms: int) -> None:
         await self.ws.send(json.dumps({"type": "playback.report", "item_id": item, "kind": kind,
@@ -154,20 +200,13 @@ async def run_learner(
         page = PagePlayback(ws)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            wait = deadline - time.monotonic()
-            try:
-                raw = await asyncio.wait_for(ws.recv(), min(wait, page.wait() if page.due else wait))
-            except TimeoutError:
-                raw = None
-            await page.ended()  # the page reports what it played to its end
+            got = await page.recv(deadline - time.monotonic())  # the page reports what it played to its end
             kind = None
-            if isinstance(raw, bytes):
-                run.audio[run.current_item] += raw
-                page.on_audio(raw)
-            elif raw is not None:
-                event = json.loads(raw)
+            if isinstance(got, bytes):
+                run.audio[run.current_item] += got
+            elif got is not None:
+                event = got
                 run.events.append(event)
-                await page.on_event(event)
                 kind = event["type"]
             if kind == "state" and event["state"] == "ready":
                 await ws.send(json.dumps({"type": "session.start"}))
@@ -197,7 +236,7 @@ async def run_learner(
             raise AssertionError(f"no final assessment within {timeout}s; last events: {run.events[-5:]}")
         # Drain until the session says it ended (the server closes its upstream sessions first).
         while not any(e["type"] == "state" and e["state"] == "ended" for e in run.events):
-            run.events.append(await next_json(ws, 10))
+            run.events.append(await page.next_json(10))
     return run
 
 
@@ -214,9 +253,7 @@ async def watched(base_url: str, teacher_cookie: str, learner_run):
         collector = asyncio.create_task(collect())
         try:
             run = await learner_run
-            deadline = time.monotonic() + 5
-            while not any(s["state"] == "ended" for s in seen) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await until(lambda: any(s["state"] == "ended" for s in seen), 5, "the teacher to see the session end")
         finally:
             collector.cancel()
             await asyncio.gather(collector, return_exceptions=True)
@@ -233,57 +270,56 @@ def layer_url(layer: str) -> str | None:
 
 
 @pytest.mark.parametrize("layer", LAYERS)
-def test_each_true_level_is_placed_assessed_and_spoken(simulator, make_user, layer):
-    redis_url = layer_url(layer)
+def test_each_true_level_is_placed_assessed_and_spoken(simulator, served, make_user, layer):
+    base_url = served(layer)
     teacher_cookie = login_cookie(make_user(f"teacher-{layer}", teacher=True))
-    with daphne_server(realtime_url=simulator.url, redis_url=redis_url) as base_url:
-        for level in LEVELS:
-            simulator.set_knobs(true_level=level)
-            user = make_user(f"learner-{layer}-{level.lower()}", learner=True)
-            run, snapshots = asyncio.run(watched(base_url, teacher_cookie, run_learner(base_url, login_cookie(user), level=level)))
+    for level in LEVELS:
+        simulator.set_knobs(true_level=level)
+        user = make_user(f"learner-{layer}-{level.lower()}", learner=True)
+        run, snapshots = asyncio.run(watched(base_url, teacher_cookie, run_learner(base_url, login_cookie(user), level=level)))
 
-            # A teacher watching live saw this learner's session climb and end with the rating.
-            mine = [s for s in snapshots if s["learner"] == user.username]
-            assert mine[-1]["state"] == "ended", [s["state"] for s in mine]
-            assert mine[-1]["assessment"]["level"] == level and mine[-1]["assessment"]["status"] == "delivered"
-            assert "assessing" in [s["state"] for s in mine]
+        # A teacher watching live saw this learner's session climb and end with the rating.
+        mine = [s for s in snapshots if s["learner"] == user.username]
+        assert mine[-1]["state"] == "ended", [s["state"] for s in mine]
+        assert mine[-1]["assessment"]["level"] == level and mine[-1]["assessment"]["status"] == "delivered"
+        assert "assessing" in [s["state"] for s in mine]
 
-            # No error reached the learner; the learner's audio frames went upstream.
-            assert run.of_type("error") == [], run.of_type("error")
-            assert run.sent_audio_frames > 0
-            assert any(e["role"] == "learner" and e["item_id"] for e in run.of_type("transcript"))
+        # No error reached the learner; the learner's audio frames went upstream.
+        assert run.of_type("error") == [], run.of_type("error")
+        assert run.sent_audio_frames > 0
+        assert any(e["role"] == "learner" and e["item_id"] for e in run.of_type("transcript"))
 
-            # The card and the stored rating are the true level; the summary was spoken.
-            card = run.of_type("assessment")[-1]
-            assert card["level"] == level, (level, card)
-            assert card["status"] == "delivered"
-            assert [e["state"] for e in run.of_type("state")][-3:] == ["assessing", "summary", "ended"]
-            narrator = run.heard("narrator")
-            assert len(narrator) > 48 * 500
-            assert estimate_voice(narrator) == settings.PARLA_SUMMARY_VOICE
-            assert estimate_voice(run.heard("tutor")) == settings.PARLA_TUTOR_VOICE
-            ladder = run.of_type("level")[-1]["ladder"]
-            assert ladder[level] == "sustained"
+        # The card and the stored rating are the true level; the summary was spoken.
+        card = run.of_type("assessment")[-1]
+        assert card["level"] == level, (level, card)
+        assert card["status"] == "delivered"
+        assert [e["state"] for e in run.of_type("state")][-3:] == ["assessing", "summary", "ended"]
+        narrator = run.heard("narrator")
+        assert len(narrator) > 48 * 500
+        assert estimate_voice(narrator) == settings.PARLA_SUMMARY_VOICE
+        assert estimate_voice(run.heard("tutor")) == settings.PARLA_TUTOR_VOICE
+        ladder = run.of_type("level")[-1]["ladder"]
+        assert ladder[level] == "sustained"
 
-            assessment = Assessment.objects.get(learner__user=user)
-            session = TutorSession.objects.get(learner__user=user)
-            assert assessment.level == level
-            assert assessment.status == Assessment.Status.DELIVERED
-            assert assessment.summary and assessment.grader == "rules"
-            assert not assessment.partial
-            assert session.end_reason in ("ceiling", "top")
-            assert session.ended_at is not None
-            probes = list(Probe.objects.filter(session=session).values_list("level", "outcome"))
-            assert (level, "sustained") in probes
-            assert Turn.objects.filter(session=session, role="learner").count() >= 2
-            assert Turn.objects.filter(session=session, role="tutor").exists()
-            assert Turn.objects.filter(session=session, role="narrator").exists()
+        assessment = Assessment.objects.get(learner__user=user)
+        session = TutorSession.objects.get(learner__user=user)
+        assert assessment.level == level
+        assert assessment.status == Assessment.Status.DELIVERED
+        assert assessment.summary and assessment.grader == "rules"
+        assert not assessment.partial
+        assert session.end_reason in ("ceiling", "top")
+        assert session.ended_at is not None
+        probes = list(Probe.objects.filter(session=session).values_list("level", "outcome"))
+        assert (level, "sustained") in probes
+        assert Turn.objects.filter(session=session, role="learner").count() >= 2
+        assert Turn.objects.filter(session=session, role="tutor").exists()
+        assert Turn.objects.filter(session=session, role="narrator").exists()
 
-            # Nothing of the session stays open upstream (tutor and narrator sessions closed).
-            assert simulator.wait_all_closed(5) == 0
+        # Nothing of the session stays open upstream (tutor and narrator sessions closed).
+        assert simulator.wait_all_closed(5) == 0
 
 
-def test_disconnect_mid_session_keeps_a_partial_assessment(simulator, make_user):
+def test_disconnect_mid_session_keeps_a_partial_assessment(simulator, served, make_user):
     simulator.set_knobs(true_level="C2")
     user = make_user("leaver", learner=True)
     cookie = login_cookie(user)
@@ -300,12 +336,11 @@ def test_disconnect_mid_session_keeps_a_partial_assessment(simulator, make_user)
                     level_events += 1
         # the socket closes here, mid-session
 
-    with daphne_server(realtime_url=simulator.url, redis_url=None) as base_url:
-        asyncio.run(leave_after_two_probes(base_url))
-        deadline = time.monotonic() + 10  # the server keeps the assessment after the socket is gone
-        while time.monotonic() < deadline and not Assessment.objects.filter(learner__user=user).exists():
-            time.sleep(0.1)
-        open_upstream = simulator.wait_all_closed(5)
+    base_url = served("memory")
+    asyncio.run(leave_after_two_probes(base_url))
+    # The server keeps the assessment after the socket is gone.
+    wait_until(lambda: Assessment.objects.filter(learner__user=user).exists(), 10, "the partial assessment")
+    open_upstream = simulator.wait_all_closed(5)
     assessment = Assessment.objects.get(learner__user=user)
     assert assessment.partial
     assert assessment.status == Assessment.Status.DELIVERY_FAILED
@@ -316,36 +351,36 @@ def test_disconnect_mid_session_keeps_a_partial_assessment(simulator, make_user)
     assert open_upstream == 0
 
 
-def test_bad_frames_get_clear_errors_and_lose_nothing(simulator, make_user):
+def test_bad_frames_get_clear_errors_and_lose_nothing(simulator, served, make_user):
     simulator.set_knobs(true_level="A2")
     user = make_user("clumsy", learner=True)
     cookie = login_cookie(user)
 
     async def scenario(base_url):
         async with tutor_socket(base_url, cookie) as ws:
-            assert (await next_json(ws))["state"] == "ready"
+            page = PagePlayback(ws)
+            assert (await page.next_json())["state"] == "ready"
             errors = []
             for bad in ["{nope", json.dumps({"type": "launch.rockets"}), json.dumps({"type": "answer.text"}),
                         json.dumps({"type": "answer.text", "text": "x" * 5000}), json.dumps([1, 2])]:
                 await ws.send(bad)
-                errors.append(await next_json(ws))
+                errors.append(await page.next_json())
             await ws.send(b"\x00" * (64 * 1024))
-            errors.append(await next_json(ws))
+            errors.append(await page.next_json())
             await ws.send(b"\x00\x01\x02")
-            errors.append(await next_json(ws))
+            errors.append(await page.next_json())
             await ws.send(json.dumps({"type": "answer.text", "text": "hola"}))  # before start
-            errors.append(await next_json(ws))
+            errors.append(await page.next_json())
             # The connection survived all of that: the session still starts.
             await ws.send(json.dumps({"type": "session.start"}))
             states = []
             while "listening" not in states:
-                event = await next_json(ws)
+                event = await page.next_json()
                 if event["type"] == "state":
                     states.append(event["state"])
             return errors
 
-    with daphne_server(realtime_url=simulator.url, redis_url=None) as base_url:
-        errors = asyncio.run(scenario(base_url))
+    errors = asyncio.run(scenario(served("memory")))
     assert [e["code"] for e in errors] == [
         "malformed", "unknown_type", "missing_field", "bad_field", "malformed", "frame_too_large", "bad_audio",
         "not_started",
@@ -358,7 +393,7 @@ def test_expired_upstream_session_is_resumed_with_the_conversation_as_text(simul
     user = make_user("marathon", learner=True)
     cookie = login_cookie(user)
     # Every upstream session expires after 2 s; the learner takes 0.3 s to answer each question, once
-    # it has heard it (0.1 s of speech, played in real time).
+    # it has heard it (0.1 s of speech).
     # (It was 1.2 s: each answer is now judged and stored before the tutor goes on, and four 1.2 s
     # sessions - MAX_RESUMES is 3 - no longer reliably hold a whole B1 placement on this machine.)
     # It writes its answers: a spoken answer of B1 length (8 s of audio, about 1 s to send) would not
@@ -377,7 +412,7 @@ def test_expired_upstream_session_is_resumed_with_the_conversation_as_text(simul
     assert Probe.objects.filter(session=session).count() >= 7
 
 
-def partial_run(simulator, make_user, username, *, stop_after_probes=None, extra_env=None):
+def partial_run(simulator, make_user, username, base_url, *, stop_after_probes=None):
     """A session that ends before the ceiling: the learner presses Stop, or the time cap hits."""
     simulator.set_knobs(true_level="C2")
     user = make_user(username, learner=True)
@@ -386,15 +421,13 @@ def partial_run(simulator, make_user, username, *, stop_after_probes=None, extra
     async def scenario(base_url):
         events = []
         async with tutor_socket(base_url, cookie) as ws:
+            page = PagePlayback(ws)  # answers the flush
             await ws.send(json.dumps({"type": "session.start"}))
             probes = 0
             while True:
-                event = await next_json(ws)
+                event = await page.next_json()
                 events.append(event)
-                if event["type"] == "playback.flush":
-                    await ws.send(json.dumps({"type": "playback.flushed", "request_id": event["request_id"],
-                                              "item_id": None, "played_ms": 0}))
-                elif (event["type"] == "state" and event["state"] == "listening"  # the tutor's turn is over
+                if (event["type"] == "state" and event["state"] == "listening"  # the tutor's turn is over
                       and stop_after_probes is not None and probes < stop_after_probes):
                     await ws.send(json.dumps({"type": "answer.text", "text": "Me gusta mucho leer novelas."}))
                 elif event["type"] == "level" and any(v != "untested" and v != "current" for v in event["ladder"].values()):
@@ -404,13 +437,11 @@ def partial_run(simulator, make_user, username, *, stop_after_probes=None, extra
                 elif event["type"] == "state" and event["state"] == "ended":
                     return events
 
-    with daphne_server(realtime_url=simulator.url, redis_url=None, extra_env=extra_env) as base_url:
-        events = asyncio.run(scenario(base_url))
-    return user, events
+    return user, asyncio.run(scenario(base_url))
 
 
-def test_stop_assesses_what_is_known_as_partial(simulator, make_user):
-    user, events = partial_run(simulator, make_user, "stopper", stop_after_probes=2)
+def test_stop_assesses_what_is_known_as_partial(simulator, served, make_user):
+    user, events = partial_run(simulator, make_user, "stopper", served("memory"), stop_after_probes=2)
     card = [e for e in events if e["type"] == "assessment"][-1]
     assert card["partial"] and card["status"] == "delivered"
     assert card["level"] == "A1"  # two sustained probes at A1: the floor so far
@@ -424,7 +455,8 @@ def test_stop_assesses_what_is_known_as_partial(simulator, make_user):
 def test_time_cap_ends_placement_and_a_silent_learner_is_not_rated(simulator, make_user):
     # 0.03 minutes = 1.8 s; the learner never answers. Before issue 10 this was rated "working towards
     # A1": a rating without evidence. Now the time cap ends placement with what is known: nothing.
-    user, events = partial_run(simulator, make_user, "silent", extra_env={"PARLA_SESSION_MAX_MINUTES": "0.03"})
+    with daphne_server(realtime_url=simulator.url, redis_url=None, extra_env={"PARLA_SESSION_MAX_MINUTES": "0.03"}) as url:
+        user, events = partial_run(simulator, make_user, "silent", url)
     card = [e for e in events if e["type"] == "assessment"][-1]
     assert card["partial"] and card["status"] == "not_rated" and card["level"] is None
     assessment = Assessment.objects.get(learner__user=user)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -93,11 +94,13 @@ def silence(ms: int) -> bytes:
 
 
 class Page:
-    """The tutor page: records JSON events with their arrival time, answers playback flushes."""
+    """The tutor page: records JSON events with their arrival time, answers playback flushes and, as
+    the page does, reports playback (each item's end as soon as all of it arrived: no test here is
+    about how long the learner listens, so none waits out an item's length plus the margin)."""
 
-    def __init__(self, communicator: WebsocketCommunicator, report_playback: bool = False) -> None:
+    def __init__(self, communicator: WebsocketCommunicator, report_playback: bool = True) -> None:
         self.ws = communicator
-        self.report_playback = report_playback  # report each item's end as soon as it arrives, as a page does
+        self.report_playback = report_playback
         self.events: list[tuple[float, dict]] = []
         self.audio_item: str | None = None
         self.audio_bytes = 0
@@ -129,6 +132,15 @@ class Page:
                 if event["type"] == kind and all(event.get(k) == v for k, v in fields.items()):
                     return event
 
+    async def listening_after(self, done: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Read on (answering flushes, reporting playback) until it is the learner's turn again once
+        `done()` holds: the session is quiet, so nothing that was still to come is missed."""
+        async with asyncio.timeout(timeout):
+            while True:
+                await self.next("state", timeout=timeout, state="listening")
+                if done():
+                    return
+
     async def speak(self, pcm: bytes) -> None:
         """Send PCM in 100 ms frames at the pace a microphone produces them (this test is the learner)."""
         for start in range(0, len(pcm), 4800):
@@ -150,7 +162,7 @@ async def speaking_after_the_call(page: Page) -> None:
     assert started and (not ended or started[-1] > ended[-1]), "the reply is not speaking"
 
 
-async def open_page(headers, report_playback: bool = False) -> Page:
+async def open_page(headers, report_playback: bool = True) -> Page:
     """The tutor page, started: the next event is the state of the greeting."""
     communicator = WebsocketCommunicator(application, "/ws/tutor/", headers=headers)
     connected, _ = await communicator.connect()
@@ -161,12 +173,14 @@ async def open_page(headers, report_playback: bool = False) -> Page:
     return page
 
 
-async def drain(page: Page, seconds: float) -> None:
-    """Keep reading (and answering flushes) for `seconds`."""
-    try:
-        await page.next("never", timeout=seconds)
-    except TimeoutError:
-        pass
+def replied_after(wire: Wire, since: Callable[[], float]) -> Callable[[], bool]:
+    """Whether a response created after `since()` has ended (read upstream)."""
+
+    def done() -> bool:
+        created = {e.response.id for t, e in wire.of("read", "response.created") if t > since()}
+        return any(e.response.id in created for _t, e in wire.of("read", "response.done"))
+
+    return done
 
 
 @pytest.fixture
@@ -187,7 +201,9 @@ async def test_a_written_answer_while_the_tutor_speaks_gets_its_own_reply_and_no
         await speaking_after_the_call(page)  # the learner writes over the reply that called the tool
         await page.ws.send_json_to({"type": "answer.text", "text": "Perdón, también estudio inglés."})
         await page.next("transcript", role="learner", text="Perdón, también estudio inglés.")
-        await drain(page, 4.0)
+        answer_sent = lambda: next(t for t, e in wire.of("sent", "conversation.item.create")
+                                   if e["item"]["type"] == "message" and e["item"]["content"][0]["text"].startswith("Perdón"))
+        await page.listening_after(replied_after(wire, answer_sent))  # its reply spoke and was heard
     finally:
         await page.ws.disconnect()
 
@@ -222,7 +238,8 @@ async def test_speaking_over_a_reply_that_called_a_tool_never_starts_the_tutor_w
         await speaking_after_the_call(page)  # the learner talks over the reply that called the tool
         await page.speak(speech(900) + silence(SILENCE_MS_BEGINNER + 300))  # longer than turn detection waits
         await page.next("transcript", role="learner")
-        await drain(page, 3.0)
+        # The learner's turn was answered and heard: the session waits for the learner again.
+        await page.listening_after(replied_after(wire, lambda: wire.speaking_windows()[-1][1]))
     finally:
         await page.ws.disconnect()
 
@@ -248,7 +265,7 @@ async def test_a_level_change_that_changes_the_speed_waits_for_the_reply_to_end(
         settings.PARLA_REALTIME_URL = sim.url
         # The level follows the independent rater now: each answer is one it places at the level asked.
         # The page reports playback, which decides when the learner is listening.
-        page = await open_page(learner_headers, report_playback=True)
+        page = await open_page(learner_headers)
         try:
             ladder = {"A1": "current"}
             while ladder.get("B1") != "current":
