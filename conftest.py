@@ -1,8 +1,38 @@
 """Repo-wide pytest fixtures, grouped by concern. Add yours under a section of its own."""
 
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+# --- Nothing written into the checkout -----------------------------------------------------------
+# Hypothesis keeps the failing examples it replays next time; outside the checkout.
+hypothesis_settings.register_profile(
+    "parla", database=DirectoryBasedExampleDatabase(Path(tempfile.gettempdir()) / "parla-hypothesis")
+)
+hypothesis_settings.load_profile("parla")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _output_in_a_scratch_folder(tmp_path_factory):
+    """Live servers' logs and screenshots go to this run's temporary folder (pytest keeps the last
+    three runs' under /tmp/pytest-of-USER), or to PARLA_TEST_OUTPUT when set."""
+    from tutor.tests.live import use_output_dir
+
+    use_output_dir(tmp_path_factory.mktemp("output"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _media_in_a_scratch_folder(tmp_path_factory):
+    """Learners' recordings of in-process test sessions go to a temporary folder, never into ./media
+    (live servers get one of their own: tutor/tests/live.py)."""
+    from django.test import override_settings
+
+    with override_settings(MEDIA_ROOT=str(tmp_path_factory.mktemp("media"))):
+        yield
 
 # --- Test database -------------------------------------------------------------------------------
 

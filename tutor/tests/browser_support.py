@@ -2,33 +2,30 @@
 Debian's Chromium driven by Playwright.
 
 The server runs as `manage.py runserver` (Daphne: HTTP + websockets) on an ephemeral port with its
-own SQLite file, so it shares nothing with the pytest process or its test database. Chromium is the
-system package (`/usr/bin/chromium`, installed by `scripts/test` under CI); Playwright's own browser
-downloads are never used.
+own SQLite file, so it shares nothing with the pytest process or its test database (tutor/tests/live.py
+starts it). Chromium is the system package (`/usr/bin/chromium`, installed by `scripts/test` under CI);
+Playwright's own browser downloads are never used.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import shutil
-import subprocess
-import sys
-import time
+import tempfile
 import wave
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from tutor.realtime.audio import SAMPLE_RATE
 import pytest
 
-from tutor.tests.live import free_port, stop_process, wait_for_port
+from tutor.realtime.audio import SAMPLE_RATE
+from tutor.testing.waits import wait_until
+from tutor.tests.live import ThreadedSimulator, manage, output_dir, parla_server, server_env
 
-REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("PARLA_CHROMIUM", "/usr/bin/chromium")
-OUTPUT_DIR = REPO / "test-output" / "browser"
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -104,41 +101,24 @@ def make_answers_wav(path: Path, level: str, *, pause_s: float = 3.0, turns: int
 
 # -- the live server --------------------------------------------------------------------------------
 
-
-@dataclass
-class LiveServer:
-    url: str  # http://127.0.0.1:PORT
-    port: int
-    env: dict[str, str]
-    log_path: Path
-    username: str
-    password: str
-    processes: list[subprocess.Popen] = field(default_factory=list)
-
-    def manage(self, *args: str, timeout: float = 60) -> str:
-        """Run a management command against the live server's database; returns stdout."""
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=REPO,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-        return result.stdout
-
-    def query(self, code: str) -> str:
-        """Run Python in `manage.py shell` against the live server's database; returns stdout."""
-        return self.manage("shell", "-v", "0", "-c", code).strip()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+LEARNER = ("ana", "fake-mic-learner-pw-1")  # the learner in every browser server's database
 
 
-def simulator_command_exists() -> bool:
-    return (REPO / "tutor" / "management" / "commands" / "realtime_simulator.py").exists()
+@functools.cache
+def _template_database() -> Path:
+    """A migrated SQLite database holding the learner, made once per test run; each browser server
+    starts from a copy of it (migrating takes seconds)."""
+    db = Path(tempfile.mkdtemp(prefix="parla-browser-db-")) / "db.sqlite3"
+    env = server_env(realtime_url="", database=f"sqlite:///{db}")
+    manage(env, "migrate", "--noinput", "-v", "0", timeout=120)
+    username, password = LEARNER
+    manage(
+        env, "shell", "-v", "0", "-c",
+        "from django.contrib.auth import get_user_model; from assessments.models import Learner; "
+        f"u = get_user_model().objects.create_user({username!r}, password={password!r}); "
+        "Learner.objects.create(user=u, target_language='es')",
+    )  # fmt: skip
+    return db
 
 
 @contextmanager
@@ -146,73 +126,27 @@ def live_server(
     workdir: Path, *, true_level: str | None = "B1", pace: float | None = None, extra_env=None,
     probe_shape: str | None = None,
 ):
-    """A Parla server (and, with `true_level`, a realtime simulator as its upstream) in subprocesses.
+    """A Parla server (`manage.py runserver`) and, with `true_level`, the simulator (in a thread of the
+    test process) as its upstream; yields a LiveServer.
 
     `pace`: the simulator's audio generation rate (None: its default, faster than real time).
 
-    The server gets a fresh SQLite database with one learner (`LiveServer.username/password`).
-    Its output and the simulator's go to `workdir/server.log`, shown when a test fails.
+    The server has a SQLite database of its own in `workdir`, shared with nothing, holding one learner
+    (`LiveServer.username/password`); its log is in `output_dir()` (`LiveServer.log()`).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     db = workdir / "db.sqlite3"
-    db.unlink(missing_ok=True)
-    log_path = workdir / "server.log"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DJANGO_", "PYTEST_", "OPENAI_")) and k not in ("REDIS_URL", "DATABASE_URL")
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DATABASE_URL=f"sqlite:///{db}",
-        DEBUG="1",
-        PYTHONUNBUFFERED="1",
-        LOG_LEVEL="INFO",
-        PARLA_REALTIME_URL="",
-        PARLA_SHED_STALLED_PERCENT="0",  # no refusal because the test machine was busy (test_capacity)
-    )
-    env.update(extra_env or {})
-    server = LiveServer(
-        url="", port=0, env=env, log_path=log_path, username="ana", password="fake-mic-learner-pw-1"
-    )
-    log = open(log_path, "w")
-    try:
-        server.manage("migrate", "--noinput", "-v", "0", timeout=120)
-        server.query(
-            "from django.contrib.auth import get_user_model; from assessments.models import Learner; "
-            f"u = get_user_model().objects.create_user({server.username!r}, password={server.password!r}); "
-            "Learner.objects.create(user=u, target_language='es')"
-        )
+    shutil.copyfile(_template_database(), db)
+    username, password = LEARNER
+    with contextlib.ExitStack() as stack:
+        realtime_url = ""
         if true_level is not None:
-            if not simulator_command_exists():
-                raise RuntimeError("tutor/management/commands/realtime_simulator.py does not exist yet")
-            sim_port = free_port()
-            sim = subprocess.Popen(
-                [
-                    sys.executable, "manage.py", "realtime_simulator",
-                    "--host", "127.0.0.1", "--port", str(sim_port),
-                    "--true-level", true_level, *(["--pace", str(pace)] if pace is not None else []),
-                    *(["--probe-shape", probe_shape] if probe_shape else []),
-                ],
-                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-            server.processes.append(sim)
-            wait_for_port(sim_port, 30, sim)
-            env["PARLA_REALTIME_URL"] = f"ws://127.0.0.1:{sim_port}/v1/realtime"
-        port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        server.processes.append(proc)
-        wait_for_port(port, 60, proc)
-        server.port = port
-        server.url = f"http://127.0.0.1:{port}"
-        yield server
-    finally:
-        for proc in reversed(server.processes):
-            stop_process(proc)
-        log.close()
+            knobs = {"true_level": true_level, **({"pace": pace} if pace is not None else {})}
+            knobs.update({"probe_shape": probe_shape} if probe_shape else {})
+            realtime_url = stack.enter_context(ThreadedSimulator(**knobs)).url
+        yield stack.enter_context(parla_server(
+            realtime_url=realtime_url, extra_env=extra_env, runserver=True, database=f"sqlite:///{db}", username=username, password=password,
+        ))  # fmt: skip
 
 
 # -- the browser ------------------------------------------------------------------------------------
@@ -238,11 +172,12 @@ def wait_for_js(page, expression: str, timeout: float = 30_000) -> None:
     Content-Security-Policy forbids (no 'unsafe-eval'); `page.evaluate` goes through the DevTools
     protocol, which the policy does not govern.
     """
-    deadline = time.monotonic() + timeout / 1000
-    while not page.evaluate(expression):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} ms waiting for {expression}")
-        page.wait_for_timeout(50)  # lets Playwright deliver the page's events meanwhile
+    wait_until(lambda: page.evaluate(expression), timeout / 1000, expression, pause=page_pause(page))
+
+
+def page_pause(page):
+    """A pause for `wait_until` that lets Playwright deliver the page's events meanwhile."""
+    return lambda seconds: page.wait_for_timeout(seconds * 1000)
 
 
 def log_in(page, server: LiveServer, next_path: str = "/session/", *, username=None, password=None) -> None:
@@ -266,9 +201,10 @@ def _unavailable(reason: str):
 
 @pytest.fixture(scope="session")
 def browser_output() -> Path:
-    """test-output/browser/: screenshots and logs of the browser tests."""
-    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
-    return OUTPUT_DIR
+    """Screenshots and logs of the browser tests: `browser/` in the test output folder (live.output_dir)."""
+    path = output_dir() / "browser"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="module")

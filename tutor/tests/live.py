@@ -23,6 +23,7 @@ from django.db import connection
 
 from tutor.realtime.simulator.background import BackgroundSimulator
 from tutor.realtime.simulator.knobs import SimulatorKnobs
+from tutor.testing.waits import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,27 +96,73 @@ def stop_process(proc: subprocess.Popen) -> None:
             proc.wait(timeout=5)
 
 
+def output_dir() -> Path:
+    """Where live servers' logs and the browser tests' screenshots go: `PARLA_TEST_OUTPUT` when set (CI
+    may keep it), otherwise this test run's temporary folder (conftest.py), never the checkout."""
+    global _output
+    if os.environ.get("PARLA_TEST_OUTPUT"):
+        path = Path(os.environ["PARLA_TEST_OUTPUT"])
+    else:
+        path = _output = _output or Path(tempfile.mkdtemp(prefix="parla-test-output-"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def use_output_dir(path: Path) -> None:
+    """The folder `output_dir()` gives unless PARLA_TEST_OUTPUT is set (pytest's temporary folder)."""
+    global _output
+    _output = path
+
+
+_output: Path | None = None
+
+
 @dataclasses.dataclass
 class LiveServer:
-    """A Parla server process serving the test database."""
+    """A Parla server process on an ephemeral port (the one live-server helper of the tests)."""
 
     url: str  # http://127.0.0.1:PORT
     process: subprocess.Popen
     log_path: Path
+    env: dict[str, str]  # the server's environment: `manage` runs commands against its database
+    username: str = ""  # a learner in the server's own database (browser servers), with their password
+    password: str = ""
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     def log(self) -> str:
-        return self.log_path.read_text()
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def manage(self, *args: str, timeout: float = 60) -> str:
+        """Run a management command against the server's database; returns stdout."""
+        return manage(self.env, *args, timeout=timeout)
+
+    def query(self, code: str) -> str:
+        """Run Python in `manage.py shell` against the server's database; returns stdout."""
+        return self.manage("shell", "-v", "0", "-c", code).strip()
 
 
-@contextmanager
-def parla_server(*, realtime_url: str, redis_url: str | None = None, extra_env: dict | None = None, runserver=False):
-    """Parla served on an ephemeral port by `daphne config.asgi:application`, or with `runserver=True`
-    by `manage.py runserver` (Daphne's, without the autoreloader); yields a LiveServer."""
-    port = free_port()
-    media = tempfile.mkdtemp(prefix="parla-media-")
-    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "OPENAI_API_KEY", "DATABASE_URL"}}
+def manage(env: dict[str, str], *args: str, timeout: float = 60) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def server_env(*, realtime_url: str, database: str, redis_url: str | None = None, extra_env: dict | None = None) -> dict:
+    """The environment of a test server: its database and upstream, DEBUG, nothing of the test process's
+    own Django, pytest, Redis or OpenAI settings, and its recordings in a scratch folder (set by the caller)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "PYTEST_", "OPENAI_")) and k not in {"REDIS_URL", "DATABASE_URL"}
+    }
     env.update(
-        DATABASE_URL=database_url(),
+        DATABASE_URL=database,
         PARLA_REALTIME_URL=realtime_url,
         DJANGO_SETTINGS_MODULE="config.settings",
         DEBUG="1",
@@ -125,48 +172,77 @@ def parla_server(*, realtime_url: str, redis_url: str | None = None, extra_env: 
         PARLA_SHED_STALLED_PERCENT="0",
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",  # the test reads the log while the server runs
-        # Learners' recordings of test sessions go to a scratch folder, never into the checkout.
-        MEDIA_ROOT=media,  # removed with the server
     )
-    env.update(extra_env or {})
     if redis_url:
         env["REDIS_URL"] = redis_url
+    env.update(extra_env or {})
+    return env
+
+
+@contextmanager
+def parla_server(
+    *, realtime_url: str, redis_url: str | None = None, extra_env: dict | None = None, runserver=False,
+    database: str | None = None, username: str = "", password: str = "",
+):
+    """Parla served on an ephemeral port by `daphne config.asgi:application`, or with `runserver=True`
+    by `manage.py runserver` (Daphne's, without the autoreloader); yields a LiveServer.
+
+    `database`: a database URL (default: the test database, so what the server stores is what the test
+    reads). The log goes to `output_dir()`, kept when the server failed to start or serve.
+    """
+    port = free_port()
+    media = tempfile.mkdtemp(prefix="parla-media-")
+    env = server_env(
+        realtime_url=realtime_url, database=database or database_url(), redis_url=redis_url,
+        # Learners' recordings of test sessions go to a scratch folder, never into the checkout.
+        extra_env={"MEDIA_ROOT": media, **(extra_env or {})},
+    )
+    if redis_url:
         # Servers that should share the layer (several processes on one Redis) pass the same prefix.
-        env["CHANNELS_PREFIX"] = (extra_env or {}).get("CHANNELS_PREFIX", f"parla-test-{port}")
-    out_dir = ROOT / "test-output"  # CI keeps every server's log there
-    scratch = None if out_dir.is_dir() else Path(tempfile.mkdtemp(prefix="parla-server-"))
-    log_path = (scratch or out_dir) / f"daphne-{port}.log"
+        env.setdefault("CHANNELS_PREFIX", f"parla-test-{port}")
+    log_path = output_dir() / f"server-{port}.log"
     if runserver:
         command = ["manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
     else:
         command = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
-    failed = True
     try:
         with open(log_path, "w") as log:
             process = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
             try:
-                wait_for_port(port, 20, process)
-                yield LiveServer(f"http://127.0.0.1:{port}", process, log_path)
-                failed = False
+                wait_for_port(port, 60, process)
+                yield LiveServer(f"http://127.0.0.1:{port}", process, log_path, env, username, password)
+            except BaseException:
+                print(f"server log: {log_path}", file=sys.stderr)
+                raise
             finally:
                 stop_process(process)
     finally:
         shutil.rmtree(media, ignore_errors=True)  # whatever failed, recordings never pile up
-        if scratch is not None and failed:
-            print(f"server log kept: {log_path}", file=sys.stderr)
-        elif scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
 
 
 @contextmanager
 def daphne_server(*, realtime_url: str, redis_url: str | None, extra_env: dict | None = None):
     """Parla served by Daphne on an ephemeral port; yields its base URL (http://127.0.0.1:PORT), which
-    carries the process id as `.pid` (to measure the server)."""
+    carries the process id as `.pid` and the path of its log as `.log_path` (to measure the server)."""
     with parla_server(realtime_url=realtime_url, redis_url=redis_url, extra_env=extra_env) as server:
         url = ServerURL(server.url)
-        url.pid = server.process.pid
+        url.pid = server.pid
         url.log_path = server.log_path
         yield url
+
+
+def wait_idle(log_path: Path, timeout: float = 20) -> None:
+    """Wait until a live server has finished with its learners: every websocket it accepted is closed
+    (Daphne's access log) and every tutor session it started has closed (the session's last log line),
+    so its database writes are done. A test sharing a server waits for this before the test database
+    is emptied under it (the server's writes and the emptying would deadlock)."""
+
+    def idle() -> bool:
+        log = log_path.read_text(errors="replace")
+        return (log.count('"WSCONNECT ') == log.count('"WSDISCONNECT ')
+                and log.count("tutor session started") <= log.count("tutor session closed"))
+
+    wait_until(idle, timeout, f"the server to finish with its learners (log: {log_path})")
 
 
 class ServerURL(str):

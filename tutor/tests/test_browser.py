@@ -24,7 +24,6 @@ from tutor.tests.browser_support import (  # noqa: F401 (fixtures)
     make_answers_wav,
     log_in,
     wait_for_js,
-    simulator_command_exists,
 )
 
 pytestmark = pytest.mark.browser
@@ -45,8 +44,6 @@ def fake_mic_wav(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, browser_output):
-    if not simulator_command_exists():
-        pytest.fail("tutor/management/commands/realtime_simulator.py is missing")
     workdir = tmp_path_factory.mktemp("e2e")
     # The simulator's default pace: it generates the tutor's speech faster than real time, like the
     # API; the browser still plays it in real time, and reports what it really played.

@@ -7,7 +7,6 @@ is retried, and a refusal (4401/4403) is explained and not retried.
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -16,7 +15,9 @@ from tutor.tests.browser_support import (  # noqa: F401 (fixtures)
     fake_mic_wav,
     live_server,
     log_in,
+    page_pause,
 )
+from tutor.testing.waits import wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -55,14 +56,6 @@ def live_page(chromium, server):
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
-def wait_until(page, predicate, what, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        page.wait_for_timeout(50)
-
-
 def test_snapshots_become_rows_and_a_lost_connection_is_retried(live_page):
     page, sockets = live_page
     sockets[-1].send(json.dumps({"type": "session", "session": snapshot()}))
@@ -72,7 +65,7 @@ def test_snapshots_become_rows_and_a_lost_connection_is_retried(live_page):
 
     sockets[-1].close(code=1011, reason="server restart")
     page.wait_for_selector("#live-status[data-kind='warning'] >> text=reconnecting")
-    wait_until(page, lambda: len(sockets) == 2, "a second connection")
+    wait_until(lambda: len(sockets) == 2, 10, "a second connection", pause=page_pause(page))
     page.wait_for_selector("#live-status >> text=Watching live sessions.")
     # The new connection's snapshots replace the session's row.
     sockets[-1].send(json.dumps({"type": "session", "session": snapshot(state="tutor_speaking", level="B1")}))

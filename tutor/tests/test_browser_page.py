@@ -10,7 +10,6 @@ test_browser.py.
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -21,8 +20,10 @@ from tutor.tests.browser_support import (  # noqa: F401 (fixtures)
     fake_mic_wav,
     live_server,
     log_in,
+    page_pause,
     wait_for_js,
 )
+from tutor.testing.waits import wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -67,13 +68,10 @@ class ScriptedTutor:
         return [m for m in self.messages if m["type"] == kind]
 
     def wait(self, predicate, timeout=10.0, what="condition"):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = predicate()
-            if result:
-                return result
-            self.page.wait_for_timeout(50)  # lets Playwright deliver the page's messages
-        raise AssertionError(f"timed out waiting for {what}; received {self.messages[-10:]}")
+        try:
+            return wait_until(predicate, timeout, what, pause=page_pause(self.page))
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; received {self.messages[-10:]}") from None
 
 
 def frame_levels(pcm: bytes) -> list[float]:

@@ -28,7 +28,7 @@ from assessments.cefr import LEVELS
 from tutor.realtime.simulator.audio import estimate_voice
 from tutor.testing.learners import frames, spoken_answer, written_answer
 from tutor.testing.waits import until, wait_until
-from tutor.tests.live import ThreadedSimulator, daphne_server
+from tutor.tests.live import ServerURL, ThreadedSimulator, daphne_server, wait_idle
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -54,19 +54,28 @@ def simulator():
 
 
 @pytest.fixture(scope="module")
-def served(simulator):
-    """served(layer) -> the base URL of a Daphne server on `layer`'s channel layer with the simulator
-    as upstream, started when first asked and shared by this module's tests (each test has users of its
-    own; the test database is emptied between tests, which a running server does not mind)."""
+def shared_servers(simulator):
+    """Daphne servers with the simulator as upstream, one per channel layer, started when first asked
+    and shared by this module's tests."""
     with contextlib.ExitStack() as stack:
-        servers: dict[str, str] = {}
+        servers: dict[str, ServerURL] = {}
 
-        def serve(layer: str) -> str:
+        def serve(layer: str) -> ServerURL:
             if layer not in servers:
                 servers[layer] = stack.enter_context(daphne_server(realtime_url=simulator.url, redis_url=layer_url(layer)))
             return servers[layer]
 
+        serve.started = servers
         yield serve
+
+
+@pytest.fixture
+def served(shared_servers):
+    """served(layer) -> the base URL of the shared server on `layer`. Each test has users of its own;
+    before the test database is emptied, the servers finish with the test's learners."""
+    yield shared_servers
+    for url in shared_servers.started.values():
+        wait_idle(url.log_path)
 
 
 def login_cookie(user) -> str:
@@ -196,11 +205,13 @@ async def run_learner(
     ones are texts of that level (tutor.testing.learners), since the independent rater judges them."""
     run = LearnerRun()
     answers = 0
+    answer_at = None  # when the learner, thinking since the tutor's turn ended, answers
     async with tutor_socket(base_url, cookie) as ws:
         page = PagePlayback(ws)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            got = await page.recv(deadline - time.monotonic())  # the page reports what it played to its end
+            wait = deadline - time.monotonic() if answer_at is None else max(0.0, answer_at - time.monotonic())
+            got = await page.recv(wait)  # the page reports what it played to its end
             kind = None
             if isinstance(got, bytes):
                 run.audio[run.current_item] += got
@@ -218,13 +229,15 @@ async def run_learner(
                 run.current_item = None
             elif kind == "assessment" and event["status"] in ("delivered", "delivery_failed"):
                 break
-            elif kind == "state" and event["state"] == "listening":
+            elif kind == "state":
                 # The tutor's turn is over, and heard (a reply can hold several spoken items: a preamble,
-                # then, after its record_probe call, the question): answer, alternately in speech and
-                # in writing.
+                # then, after its record_probe call, the question): the learner answers after `think`
+                # seconds (which lets upstream sessions expire meanwhile), unless the session moved on.
+                answer_at = time.monotonic() + think if event["state"] == "listening" else None
+            if answer_at is not None and time.monotonic() >= answer_at:
+                # Answer, alternately in speech and in writing.
+                answer_at = None
                 answers += 1
-                if think:
-                    await asyncio.sleep(think)  # the learner thinks (lets upstream sessions expire meanwhile)
                 if answers % 2 and speaks:
                     for frame in frames(spoken_answer(level)):
                         await ws.send(frame)
@@ -338,8 +351,11 @@ def test_disconnect_mid_session_keeps_a_partial_assessment(simulator, served, ma
 
     base_url = served("memory")
     asyncio.run(leave_after_two_probes(base_url))
-    # The server keeps the assessment after the socket is gone.
-    wait_until(lambda: Assessment.objects.filter(learner__user=user).exists(), 10, "the partial assessment")
+    # The server keeps the assessment after the socket is gone, and ends the session.
+    final = [Assessment.Status.DELIVERED, Assessment.Status.DELIVERY_FAILED, Assessment.Status.NOT_RATED]
+    wait_until(lambda: Assessment.objects.filter(learner__user=user, status__in=final).exists()
+               and TutorSession.objects.filter(learner__user=user, ended_at__isnull=False).exists(),
+               10, "the partial assessment settled and the session ended")
     open_upstream = simulator.wait_all_closed(5)
     assessment = Assessment.objects.get(learner__user=user)
     assert assessment.partial
