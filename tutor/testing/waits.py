@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-POLL_S = 0.02  # fine enough that no test waits noticeably longer than the event it waits for
+POLL_S = 0.05  # fine enough that no test waits noticeably longer than what it waits for
 
 
 def wait_until(
-    condition: Callable[[], Any], timeout: float, what: str, *, interval: float = POLL_S,
+    condition: Callable[[], Any], timeout: float = 15.0, what: str = "the condition", *, interval: float = POLL_S,
     pause: Callable[[float], Any] = time.sleep,
 ) -> Any:
     """Call `condition` until it returns something truthy. `pause(seconds)` waits between calls
@@ -31,7 +31,9 @@ def wait_until(
     return result
 
 
-async def until(condition: Callable[[], Any], timeout: float, what: str, *, interval: float = POLL_S) -> Any:
+async def until(
+    condition: Callable[[], Any], timeout: float = 15.0, what: str = "the condition", *, interval: float = POLL_S
+) -> Any:
     """`wait_until` in a coroutine: the loop runs meanwhile. `condition` may return an awaitable
     (e.g. a database query wrapped in `database_sync_to_async`), which is awaited."""
     deadline = time.monotonic() + timeout

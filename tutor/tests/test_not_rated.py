@@ -19,6 +19,7 @@ from assessments.grading.summary import NOT_RATED_SUMMARY
 from assessments.models import Assessment, TutorSession
 from config.asgi import application
 from tutor.testing.realtime_client import start_simulator
+from tutor.testing.waits import until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -60,9 +61,7 @@ async def started(headers, until="audio.start"):
 
 async def assessment_of(user):
     """The one assessment of `user`'s one session (polled: the socket's teardown writes it)."""
-    async with asyncio.timeout(5):
-        while not await Assessment.objects.filter(learner__user=user).aexists():
-            await asyncio.sleep(0.02)
+    await until(lambda: Assessment.objects.filter(learner__user=user).aexists(), 5, "the assessment written")
     return await Assessment.objects.select_related("session").aget(learner__user=user)
 
 

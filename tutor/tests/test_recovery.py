@@ -29,6 +29,7 @@ from django.utils import timezone
 from assessments.models import Assessment, Probe, TutorSession
 from assessments.recovery import RESTART_REASON
 from config.tests.helpers import REPO, clean_env
+from tutor.testing.waits import wait_until
 from tutor.tests.live import ThreadedSimulator, database_url, parla_server
 from tutor.tests.test_end_to_end import login_cookie, next_json, run_learner, tutor_socket
 
@@ -113,15 +114,6 @@ async def in_thread(query, *args, **kwargs):
             connections.close_all()
 
     return await asyncio.to_thread(run)
-
-
-def wait_until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.1)
-    return result
 
 
 def test_killed_server_restarted_with_pending_work_ends_the_session_and_grades_once(simulator, make_user):

@@ -14,18 +14,10 @@ from tutor.realtime.simulator.input import SEMANTIC_SILENCE_MS
 from tutor.testing.loopback import MemoryLearner
 from tutor.runtime.session import SessionConfig, TutorSessionRuntime
 from tutor.testing.realtime_client import start_simulator
+from tutor.testing.waits import until
 from tutor.upstream import Upstream
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def until(predicate, timeout=15.0):
-    """Poll the in-memory learner (a test may wait on wall time; protocol code may not)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_learner_leaving_mid_grading_keeps_the_assessment_and_leaves_nothing_running(learner_user):
@@ -150,9 +142,15 @@ async def test_one_heartbeat_beats_for_all_sessions_of_the_process_and_stops_wit
         assert len(beating) == 1 and heartbeats.sessions >= {r.session_id for r in runtimes}
 
         ids = [r.session_id for r in runtimes]
-        first = {s.pk: s.heartbeat_at for s in await sync_to_async(list)(TutorSession.objects.filter(pk__in=ids))}
-        await asyncio.sleep(0.5)  # over two heartbeat periods (a test may wait on wall time)
-        later = {s.pk: s.heartbeat_at for s in await sync_to_async(list)(TutorSession.objects.filter(pk__in=ids))}
+        beats = lambda: sync_to_async(dict)(TutorSession.objects.filter(pk__in=ids).values_list("pk", "heartbeat_at"))
+        first = await beats()
+
+        async def moved_on():
+            now = await beats()
+            return now if all(now[pk] > first[pk] for pk in ids) else None
+
+        # Every session's heartbeat moves on (the writer beats every 0.2 s here).
+        later = await until(moved_on, 5, "every session's next heartbeat")
         assert all(later[pk] > first[pk] for pk in ids), (first, later)
 
         await runtimes[0].close("learner_left")

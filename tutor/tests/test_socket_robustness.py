@@ -20,6 +20,7 @@ from config.asgi import application
 from tutor.realtime import wire
 from tutor.runtime.session import TutorSessionRuntime
 from tutor.testing.realtime_client import start_simulator
+from tutor.testing.waits import until
 
 from .live import ThreadedSimulator, daphne_server
 
@@ -97,9 +98,7 @@ async def test_an_unexpected_exception_in_a_handler_ends_the_session_cleanly(
     while closed["type"] != "websocket.close":
         closed = await communicator.receive_output(timeout=5)
     assert closed["code"] == 1011
-    async with asyncio.timeout(5):
-        while upstream.connections:  # no upstream session outlives its learner
-            await asyncio.sleep(0.02)
+    await until(lambda: not upstream.connections, 5, "no upstream session outlives its learner")
     session = await TutorSession.objects.aget()
     assert session.end_reason == "server_error" and session.ended_at is not None
     await communicator.wait()
@@ -131,9 +130,7 @@ async def test_a_flood_is_rate_limited_then_closed_with_4429(upstream, learner_h
     more, closed = await drain(communicator)
     assert closed == wire.CLOSE_TOO_MANY
     assert len(codes) + len(more) == wire.MAX_REFUSED  # one error each, then no more replies
-    async with asyncio.timeout(5):
-        while upstream.connections:
-            await asyncio.sleep(0.02)
+    await until(lambda: not upstream.connections, 5, "the upstream sessions closed")
     await communicator.wait()
 
 
@@ -248,12 +245,8 @@ def session_of(user) -> TutorSession | None:
 
 
 async def wait_until(condition, timeout: float, what: str):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not (result := await database_sync_to_async(condition)()):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.05)  # polling the database from outside the server
-    return result
+    """Poll the database from outside the server."""
+    return await until(database_sync_to_async(condition), timeout, what)
 
 
 async def first_session(base_url, user, cookie: str) -> None:

@@ -19,6 +19,7 @@ from tutor.realtime import failures, wire
 from tutor.realtime.client import parse_server_event
 from tutor.runtime.session import TutorSessionRuntime
 from tutor.testing.realtime_client import start_simulator
+from tutor.testing.waits import until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -93,14 +94,8 @@ def assert_no_upstream_text(events):
     assert not [t for t in UPSTREAM_TEXTS if t in text], text
 
 
-async def until(predicate, timeout=5.0):
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)  # the test polls; protocol code waits for events
-
-
 async def until_closed(simulator, timeout=5.0):
-    await until(lambda: not simulator.connections, timeout)
+    await until(lambda: not simulator.connections, timeout, "the upstream sessions closed")
 
 
 # --- refusals at connect --------------------------------------------------------------------------
