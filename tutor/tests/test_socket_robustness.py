@@ -283,6 +283,12 @@ def deaf_socket(port: int) -> socket.socket:
     return sock
 
 
+def established(sock: socket.socket) -> bool:
+    """Whether the kernel still holds the TCP connection open (tcp_info's first byte, tcpi_state, is
+    TCP_ESTABLISHED = 1; the server's abort or close moves it on, read or not)."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == 1
+
+
 @pytest.mark.services
 def test_a_client_that_never_reads_while_the_tutor_speaks_is_closed_with_4008_and_released(make_user):
     """The tutor speaks 10 minutes of audio as fast as it can (about 29 MB of PCM); the learner reads
@@ -298,7 +304,8 @@ def test_a_client_that_never_reads_while_the_tutor_speaks_is_closed_with_4008_an
         port = int(base_url.rsplit(":", 1)[1])
         headers = {"Cookie": cookies[user.pk], "Origin": base_url}
         url = base_url.replace("http", "ws") + "/ws/tutor/"
-        ws = await websockets.connect(url, sock=deaf_socket(port), additional_headers=headers, max_queue=1, max_size=None)
+        sock = deaf_socket(port)
+        ws = await websockets.connect(url, sock=sock, additional_headers=headers, max_queue=1, max_size=None)
         try:
             assert json.loads(await ws.recv())["state"] == "ready"
             await ws.send(json.dumps({"type": "session.start"}))
@@ -307,7 +314,8 @@ def test_a_client_that_never_reads_while_the_tutor_speaks_is_closed_with_4008_an
                 lambda: (s := session_of(user)) is not None and s.ended_at is not None and s, 60, "session ended"
             )
             if not read_after_end:  # never reads again: the server drops the connection after the grace
-                await asyncio.sleep(wire.NOT_READING_CLOSE_GRACE_SECONDS + 3)  # outlast the server's grace
+                await until(lambda: not established(sock), wire.NOT_READING_CLOSE_GRACE_SECONDS + 10,
+                            "the server to drop the connection")
             # Reading now: within the grace the close frame behind what was buffered arrives; after it,
             # the connection is already gone.
             async with asyncio.timeout(10):
