@@ -181,6 +181,23 @@ class PagePlayback:
                                        "played_ms": played_ms}))
 
 
+class Microphone:
+    """Sends a learner's 100 ms frames about 8x faster than real time, under the server's audio rate
+    limit (wire.AUDIO_FRAMES_PER_SECOND). Not faster: what the server records of an answer follows
+    the upstream's turn events, which need the audio to arrive over some time (sent in one burst, the
+    answers' pauses were lost from their recordings)."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.sent = 0
+
+    async def speak(self, pcm: bytes) -> None:
+        for frame in frames(pcm):
+            await self.ws.send(frame)
+            self.sent += 1
+            await asyncio.sleep(FRAME_GAP)  # the microphone's pace, sped up within the rate limit
+
+
 class LearnerRun:
     """What the simulated learner saw and heard during one session."""
 
@@ -208,6 +225,7 @@ async def run_learner(
     answer_at = None  # when the learner, thinking since the tutor's turn ended, answers
     async with tutor_socket(base_url, cookie) as ws:
         page = PagePlayback(ws)
+        microphone = Microphone(ws)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             wait = deadline - time.monotonic() if answer_at is None else max(0.0, answer_at - time.monotonic())
@@ -239,10 +257,8 @@ async def run_learner(
                 answer_at = None
                 answers += 1
                 if answers % 2 and speaks:
-                    for frame in frames(spoken_answer(level)):
-                        await ws.send(frame)
-                        run.sent_audio_frames += 1
-                        await asyncio.sleep(FRAME_GAP)  # the microphone's pace, sped up within the rate limit
+                    await microphone.speak(spoken_answer(level))
+                    run.sent_audio_frames = microphone.sent
                 else:
                     await ws.send(json.dumps({"type": "answer.text", "text": written_answer(level)}))
         else:

@@ -19,9 +19,9 @@ from django.test import Client
 
 from assessments.cefr import LEVELS
 from assessments.models import Assessment, Probe, TutorSession, Turn
-from tutor.testing.learners import frames, spoken_answer, written_answer
+from tutor.testing.learners import spoken_answer, written_answer
 from tutor.tests.live import ThreadedSimulator, daphne_server
-from tutor.tests.test_end_to_end import FRAME_GAP, login_cookie, next_json, run_learner, tutor_socket
+from tutor.tests.test_end_to_end import Microphone, PagePlayback, login_cookie, run_learner, tutor_socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -122,23 +122,19 @@ def test_a_thinking_pause_inside_an_answer_is_one_answer(simulator, make_user):
 
     async def scenario(base_url):
         async with tutor_socket(base_url, cookie) as ws:
+            page = PagePlayback(ws)  # plays and reports, answers the flush
             await ws.send(json.dumps({"type": "session.start"}))
             tutor_turns, stopped = 0, False
             while True:
-                event = await next_json(ws)
+                event = await page.next_json()
                 if event["type"] == "audio.end":
                     tutor_turns += 1
                     if tutor_turns == 1:
-                        for frame in frames(spoken_answer("A1", pauses_ms=[1100])):
-                            await ws.send(frame)
-                            await asyncio.sleep(FRAME_GAP)
+                        await Microphone(ws).speak(spoken_answer("A1", pauses_ms=[1100]))
                 if tutor_turns >= 2 and not stopped:  # the tutor has answered the answer: stop there
                     stopped = True
                     await ws.send(json.dumps({"type": "session.stop"}))
-                if event["type"] == "playback.flush":
-                    await ws.send(json.dumps({"type": "playback.flushed", "request_id": event["request_id"],
-                                              "item_id": None, "played_ms": 0}))
-                elif event["type"] == "state" and event["state"] == "ended":
+                if event["type"] == "state" and event["state"] == "ended":
                     return
 
     with daphne_server(realtime_url=simulator.url, redis_url=None) as base_url:
