@@ -19,6 +19,7 @@ import pytest
 import websockets
 
 from config.tests.test_services import require_service
+from tutor.testing.waits import until
 from tutor.tests.live import ThreadedSimulator, daphne_server, free_port, stop_process, wait_for_port
 from tutor.tests.test_end_to_end import login_cookie, next_json, tutor_socket
 
@@ -147,11 +148,8 @@ async def test_redis_restart_keeps_live_sessions_and_the_live_view_going(simulat
                 restarted = datetime.now(timezone.utc)
 
                 # The restarted Redis lost every group; process A writes its teacher back in.
-                deadline = asyncio.get_running_loop().time() + 15
                 group = f"{prefix}:group:teachers-live"
-                while redis_cli(redis_url, "EXISTS", group) != "1":
-                    assert asyncio.get_running_loop().time() < deadline, "the teachers' group was not restored"
-                    await asyncio.sleep(0.1)  # polling Redis from outside, not waiting in protocol code
+                await until(lambda: redis_cli(redis_url, "EXISTS", group) == "1", 15, "the teachers' group restored")
 
                 # New connections on each process, first thing after the restart.
                 async with teacher_socket(b, cookies["tomas"]) as teacher_b, tutor_socket(a, cookies["bea"]) as bea_a:

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -24,6 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from config.tests.helpers import REPO, clean_env
 from tutor.realtime.wire import CLOSE_NOT_AUTHENTICATED
+from tutor.testing.waits import wait_until
 
 STARTUP_TIMEOUT = 15.0
 CREDENTIALS = re.compile(r"demo learner: username=(\S+) password=(\S+)")
@@ -59,15 +59,16 @@ def server(tmp_path):
             start_new_session=True,  # its own process group, ended by its id below
         )
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            output = log_path.read_text(errors="replace")
-            credentials = CREDENTIALS.search(output)
-            if credentials and _accepts(port):
-                break
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"scripts/run did not serve within {STARTUP_TIMEOUT}s:\n{output}")
-            time.sleep(0.1)
+        def serving():
+            if process.poll() is not None:
+                pytest.fail(f"scripts/run exited:\n{log_path.read_text(errors='replace')}")
+            credentials = CREDENTIALS.search(log_path.read_text(errors="replace"))
+            return credentials if credentials and _accepts(port) else None
+
+        try:
+            credentials = wait_until(serving, STARTUP_TIMEOUT, "scripts/run to serve")
+        except AssertionError:
+            pytest.fail(f"scripts/run did not serve within {STARTUP_TIMEOUT}s:\n{log_path.read_text(errors='replace')}")
         yield f"127.0.0.1:{port}", credentials.group(2), log_path
     finally:
         os.killpg(process.pid, signal.SIGTERM)

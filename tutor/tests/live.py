@@ -8,6 +8,7 @@ upstream connections are still open.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -15,7 +16,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -67,23 +67,22 @@ class ThreadedSimulator(BackgroundSimulator):
 
     def wait_all_closed(self, timeout: float) -> int:
         """Poll until no upstream connection is open (or `timeout`); returns how many still are."""
-        deadline = time.monotonic() + timeout
-        while self.open_connections() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: not self.open_connections(), timeout, "every upstream connection closed")
         return self.open_connections()
 
 
 def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
+                return True
         except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
+            return False
+
+    wait_until(listening, timeout, f"something listening on 127.0.0.1:{port}")
 
 
 def stop_process(proc: subprocess.Popen) -> None:

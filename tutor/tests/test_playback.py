@@ -22,6 +22,7 @@ from tutor.realtime.playback import ASSUMED, FLUSHED, REPORTED, Playback
 from tutor.realtime.simulator.knobs import SimulatorKnobs
 from tutor.testing.learners import written_answer
 from tutor.testing.realtime_client import start_simulator
+from tutor.testing.waits import until
 
 from .test_end_to_end import speech_then_silence
 
@@ -195,15 +196,11 @@ async def greeting_generated(page: Page) -> str:
 
 async def truncated_record(caplog, item_id: str, timeout: float = 5) -> logging.LogRecord:
     """The simulator's own record of truncating `item_id` (it then sends conversation.item.truncated)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for record in caplog.records:
-            if record.name == "tutor.realtime.simulator" and record.getMessage() == "item truncated" and (
-                record.item_id == item_id
-            ):
-                return record
-        await asyncio.sleep(0.02)  # a test may poll; protocol code waits for events
-    raise AssertionError(f"{item_id} was not truncated upstream")
+    def truncated():
+        return next((r for r in caplog.records if r.name == "tutor.realtime.simulator"
+                     and r.getMessage() == "item truncated" and r.item_id == item_id), None)
+
+    return await until(truncated, timeout, f"{item_id} truncated upstream")
 
 
 @pytestmark_db
