@@ -1,9 +1,10 @@
-"""Live servers for end-to-end tests: a Daphne process serving Parla, and the simulator in a thread.
+"""Live servers for end-to-end tests: a Parla server process, and the simulator in a thread.
 
-Shared with the browser tests (tutor/tests/browser_support.py). The Daphne server is a real subprocess (`daphne config.asgi:application` on an ephemeral port) using
-the test database, so what it stores is what the test reads. The simulator runs in the test process
-(its own thread and event loop) so a test can set the simulated learner's true level and see which
-upstream connections are still open.
+The one live-server helper of the tests (the browser tests' `browser_support.live_server` is built on
+it). `parla_server` starts `daphne config.asgi:application` (or `manage.py runserver`) on an ephemeral
+port, by default on the test database, so what it stores is what the test reads. The simulator runs
+in the test process (its own thread and event loop) so a test can set the simulated learner's true
+level and see which upstream connections are still open.
 """
 
 from __future__ import annotations
