@@ -5,7 +5,7 @@ of a live Parla server (Daphne, subprocess) whose upstream is `manage.py realtim
 simulated learner of true level B1. The learner logs in through the login page and presses Start;
 nothing else is scripted: the page's audio worklet streams the fake microphone, the simulator's VAD
 hears the bursts as turns, the tutor probes up the ladder until B2 breaks down, and the summary is
-graded and delivered. Screenshots go to test-output/browser/.
+graded and delivered. Screenshots go to `browser/` in the test output folder (tutor/tests/live.py, output_dir).
 
 Skip it locally with `-m "not browser"`; CI runs it (scripts/test installs Chromium).
 """

@@ -1,5 +1,5 @@
 """The teachers' desk in a real browser: the assessment review page and the live view, on a 390 px
-phone and on a desktop, with screenshots in test-output/browser/.
+phone and on a desktop, with screenshots in `browser/` of the test output folder.
 
 A live Parla server (subprocess, its own SQLite) holds one reviewed-to-be assessment with a recorded
 answer; a teacher logs in through the login page. The live view gets a session snapshot through the
