@@ -1,11 +1,11 @@
 """End to end in a real browser: a learner speaks with the tutor and gets assessed.
 
 Debian's headless Chromium with a fake microphone (a WAV of speech-like bursts) opens the tutor page
-of a live Parla server (Daphne, subprocess) whose upstream is `manage.py realtime_simulator` with a
-simulated learner of true level B1. The learner logs in through the login page and presses Start;
+of a live Parla server (Daphne, subprocess) whose upstream is the bundled simulator (a thread of the
+test process) with a simulated learner of true level B1. The learner logs in through the login page and presses Start;
 nothing else is scripted: the page's audio worklet streams the fake microphone, the simulator's VAD
 hears the bursts as turns, the tutor probes up the ladder until B2 breaks down, and the summary is
-graded and delivered. Screenshots go to `browser/` in the test output folder (tutor/tests/live.py, output_dir).
+graded and delivered. Screenshots go to `browser/` in the test output folder (live.output_dir).
 
 Skip it locally with `-m "not browser"`; CI runs it (scripts/test installs Chromium).
 """
