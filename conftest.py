@@ -5,15 +5,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import settings as hypothesis_settings
-from hypothesis.database import DirectoryBasedExampleDatabase
 
 # --- Nothing written into the checkout -----------------------------------------------------------
-# Hypothesis keeps the failing examples it replays next time; outside the checkout.
-hypothesis_settings.register_profile(
-    "parla", database=DirectoryBasedExampleDatabase(Path(tempfile.gettempdir()) / "parla-hypothesis")
-)
-hypothesis_settings.load_profile("parla")
+# Hypothesis keeps the failing examples it replays next time, and caches, in its storage directory
+# (./.hypothesis by default, read when first used): outside the checkout; a value you set wins.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(Path(tempfile.gettempdir()) / "parla-hypothesis"))
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -33,6 +29,7 @@ def _media_in_a_scratch_folder(tmp_path_factory):
 
     with override_settings(MEDIA_ROOT=str(tmp_path_factory.mktemp("media"))):
         yield
+
 
 # --- Test database -------------------------------------------------------------------------------
 
