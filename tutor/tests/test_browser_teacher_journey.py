@@ -184,7 +184,7 @@ def test_partial_filter_machine_column_and_review_screen(context, desk):
     rows = page.locator("#result_list tbody tr")
     assert rows.count() == 1
     assert rows.first.locator(".field-machine_level").inner_text() == "at least A1"
-    assert page.locator(f"#result_list a[href$='/{ids['partial_a1']}/change/']").count() == 1
+    assert page.locator(f"#result_list a[href*='/{ids['partial_a1']}/change/']").count() == 1
     # The review screen says what partial means, in words, without a red cross before it.
     page.goto(f"{server.url}/admin/assessments/assessment/{ids['partial_a1']}/change/")
     rating = page.locator(".field-rating")
@@ -203,8 +203,15 @@ def test_review_list_fits_the_screen(context, desk, browser_output):
     width = page.viewport_size["width"]
     page.screenshot(path=browser_output / f"teacher-review-list-{width}.png", full_page=True)
     assert page.evaluate("document.documentElement.scrollWidth") <= width
-    # Every column is still reachable: the table scrolls inside its own box.
-    assert page.locator("#result_list th.column-created").count() == 1
+    if width > PHONE["width"]:
+        return  # on a desktop the table may scroll inside its box beside the admin's menus
+    # On a phone nor does the list inside its own box: every value of every assessment is on screen.
+    assert page.evaluate("(e => e.scrollWidth <= e.clientWidth)(document.querySelector('#changelist .results'))")
+    row = page.locator("#result_list tbody tr").first
+    for cell in row.locator("[class*='field-']").all():
+        box = cell.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width, cell.inner_text()
+    assert page.locator("#action-toggle").is_visible()  # "select all" is still there
 
 
 @pytest.mark.parametrize("context", [PHONE, DESKTOP], ids=["phone", "desktop"], indirect=True)
