@@ -49,8 +49,15 @@ class ErrorPagesMiddleware:
     def process_exception(self, request, exception):
         if isinstance(exception, Http404):
             logger.info("not found", extra={"path": request.path, "user_id": request.user.pk})
-            return page_not_found(request, exception)
+            return logged(page_not_found(request, exception))
         if isinstance(exception, PermissionDenied):
             logger.info("forbidden", extra={"path": request.path, "user_id": request.user.pk, "reason": str(exception)})
-            return permission_denied(request, exception)
+            return logged(permission_denied(request, exception))
         return None
+
+
+def logged(response):
+    """Marks `response` as logged already, as Django's own handlers do (django.utils.log.log_response),
+    so django.request does not log it again as a warning."""
+    response._has_been_logged = True
+    return response
