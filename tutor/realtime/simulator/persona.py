@@ -5,7 +5,8 @@ questions in the target language, and after each learner turn calls `record_prob
 simulated learner (`true_level`) decides each probe's outcome; without it a length heuristic
 judges a real human's answer. As a model can, it may skip the call (`skip_probe_every`), make it
 twice (`repeat_probe_every`) or reply in the wrong language (`wrong_language_every`). It cannot understand speech, and never claims to: the simulator has no
-learner words to offer (input.py fails every transcription).
+learner words to offer (input.py fails every transcription); so it asks the learner's name only when
+it greets, since any answer after that may have given it.
 """
 
 from __future__ import annotations
