@@ -51,8 +51,8 @@ def awaits_review(assessment) -> bool:
 
 def change_message(changes: dict[str, tuple[str, str]]) -> str:
     """The admin history's line for review changes {field: (old, new)}, old and new values quoted."""
-    return "; ".join(
-        f"Changed {FIELD_NAMES.get(name, name)} from “{old or ''}” to “{new or ''}”" for name, (old, new) in changes.items()
+    return "Changed " + "; ".join(
+        f"{FIELD_NAMES.get(name, name)} from “{old or ''}” to “{new or ''}”" for name, (old, new) in changes.items()
     )
 
 
