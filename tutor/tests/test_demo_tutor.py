@@ -5,13 +5,11 @@ said, so it asks the name only when it greets)."""
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.testing import WebsocketCommunicator
 
-from config.asgi import application
 from tutor.realtime.simulator.persona import QUESTIONS
 from tutor.testing.learners import written_answer
 from tutor.testing.realtime_client import start_simulator
-from tutor.tests.test_not_rated import events_until
+from tutor.tests.test_warm_up import answered_in_writing
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,38 +20,11 @@ async def whole_session(headers, settings, first_answer: str, true_level: str, p
     """A session answered in writing (the first answer `first_answer`, then answers of `true_level`)
     until the assessment is delivered; every JSON event the page was sent."""
     answers = [first_answer]
-    events = []
     async with start_simulator(pace=0, true_level=true_level, probe_shape=probe_shape) as sim:
         settings.PARLA_REALTIME_URL = sim.url
-        communicator = WebsocketCommunicator(application, "/ws/tutor/", headers=headers)
-        assert (await communicator.connect())[0]
-        try:
-            await communicator.receive_json_from()  # ready
-            await communicator.send_json_to({"type": "session.start"})
-            heard = False
-            while True:
-                seen = await events_until(communicator, lambda e: (
-                    e["type"] in ("audio.end", "playback.flush") or e["type"] == "state" and e["state"] == "listening"
-                    or e["type"] == "assessment" and e["status"] in ("delivered", "delivery_failed")), timeout=20)
-                events += seen
-                event = seen[-1]
-                if event["type"] == "playback.flush":
-                    await communicator.send_json_to({"type": "playback.flushed", "request_id": event["request_id"],
-                                                     "item_id": None, "played_ms": 0})
-                elif event["type"] == "audio.end":
-                    await communicator.send_json_to({"type": "playback.report", "item_id": event["item_id"],
-                                                     "kind": "end", "played_ms": 0})
-                    heard = True
-                elif event["type"] == "state":
-                    if heard:
-                        text = answers.pop(0) if answers else written_answer(true_level)
-                        await communicator.send_json_to({"type": "answer.text", "text": text})
-                        heard = False
-                else:
-                    break
-        finally:
-            await communicator.disconnect()
-    return events
+        return await answered_in_writing(
+            headers, {"type": "session.start"}, lambda: answers.pop(0) if answers else written_answer(true_level)
+        )
 
 
 @pytest.mark.parametrize("probe_shape", ["call_answer", "preamble_call_answer"])
