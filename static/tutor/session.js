@@ -366,7 +366,7 @@ class TutorPage {
     const first = this.link === LINK.waiting; // the first `state` of this connection
     if (first) this.link = LINK.ready;
     if (typeof msg.demo === "boolean") this.view.setDemo(msg.demo);
-    if (first && msg.running_elsewhere && !this.reloadedMidSession && CAN_START.has(this.phase)) {
+    if (first && msg.running_elsewhere && !this.reloadedMidSession && this.phase === PHASE.idle) {
       this.runningElsewhere = true;
       this.view.showNotice(
         "A session of yours is running in another window. Pressing Start here stops it there and begins a new one here.",
