@@ -359,7 +359,8 @@ class AssessmentAdmin(admin.ModelAdmin):
         """Confirms the machine's level of the selected assessments no teacher has reviewed yet; a
         teacher's review is never overwritten, and each confirmation is in the object's history."""
         with transaction.atomic():
-            selected = list(queryset.select_for_update().order_by("pk"))
+            # Locked afresh by id: the changelist's queryset may carry joins and filters' annotations.
+            selected = list(Assessment.objects.select_for_update().filter(pk__in=queryset.values("pk")).order_by("pk"))
             agreed = [a for a in selected if review.awaits_review(a)]
             now = timezone.now()
             for assessment in agreed:

@@ -180,8 +180,10 @@ def test_action_leaves_reviewed_assessments_as_the_teacher_left_them_and_logs_ea
 
     reviewed = make_assessment(level="B2", teacher_level="A2", notes="Hesitant.", reviewed_by=teacher_user)
     fresh = make_assessment(level="B1")
-    response = teacher_client.post(
-        CHANGELIST, {"action": "mark_reviewed_in_agreement", "_selected_action": [reviewed.pk, fresh.pk]}, follow=True
+    response = teacher_client.post(  # with filters on, as from a filtered list (joins, annotations)
+        f"{CHANGELIST}?q=learner&rating=full&o=3",
+        {"action": "mark_reviewed_in_agreement", "_selected_action": [reviewed.pk, fresh.pk], "select_across": "0"},
+        follow=True,
     )
     html = response.content.decode()
     assert "1 assessment(s) marked as reviewed in agreement" in html
