@@ -380,7 +380,7 @@ class AssessmentAdmin(admin.ModelAdmin):
     def export_csv(self, request, queryset):
         """The selection as CSV, streamed row by row (one stable header: every criterion, always)."""
         rows = queryset.select_related("learner__user", "session", "reviewed_by").order_by("-created_at", "-pk")
-        response = StreamingHttpResponse(review.csv_lines(rows.iterator(chunk_size=500)), content_type="text/csv; charset=utf-8")
+        response = StreamingHttpResponse(review.csv_lines(rows.aiterator(chunk_size=500)), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="parla-assessments.csv"'
         return response
 

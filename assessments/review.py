@@ -5,7 +5,7 @@ review change, and the CSV export's rows."""
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator
 
 from assessments.agreement import agreement_label
 from assessments.grading import CRITERIA, criteria_rows
@@ -74,9 +74,11 @@ class _Echo:
         return value
 
 
-def csv_lines(assessments: Iterable) -> Iterator[str]:
-    """The export's lines, one at a time (the header first), for a StreamingHttpResponse."""
+async def csv_lines(assessments: AsyncIterable) -> AsyncIterator[str]:
+    """The export's lines, one at a time (the header first), for a StreamingHttpResponse. Async: under
+    ASGI (Daphne) Django streams an async iterator as it goes, but reads a sync one whole into memory
+    first (django.http.response.StreamingHttpResponse.__aiter__)."""
     writer = csv.writer(_Echo())
     yield writer.writerow(CSV_HEADER)
-    for assessment in assessments:
+    async for assessment in assessments:
         yield writer.writerow(csv_row(assessment))
