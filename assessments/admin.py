@@ -7,6 +7,8 @@ desk: filters for what needs a look, the machine's reasons beside the teacher's 
 confirms several ratings at once, a CSV export, and the "how far to trust the machine" page.
 """
 
+from collections import Counter
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -356,25 +358,22 @@ class AssessmentAdmin(admin.ModelAdmin):
     @admin.action(description="Mark selected as reviewed, agreeing with the machine's level",
                   permissions=["review"])
     def mark_reviewed_in_agreement(self, request, queryset):
-        """Confirms the machine's level of the selected assessments no teacher has reviewed yet; a
-        teacher's review is never overwritten, and each confirmation is in the object's history."""
+        """Confirms the machine's level of the selected full ratings no teacher has reviewed yet
+        (review.agreement_verdict); each confirmation is in the object's history."""
         with transaction.atomic():
             # Locked afresh by id: the changelist's queryset may carry joins and filters' annotations.
             selected = list(Assessment.objects.select_for_update().filter(pk__in=queryset.values("pk")).order_by("pk"))
-            agreed = [a for a in selected if review.awaits_review(a)]
+            verdicts = Counter(review.agreement_verdict(a) for a in selected)
             now = timezone.now()
-            for assessment in agreed:
+            for assessment in (a for a in selected if review.agreement_verdict(a) == "agree"):
                 message = review.change_message({"teacher_level": (assessment.teacher_level, assessment.level)})
                 assessment.teacher_level, assessment.reviewed_by, assessment.reviewed_at = assessment.level, request.user, now
                 assessment.save(update_fields=["teacher_level", "reviewed_by", "reviewed_at"])
                 self.log_change(request, assessment, f"{message} (the action: agreeing with the machine's level).")
-        reviewed = sum(review.is_reviewed(a) for a in selected if a not in agreed)
-        not_rated = len(selected) - len(agreed) - reviewed
-        self.message_user(request, f"{len(agreed)} assessment(s) marked as reviewed in agreement.", messages.SUCCESS)
-        if reviewed:
-            self.message_user(request, f"{reviewed} already reviewed assessment(s) left as the teacher reviewed them.", messages.WARNING)
-        if not_rated:
-            self.message_user(request, f"{not_rated} not rated assessment(s) left for a teacher's level.", messages.WARNING)
+        self.message_user(request, f"{verdicts['agree']} assessment(s) marked as reviewed in agreement.", messages.SUCCESS)
+        for reason, text in review.LEFT_ALONE.items():
+            if verdicts[reason]:
+                self.message_user(request, text.format(n=verdicts[reason]), messages.WARNING)
 
     @admin.action(description="Export selected as CSV")
     def export_csv(self, request, queryset):

@@ -44,9 +44,23 @@ def is_reviewed(assessment) -> bool:
     return assessment.reviewed_at is not None or bool(assessment.teacher_level)
 
 
-def awaits_review(assessment) -> bool:
-    """May the "agree with the machine" action confirm it: a level, and no teacher's review yet."""
-    return bool(assessment.level) and not is_reviewed(assessment)
+# Why the "agree with the machine" action leaves an assessment alone, as its message says it.
+LEFT_ALONE = {
+    "reviewed": "{n} already reviewed assessment(s) left as the teacher reviewed them.",
+    "partial": "{n} partial (\"at least\") assessment(s) left for a teacher's level: the machine's is only a floor.",
+    "not_rated": "{n} not rated assessment(s) left for a teacher's level.",
+}
+
+
+def agreement_verdict(assessment) -> str:
+    """What the "agree with the machine" action does with `assessment`: "agree", or a LEFT_ALONE key.
+    It confirms only a full rating no teacher has reviewed: never overwrites a teacher's judgement,
+    and never turns "at least A1" or no level into a teacher's level."""
+    if is_reviewed(assessment):
+        return "reviewed"
+    if not assessment.level:
+        return "not_rated"
+    return "partial" if assessment.partial else "agree"
 
 
 def change_message(changes: dict[str, tuple[str, str]]) -> str:

@@ -181,14 +181,18 @@ def test_action_leaves_reviewed_assessments_as_the_teacher_left_them_and_logs_ea
 
     reviewed = make_assessment(level="B2", teacher_level="A2", notes="Hesitant.", reviewed_by=teacher_user)
     fresh = make_assessment(level="B1")
+    partial = make_assessment(level="A1", partial=True)
     response = teacher_client.post(  # with filters on, as from a filtered list (joins, annotations)
-        f"{CHANGELIST}?q=learner&rating=full&o=3",
-        {"action": "mark_reviewed_in_agreement", "_selected_action": [reviewed.pk, fresh.pk], "select_across": "0"},
+        f"{CHANGELIST}?q=learner&o=3",
+        {"action": "mark_reviewed_in_agreement", "_selected_action": [reviewed.pk, fresh.pk, partial.pk]},
         follow=True,
     )
     html = response.content.decode()
     assert "1 assessment(s) marked as reviewed in agreement" in html
     assert "1 already reviewed assessment(s) left as the teacher reviewed them" in html
+    assert "1 partial (&quot;at least&quot;) assessment(s) left for a teacher&#x27;s level" in html
+    partial.refresh_from_db()
+    assert partial.teacher_level == "" and partial.reviewed_at is None
     reviewed.refresh_from_db()
     assert (reviewed.teacher_level, reviewed.notes) == ("A2", "Hesitant.")
     (entry,) = LogEntry.objects.filter(object_id=str(fresh.pk))

@@ -128,13 +128,15 @@ def test_teacher_reviews_agrees_exports_and_reads_the_agreement(context, desk, b
     # Finding 1: the bulk action on everything leaves both reviews as the teacher made them.
     run_action_on_all(page, server, "mark_reviewed_in_agreement")
     messages = page.locator("ul.messagelist").inner_text()
-    assert "3 assessment(s) marked as reviewed in agreement" in messages  # B1, A1 (partial), C1
+    assert "2 assessment(s) marked as reviewed in agreement" in messages  # B1 and C1
     assert "2 already reviewed assessment(s) left as the teacher reviewed them" in messages
+    assert '1 partial ("at least") assessment(s) left for a teacher\'s level' in messages
     assert "1 not rated assessment(s) left" in messages
     assert stored(server, ids["by_hand_b2"]) == ("A2", "Hesitant beyond A2 topics.", True)
     assert stored(server, ids["by_hand_a2"]) == ("B1", "", True)
     assert stored(server, ids["agree_b1"]) == ("B1", "", True)
     assert stored(server, ids["not_rated"]) == ("", "", False)
+    assert stored(server, ids["partial_a1"]) == ("", "", False)  # "at least A1" is not a level to agree with
     # Every review change is in the object's history with old and new values.
     by_hand = history(page, server, ids["by_hand_b2"])
     assert "Changed teacher level from “” to “A2”" in by_hand
@@ -164,14 +166,15 @@ def test_teacher_reviews_agrees_exports_and_reads_the_agreement(context, desk, b
     not_rated = by_id[ids["not_rated"]]
     assert (not_rated["machine_level"], not_rated["status"], not_rated["criterion_fluency"]) == ("", "not_rated", "")
 
-    # The agreement page over the five reviewed (machine, teacher) pairs:
-    # (B2,A2) (A2,B1) (B1,B1) (A1,A1) (C1,C1). Exact 3/5 = 60 %; within one level 4/5 = 80 %.
-    # Quadratic kappa, levels A1..C2 = 0..5, w = (i-j)^2/25: observed = (2^2 + 1^2)/25 = 0.2;
-    # machine marginals 1 each at 0,1,2,3,4; teacher marginals 0:1 1:1 2:2 4:1; expected =
-    # sum_i sum_j c_j (i-j)^2 / (25*5) = (25 + 12 + 9 + 16 + 33) / 125 = 0.76; kappa = 1 - 0.2/0.76 = 0.74.
+    # The agreement page over the four reviewed (machine, teacher) pairs:
+    # (B2,A2) (A2,B1) (B1,B1) (C1,C1). Exact 2/4 = 50 %; within one level 3/4 = 75 %.
+    # Quadratic kappa, levels A1..C2 = 0..5, w = (i-j)^2/25, n = 4: observed sum(w*O) = (2^2 + 1^2)/25
+    # = 0.2; machine marginals 1 each at 1,2,3,4; teacher marginals 1:1 2:2 4:1; expected sum(w*E) =
+    # sum_i sum_j c_j (i-j)^2 / (25*4) = (11 + 5 + 7 + 17) / 100 = 0.4; kappa = 1 - 0.2/0.4 = 0.50.
+    # (With the old action's overwrites it read 100 % and 1.00.)
     page.goto(f"{server.url}/admin/assessments/assessment/agreement/")
     figure = lambda name: page.locator(f"[data-figure={name}]").inner_text()  # noqa: E731
-    assert (figure("count"), figure("exact"), figure("adjacent"), figure("kappa")) == ("5", "60%", "80%", "0.74")
+    assert (figure("count"), figure("exact"), figure("adjacent"), figure("kappa")) == ("4", "50%", "75%", "0.50")
 
 
 def test_partial_filter_machine_column_and_review_screen(context, desk):
