@@ -3,7 +3,7 @@ session that ended early, the tutor page on a phone after Start, a second tab, a
 
 A live Parla server (subprocess, its own SQLite) with the simulator as upstream (pace 0); Debian's
 Chromium with a silent fake microphone, so the tutor speaks and nobody barges in. Screenshots go to
-test-output/browser/.
+`browser/` in the test output folder.
 """
 
 from __future__ import annotations
