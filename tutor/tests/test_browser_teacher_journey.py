@@ -183,7 +183,8 @@ def test_partial_filter_machine_column_and_review_screen(context, desk):
     log_in_from_home(page, server)
     # Finding 4: "By rating: Partial" lists the partial rating only, and says "at least A1".
     page.goto(f"{server.url}/admin/assessments/assessment/")
-    page.locator("#changelist-filter a", has_text="Partial").click()
+    with page.expect_navigation():  # the filtered list is a new page: count its rows once it has loaded
+        page.locator("#changelist-filter a", has_text="Partial").click()
     rows = page.locator("#result_list tbody tr")
     assert rows.count() == 1
     assert rows.first.locator(".field-machine_level").inner_text() == "at least A1"
