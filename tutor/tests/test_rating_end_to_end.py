@@ -124,17 +124,22 @@ def test_a_thinking_pause_inside_an_answer_is_one_answer(simulator, make_user):
         async with tutor_socket(base_url, cookie) as ws:
             page = PagePlayback(ws)  # plays and reports, answers the flush
             await ws.send(json.dumps({"type": "session.start"}))
-            tutor_turns, stopped = 0, False
+            turns = []  # the learner's turns: it answers once, then stops when the tutor has replied
             while True:
                 event = await page.next_json()
-                if event["type"] == "audio.end":
-                    tutor_turns += 1
-                    if tutor_turns == 1:
-                        await Microphone(ws).speak(spoken_answer("A1", pauses_ms=[1100]))
-                if tutor_turns >= 2 and not stopped:  # the tutor has answered the answer: stop there
-                    stopped = True
+                if event["type"] != "state":
+                    continue
+                if event["state"] == "listening" and not turns:  # the greeting heard: the learner answers
+                    turns.append("answered")
+                    await Microphone(ws).speak(spoken_answer("A1", pauses_ms=[1100]))
+                elif event["state"] == "tutor_speaking" and turns == ["answered"]:
+                    turns.append("replied")
+                elif event["state"] == "listening" and turns == ["answered", "replied"]:
+                    # The reply (its record_probe call, then its speech; with the model's preamble first)
+                    # was heard to its end: stop there.
+                    turns.append("stopped")
                     await ws.send(json.dumps({"type": "session.stop"}))
-                if event["type"] == "state" and event["state"] == "ended":
+                elif event["state"] == "ended":
                     return
 
     with daphne_server(realtime_url=simulator.url, redis_url=None) as base_url:
