@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from config.tests.helpers import REPO, clean_env
 from tutor.realtime.wire import CLOSE_NOT_AUTHENTICATED
 from tutor.testing.waits import wait_until
+from tutor.tests.live import free_port
 
 STARTUP_TIMEOUT = 15.0
 CREDENTIALS = re.compile(r"demo learner: username=(\S+) password=(\S+)")
@@ -36,12 +37,6 @@ def venv_is_current() -> bool:
     return Path(sys.prefix).resolve() == (REPO / ".venv").resolve() and stamp.is_file() and (
         stamp.read_text().strip() == want
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
