@@ -76,8 +76,8 @@ async def parla_handover(url: str, moment: str, grading_s: float, prepared: bool
     try:
         await link.connect()
         if prepared:  # as the live session does one answer before placement can end
-            link.prepare_narrator(SUMMARY_VOICE)
-            await asyncio.shield(link._early_narrator)
+            link.narrator.prepare(SUMMARY_VOICE)
+            await asyncio.shield(link.narrator.early)
         await drive_to(link.client, moment)
         delivery = AssessmentDelivery(
             assessment_id=1, grade_input=GRADE, grader=TimedGrader(grading_s, RulesGrader()), tutor=link,

@@ -47,7 +47,7 @@ async def test_learner_leaving_mid_grading_keeps_the_assessment_and_leaves_nothi
                 answered += 1
                 await runtime.answer_text("Hola, me llamo Ana y vivo en Madrid.")
         await until(lambda: any(e["type"] == "assessing" for e in learner.events))
-        assert runtime.delivery is not None and runtime._tasks  # grading: the delivery task is running
+        assert runtime.outcome.delivery is not None and runtime._tasks  # grading: the delivery task is running
 
         await runtime.close("learner_left")  # the socket is gone while the grader still works
         await learner.close()  # and with it the browser's playback
@@ -87,7 +87,7 @@ async def test_a_resumed_session_neither_greets_again_nor_probes_an_answer_twice
                     await runtime.answer_text("Creo que sí, porque me gusta mucho leer y viajar.")
         await runtime.close("learner_left")
 
-    assert runtime.resumes >= 1
+    assert runtime.connection.resumes >= 1
     tutor_lines = runtime.transcript.texts("tutor")
     assert sum(line.startswith(GREETINGS["es"]) for line in tutor_lines) == 1
     assert len(runtime.placement.probes) == len(runtime.transcript.texts("learner"))
@@ -104,15 +104,16 @@ async def test_the_learner_is_heard_when_they_speak_while_the_upstream_session_i
         upstream = Upstream(sim.url, None, "gpt-realtime-2.1", "simulator")
         runtime = TutorSessionRuntime(learner, learner_profile.pk, config, upstream=upstream)
         gate, resuming = asyncio.Event(), asyncio.Event()
-        connect = runtime._connect_tutor
+        connection = runtime.connection
+        connect = connection.connect
 
         async def held_connect():
-            if runtime.client is not None:  # a resume (not the first connection): hold it open
+            if connection.current is not None:  # a resume (not the first connection): hold it open
                 resuming.set()
                 await gate.wait()
             await connect()
 
-        runtime._connect_tutor = held_connect
+        connection.connect = held_connect
         runtime.launch()
         await until(lambda: any(e == {"type": "state", "state": "listening"} for e in learner.events))
         await asyncio.wait_for(resuming.wait(), 10)  # the session expired; its replacement is opening
@@ -128,7 +129,7 @@ async def test_the_learner_is_heard_when_they_speak_while_the_upstream_session_i
         await until(lambda: any(e["type"] == "transcript" and e["role"] == "learner" and e["item_id"]
                                 for e in learner.events), timeout=10)
         await runtime.close("learner_left")
-    assert runtime.resumes >= 1
+    assert runtime.connection.resumes >= 1
 
 
 async def test_one_heartbeat_beats_for_all_sessions_of_the_process_and_stops_with_the_last(settings, make_user):
