@@ -40,7 +40,8 @@ import django  # noqa: E402
 
 django.setup()
 
-from tutor.runtime.delivery import AssessmentDelivery, HandoverConfig  # noqa: E402
+from tutor.runtime.delivery import AssessmentDelivery  # noqa: E402
+from tutor.runtime.handover import HandoverConfig  # noqa: E402
 from assessments.grading import GradeInput, RulesGrader, grade_by_rules  # noqa: E402
 from assessments.testing import TimedGrader  # noqa: E402
 from tutor import persona  # noqa: E402

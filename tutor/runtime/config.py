@@ -15,7 +15,7 @@ from assessments.rating import OfflineRater, Rater, get_rater
 from assessments.services import feedback_language
 from config.openai_models import takes_reasoning
 from tutor import persona
-from tutor.runtime.delivery import HandoverConfig
+from tutor.runtime.handover import HandoverConfig
 
 
 @dataclass(frozen=True)

@@ -28,77 +28,28 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from assessments.grading import Grader, GradeInput, GradeResult, fallback_grade, grade_by_rules, reconcile
 from assessments.grading.summary import feedback_after, opening
 from tutor import persona
 from tutor.realtime.client import RealtimeClient, RealtimeError
-from tutor.realtime.relay import LearnerPort, PlaybackPosition, SpeechRelay
+from tutor.realtime.relay import LearnerPort, PlaybackPosition
 from tutor.realtime import clock, wire
 from tutor.realtime.logs import bind
 from tutor.realtime.playback import REPORTED
 from tutor.realtime.tasks import cancel_and_wait, wait_responsive
-from tutor.runtime.narrator import Narrator, close_narrator
+from tutor.runtime.handover import AssessmentStore, DeliveryOutcome, HandoverConfig, TutorLink
+from tutor.runtime.narrator import close_narrator
 from tutor.realtime.wire import State
 
 logger = logging.getLogger(__name__)
-
-@dataclass(frozen=True)
-class HandoverConfig:
-    summary_voice: str = "alloy"
-    step_timeout: float = 5.0  # one confirmed protocol step
-    grade_timeout: float = 30.0  # the grader has its own, shorter timeout and fallback
-    speak_timeout: float = 120.0  # the whole summary, spoken in real time
-    keepalive_interval: float = 1.0
-    expected_grading_seconds: float = 8.0  # only shapes the progress bar
-
 
 class StepFailed(RealtimeError):
     def __init__(self, step: str, cause: BaseException | str):
         self.step = step
         text = cause if isinstance(cause, str) else (str(cause) or type(cause).__name__)
         super().__init__(f"{step}: {text}")
-
-
-class AssessmentStore:
-    """Where the worker records the assessment's progress. Subclasses implement every method."""
-
-    async def graded(self, assessment_id: int, result: GradeResult) -> None:
-        raise NotImplementedError("AssessmentStore subclasses must implement graded()")
-
-    async def delivered(self, assessment_id: int, notes: str) -> None:
-        raise NotImplementedError("AssessmentStore subclasses must implement delivered()")
-
-    async def failed(self, assessment_id: int, reason: str) -> None:
-        raise NotImplementedError("AssessmentStore subclasses must implement failed()")
-
-
-class TutorLink:
-    """What the worker needs of the live tutor session. The session runtime implements it."""
-
-    client: RealtimeClient  # the tutor's upstream session (the runtime's TutorConnection)
-    relay: SpeechRelay  # forwards the tutor's speech to the learner
-    narrator: Narrator  # the summary voice's session: prepared early, or opened by the handover
-
-    def stop_learner_audio(self) -> None:
-        raise NotImplementedError("TutorLink subclasses must implement stop_learner_audio()")
-
-    async def set_state(self, state: State) -> None:
-        """The session's state changes (the learner and the teachers' live view are told)."""
-        raise NotImplementedError("TutorLink subclasses must implement set_state()")
-
-
-@dataclass
-class DeliveryOutcome:
-    status: str  # "delivered" | "delivery_failed"
-    result: GradeResult
-    speaker: str = ""  # "narrator" | "tutor" | ""
-    problems: list[str] = field(default_factory=list)
-    # loop.time() of: ceiling (the handover began), first_audio (the level), level_done (its response.done),
-    # grade_ready, feedback_audio
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 class AssessmentDelivery:
@@ -283,7 +234,7 @@ class AssessmentDelivery:
 
     async def clear(self, flushed: asyncio.Future) -> None:
         try:
-            position: PlaybackPosition = await self._within(flushed, self.config.step_timeout)
+            position: PlaybackPosition = await wait_responsive(flushed, self.config.step_timeout)
         except TimeoutError:
             flushed.cancel()  # a late answer is then known as late (FlushRequests.given_up), not pending
             # The browser did not say what it played: nothing is truncated (the tutor's context keeps
@@ -378,15 +329,8 @@ class AssessmentDelivery:
     # --- internals -----------------------------------------------------------------------------------
 
     async def _narrator_ready(self, narrator: asyncio.Task) -> RealtimeClient:
-        client, _relay = await self._step("narrator", self._within(narrator, self.config.step_timeout))
+        client, _relay = await self._step("narrator", wait_responsive(narrator, self.config.step_timeout))
         return client
-
-    @staticmethod
-    async def _within(future: asyncio.Future, timeout: float) -> Any:
-        """`future`'s result within `timeout` of the loop's responsive time (an overloaded server's own
-        lateness is not the browser's or the narrator's: tasks.wait_responsive); the future itself is
-        left alone on timeout."""
-        return await wait_responsive(future, timeout)
 
     async def _finish(self, quiet: asyncio.Task) -> None:
         """Await the tutor-side steps; their failure is recorded, it does not unsay the summary."""

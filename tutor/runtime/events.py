@@ -24,7 +24,7 @@ from tutor.realtime.relay import LearnerPort, SpeechRelay
 from tutor.realtime.wire import State
 from tutor.runtime.answers import AnswerCollector, OpenAnswer
 from tutor.runtime.connection import TutorConnection
-from tutor.runtime.delivery import TutorLink
+from tutor.runtime.handover import TutorLink
 from tutor.runtime.judge import AnswerJudge
 from tutor.runtime.phase import SessionPhase
 from tutor.runtime.probes import ProbeHandler

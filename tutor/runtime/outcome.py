@@ -35,7 +35,8 @@ from tutor.realtime.relay import LearnerPort, SpeechRelay
 from tutor.realtime.wire import State
 from tutor.runtime.config import SessionConfig
 from tutor.runtime.connection import TutorConnection
-from tutor.runtime.delivery import AssessmentDelivery, DeliveryOutcome, TutorLink
+from tutor.runtime.delivery import AssessmentDelivery
+from tutor.runtime.handover import DeliveryOutcome, TutorLink
 from tutor.runtime.judge import AnswerJudge
 from tutor.runtime.narrator import Narrator
 from tutor.runtime.phase import Phase, SessionPhase

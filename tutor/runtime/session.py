@@ -43,7 +43,7 @@ from tutor.realtime.wire import ClientError, State
 from tutor.runtime.answers import AnswerCollector
 from tutor.runtime.config import SessionConfig
 from tutor.runtime.connection import TutorConnection
-from tutor.runtime.delivery import TutorLink
+from tutor.runtime.handover import TutorLink
 from tutor.runtime.events import TutorEvents
 from tutor.runtime.judge import AnswerJudge
 from tutor.runtime.narrator import Narrator

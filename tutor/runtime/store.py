@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 
 from assessments import services
 from assessments.grading import GradeResult
-from tutor.runtime.delivery import AssessmentStore
+from tutor.runtime.handover import AssessmentStore
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 
-from tutor.runtime.delivery import AssessmentStore, TutorLink
+from tutor.runtime.handover import AssessmentStore, TutorLink
 from tutor import persona
 from tutor.realtime.client import RealtimeClient
 from tutor.realtime.playback import DEFAULT_MARGIN

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tutor.runtime.delivery import AssessmentDelivery, HandoverConfig
+from tutor.runtime.delivery import AssessmentDelivery
+from tutor.runtime.handover import HandoverConfig
 from assessments.grading import GradeInput, RulesGrader
 from assessments.testing import TimedGrader
 from tutor.testing.loopback import MOMENTS, BareTutorLink, MemoryLearner, MemoryStore, drive_to

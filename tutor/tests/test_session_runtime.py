@@ -12,6 +12,9 @@ from assessments.models import Assessment, TutorSession
 from tutor.persona import SILENCE_MS_BEGINNER
 from tutor.realtime.simulator.input import SEMANTIC_SILENCE_MS
 from tutor.testing.loopback import MemoryLearner
+from tutor.realtime import clock
+from tutor.realtime.clock import Clock
+from tutor.runtime.phase import Phase, SessionPhase
 from tutor.runtime.session import SessionConfig, TutorSessionRuntime
 from tutor.testing.realtime_client import start_simulator
 from tutor.upstream import Upstream
@@ -183,3 +186,43 @@ async def test_a_task_cancelled_before_it_started_leaves_no_coroutine_unawaited(
     assert runtime._tasks == set()
     assert inspect.getcoroutinestate(finished) == inspect.CORO_CLOSED
     assert inspect.getcoroutinestate(never_started) == inspect.CORO_CLOSED
+
+
+async def test_the_time_cap_is_measured_on_the_session_clock(learner_user):
+    """The session's time budget runs on the session clock (tutor.realtime.clock): on a clock 40 times
+    as fast as the wall, a 4 s cap ends the placement (not rated: nothing was answered) in a tenth of a
+    second of wall time."""
+    learner_profile = await sync_to_async(lambda: learner_user.learner)()
+    config = dataclasses.replace(await sync_to_async(SessionConfig.for_learner)(learner_profile), max_seconds=4.0)
+    loop = asyncio.get_running_loop()
+    async with start_simulator(true_level="A1", pace=0) as sim:
+        with clock.installed(Clock(speed=40)):
+            learner = MemoryLearner()
+            upstream = Upstream(sim.url, None, "gpt-realtime", "simulator")
+            runtime = TutorSessionRuntime(learner, learner_profile.pk, config, upstream=upstream)
+            began = loop.time()
+            runtime.launch()
+            await until(lambda: runtime.state == "ended", timeout=10)  # shown once the row has ended
+            took = loop.time() - began
+            await runtime.close("learner_left")
+            await learner.close()
+    session = await sync_to_async(TutorSession.objects.get)(pk=runtime.session_id)
+    assert session.end_reason == "time_cap"
+    assert runtime.outcome.not_rated
+    assert took < 2.0  # not the 4 s of the cap in wall time
+
+
+def test_the_session_phase_only_moves_forward_and_says_what_it_allows():
+    phase = SessionPhase()
+    assert phase.now is Phase.CONNECTING and phase.now.placing and not phase.now.takes_audio
+    assert phase.to(Phase.CONVERSING) is Phase.CONNECTING
+    assert phase.now.placing and phase.now.takes_audio
+    phase.to(Phase.ASSESSING)  # the assessment row: the tutor says no more, the learner's audio still counts
+    assert not phase.now.placing and phase.now.takes_audio and not phase.now.over
+    phase.to(Phase.DELIVERING)  # the handover froze the tutor
+    assert not phase.now.takes_audio
+    with pytest.raises(RuntimeError, match="from delivering to conversing"):
+        phase.to(Phase.CONVERSING)
+    phase.to(Phase.DELIVERING)  # staying is no move
+    phase.to(Phase.CLOSED)  # the socket may close in any phase
+    assert phase.now.over and not phase.now.placing
