@@ -81,6 +81,7 @@ class SessionOutcome:
         self.delivery: AssessmentDelivery | None = None
         self.delivered: DeliveryOutcome | None = None
         self.not_rated = False  # ended without enough evidence for a level
+        self._creating: asyncio.Future | None = None  # the assessment row's creation (its id)
 
     @property
     def status(self) -> str:
@@ -135,7 +136,7 @@ class SessionOutcome:
             await self.end_unrated(self.placement.end_reason or "learner_stopped")
             return
         self.phase.to(Phase.ASSESSING)
-        await self._create()
+        await self._create(services.create_assessment, self.placement.rating, self.placement.partial)
         self.log.info("assessment created", extra={"level": self.placement.rating})
         await self.tutor.set_state(State.ASSESSING)
         self.delivery = AssessmentDelivery(
@@ -155,10 +156,12 @@ class SessionOutcome:
         await self.end(self.placement.end_reason or "ceiling")
         await self.ended()  # time cap, upstream watch: the session has ended
 
-    async def _create(self) -> None:
-        self.rows.assessment_id = await db(services.create_assessment)(
-            self.rows.session_id, self.placement.rating, self.placement.partial
-        )
+    async def _create(self, create: Callable[..., int], *args) -> None:
+        """The assessment row (`create(session_id, *args)`), its id bound to the log. Shielded: a task
+        cancelled meanwhile (the learner left) leaves the row's creation to end, and `keep_undelivered`
+        finds the row by it."""
+        self._creating = asyncio.ensure_future(db(create)(self.rows.session_id, *args))
+        self.rows.assessment_id = await asyncio.shield(self._creating)
         self.log.bind(assessment_id=self.rows.assessment_id)
 
     async def end_unrated(self, reason: str) -> None:
@@ -171,11 +174,8 @@ class SessionOutcome:
 
     async def _not_rated(self) -> None:
         """Too little evidence for a level: the assessment is stored `not_rated` and the learner told so."""
-        self.rows.assessment_id = await db(services.create_unrated_assessment)(
-            self.rows.session_id, self.placement.partial
-        )
         self.not_rated = True
-        self.log.bind(assessment_id=self.rows.assessment_id)
+        await self._create(services.create_unrated_assessment, self.placement.partial)
         self.log.info(
             "session not rated",
             extra={"rated_answers": self.placement.rated_answers, "end_reason": self.placement.end_reason},
@@ -203,15 +203,15 @@ class SessionOutcome:
         """On disconnect (`was`: the phase the session was in): an assessment that was not delivered is
         graded by the rules and kept; a session that ends here with too little evidence is kept as not
         rated."""
-        # No assessment row yet, though the session had not ended: the placement was open (or the row's
-        # creation was cancelled with the tasks). What the answers say is kept, never lost.
-        if self.rows.assessment_id is None and not was.over:
+        if was.placing:
             self.placement.finish_early("learner_left")
             if not self.placement.has_evidence(self.config.min_rated_answers):
                 await self._not_rated()
                 return
-            await self._create()
-        if self.rows.assessment_id is not None:
+            await self._create(services.create_assessment, self.placement.rating, self.placement.partial)
+        elif self._creating is not None:  # its creation may have been cancelled with the tasks: not the row
+            self.rows.assessment_id = await self._creating
+        if self._creating is not None:
             kept = await db(services.keep_undelivered)(
                 self.rows.assessment_id, grade_by_rules(self.grade_input()), f"learner disconnected ({reason})"
             )
