@@ -43,8 +43,8 @@ from tutor.realtime.wire import ClientError, State
 from tutor.runtime.answers import AnswerCollector
 from tutor.runtime.config import SessionConfig
 from tutor.runtime.connection import TutorConnection
-from tutor.runtime.handover import TutorLink
 from tutor.runtime.events import TutorEvents
+from tutor.runtime.handover import TutorLink
 from tutor.runtime.judge import AnswerJudge
 from tutor.runtime.narrator import Narrator
 from tutor.runtime.outcome import SessionOutcome
@@ -78,7 +78,7 @@ class TutorSessionRuntime(TutorLink):
         self.log = bind(logger, session_id=None, learner_id=learner_id)
         self.tasks = OwnedTasks(f"{id(self):x}")
         parts = {"phase": self.phase, "spawn": self._spawn, "log": self.log}
-        self.connection = self.client = TutorConnection(
+        self.connection = self.client = TutorConnection(  # `client`: the handover's name for it (TutorLink)
             phase=self.phase, transcript=self.transcript, log=self.log, step_timeout=config.step_timeout,
             upstream=upstream, configuration=self._configuration, on_opened=self._opened,
         )

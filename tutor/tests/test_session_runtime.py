@@ -79,6 +79,8 @@ async def test_a_resumed_session_neither_greets_again_nor_probes_an_answer_twice
         upstream = Upstream(sim.url, None, "gpt-realtime", "simulator")
         runtime = TutorSessionRuntime(learner, learner_profile.pk, config, upstream=upstream)
         runtime.launch()
+        await until(lambda: runtime.connection.current is not None)
+        first = runtime.connection.current
         answered = 0
         while runtime.assessment_id is None:
             await until(lambda: sum(e["type"] == "audio.end" for e in learner.events) > answered
@@ -91,6 +93,10 @@ async def test_a_resumed_session_neither_greets_again_nor_probes_an_answer_twice
         await runtime.close("learner_left")
 
     assert runtime.connection.resumes >= 1
+    # One connection across the resumes, a new upstream session under it; the parts hold the connection.
+    assert runtime.connection.current is not first
+    assert runtime.client is runtime.connection and runtime.responses.connection is runtime.connection
+    assert runtime.outcome.delivery.client is runtime.connection
     tutor_lines = runtime.transcript.texts("tutor")
     assert sum(line.startswith(GREETINGS["es"]) for line in tutor_lines) == 1
     assert len(runtime.placement.probes) == len(runtime.transcript.texts("learner"))
