@@ -786,7 +786,4 @@ class TutorSessionRuntime(TutorLink):
         except Exception as exc:
             self.log.exception("session task failed", extra={"task": name})
             if not self._closing:
-                # The exception's text is in the log; the learner gets Parla's words.
-                await self.learner.send_event(
-                    wire.error("session_error", "Something went wrong on our side; please try again.")
-                )
+                self.learner.session_failed()  # the exception's text is in the log; the session ends

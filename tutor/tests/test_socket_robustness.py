@@ -96,7 +96,7 @@ async def test_an_unexpected_exception_in_a_handler_ends_the_session_cleanly(
     closed = await communicator.receive_output(timeout=5)
     while closed["type"] != "websocket.close":
         closed = await communicator.receive_output(timeout=5)
-    assert closed["code"] == 1011
+    assert closed["code"] == wire.CLOSE_SERVER_ERROR
     async with asyncio.timeout(5):
         while upstream.connections:  # no upstream session outlives its learner
             await asyncio.sleep(0.02)
