@@ -263,6 +263,9 @@ PARLA_RATER = env("PARLA_RATER", "openai" if OPENAI_API_KEY else "offline")
 PARLA_RATER_MODEL = env("PARLA_RATER_MODEL", "gpt-5.4-mini")
 PARLA_RATER_TIMEOUT = env_float("PARLA_RATER_TIMEOUT", 8.0)
 PARLA_STEP_TIMEOUT = env_float("PARLA_STEP_TIMEOUT", 5.0)
+# Websocket keepalive of every upstream session (tutor/realtime/client.py): a ping this often; an upstream
+# that answers none for this long is taken as gone (noticed within 2x this), and the session resumes or ends.
+PARLA_UPSTREAM_KEEPALIVE_SECONDS = env_float("PARLA_UPSTREAM_KEEPALIVE_SECONDS", 5.0)
 # The bundled simulator generates audio at this multiple of real time; 4.0 like the real API, which
 # produces audio faster than real time (tutor/realtime/simulator/knobs.py DEFAULT_PACE says where).
 PARLA_SIMULATOR_PACE = env_float("PARLA_SIMULATOR_PACE", 4.0)

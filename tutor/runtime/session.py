@@ -41,7 +41,7 @@ from tutor import live, persona, recovery
 from tutor.realtime import wire
 from tutor.realtime.audio import BYTES_PER_MS
 from tutor.realtime.client import RealtimeClient, RealtimeClosed, RealtimeError, RealtimeRefused
-from tutor.realtime.failures import UNCLAIMED_ERROR_MESSAGE, UpstreamFailure
+from tutor.realtime.failures import SILENT, UNCLAIMED_ERROR_MESSAGE, UpstreamFailure
 from tutor.realtime.logs import bind
 from tutor.realtime.relay import LearnerPort, SpeechRelay
 from tutor.realtime.tasks import OwnedTasks, cancel_and_wait
@@ -384,9 +384,12 @@ class TutorSessionRuntime(TutorLink):
         if self.assessment_id is not None or self._ended:
             raise ClientError("placement_ended", "The placement has ended; this answer was not recorded.")
         await self._show_answer(self.answers.written(text, self.placement.current_level))
-        async with self.responses.lock:  # not while a resumed session is being configured
-            await self.responses.add_item(user_text_item(text))
-        await self.responses.answer_written()
+        try:
+            async with self.responses.lock:  # not while a resumed session is being configured
+                await self.responses.add_item(user_text_item(text))
+            await self.responses.answer_written()
+        except RealtimeClosed:
+            pass  # the upstream went away: _watch_upstream resumes (replaying this answer) or ends the session
 
     # --- TutorLink (used by the handover) -------------------------------------------------------------
 
@@ -597,14 +600,16 @@ class TutorSessionRuntime(TutorLink):
             await self.client.closed.wait()
             if self._closing or self._ended:
                 return
-            expired = self.client.close_code == EXPIRED_CLOSE_CODE
+            expired, silent = self.client.close_code == EXPIRED_CLOSE_CODE, self.client.went_silent
             self.log.warning(
                 "upstream session ended", extra={"code": self.client.close_code, "reason": self.client.close_reason}
             )
             if self.assessment_id is not None:
                 return  # the handover has its own timeouts and falls back to text
-            if expired and self.resumes < MAX_RESUMES and await self._resume():
+            if (expired or silent) and self.resumes < MAX_RESUMES and await self._resume():
                 continue
+            if silent:
+                await self.learner.send_event(wire.error(SILENT.code, SILENT.message))
             # the delivery falls back to text when the tutor is gone
             await self._end_placement("upstream_expired" if expired else "upstream_error")
             return
