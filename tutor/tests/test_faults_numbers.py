@@ -12,18 +12,17 @@ import json
 
 import pytest
 import websockets
-from asgiref.sync import sync_to_async
 from autobahn.twisted.websocket import WebSocketServerProtocol
-from channels.testing import WebsocketCommunicator
 
 from assessments.models import TutorSession
-from config.asgi import application
 from tutor.realtime import wire
 from tutor.realtime.playback import Playback
 from tutor.runtime.session import TutorSessionRuntime
 
 from .live import ThreadedSimulator, daphne_server
-from .test_socket_robustness import learner_headers, next_of_type, started, upstream, wait_until  # noqa: F401
+from .test_socket_robustness import (  # noqa: F401 (fixtures)
+    ended_by_a_server_error, learner_headers, next_of_type, started, upstream, wait_until,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -75,19 +74,7 @@ async def test_a_failed_session_task_ends_the_session_with_a_code_daphne_sends(u
 
     monkeypatch.setattr(TutorSessionRuntime, "_follow_playback", broken)
     communicator = await started(learner_headers)
-    error = await next_of_type(communicator, "error")
-    assert error["code"] == "session_error" and "a bug" not in error["message"]
-    async with asyncio.timeout(5):
-        closed = await communicator.receive_output(timeout=5)
-        while closed["type"] != "websocket.close":
-            closed = await communicator.receive_output(timeout=5)
-    assert closed["code"] == wire.CLOSE_SERVER_ERROR
-    async with asyncio.timeout(5):
-        while upstream.connections:  # no upstream session outlives its learner
-            await asyncio.sleep(0.02)
-    session = await TutorSession.objects.aget()
-    assert session.end_reason == "server_error" and session.ended_at is not None
-    await communicator.wait()
+    await ended_by_a_server_error(communicator, upstream)
 
 
 async def current_item(communicator) -> str:
