@@ -265,7 +265,7 @@ class TutorSessionRuntime(TutorLink):
 
     async def _connect_tutor(self) -> None:
         """Open and configure the tutor's upstream session (session.updated confirms the config)."""
-        self.client = self.upstream.client("tutor", handler=self.on_upstream_event)
+        self.client = self.upstream.client("tutor", handler=self._handle_upstream_event)
         created = await self.client.open(self._tutor_session(initial=True), self.config.step_timeout)
         await db(services.set_upstream_session_id)(self.session_id, created.session.id or "")
 
@@ -407,6 +407,17 @@ class TutorSessionRuntime(TutorLink):
             await self.learner.send_event(wire.state(state))
 
     # --- upstream events (dispatched from the client's reader task: never await a request here) -----
+
+    async def _handle_upstream_event(self, event: Any) -> None:
+        """The reader task's handler: an exception in it ends the session, as in any task (`_guard`)."""
+        try:
+            await self.on_upstream_event(event)
+        except RealtimeClosed:
+            self.log.info("upstream event handler stopped: upstream closed", extra={"type": event.type})
+        except Exception:
+            self.log.exception("upstream event handler failed", extra={"type": event.type})
+            if not self._closing:
+                self.learner.session_failed()
 
     async def on_upstream_event(self, event: Any) -> None:
         if self.client is not None and self.client.is_open:

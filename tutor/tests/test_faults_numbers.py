@@ -77,6 +77,17 @@ async def test_a_failed_session_task_ends_the_session_with_a_code_daphne_sends(u
     await ended_by_a_server_error(communicator, upstream)
 
 
+async def test_a_failed_upstream_event_handler_ends_the_session_with_a_code_daphne_sends(
+    upstream, learner_headers, monkeypatch
+):
+    async def broken(self, event):
+        raise RuntimeError("a bug in a handler")
+
+    monkeypatch.setattr(TutorSessionRuntime, "on_response_created", broken)
+    communicator = await started(learner_headers)
+    await ended_by_a_server_error(communicator, upstream)
+
+
 async def current_item(communicator) -> str:
     return (await next_of_type(communicator, "audio.start"))["item_id"]
 
