@@ -17,7 +17,7 @@ from autobahn.twisted.websocket import WebSocketServerProtocol
 from assessments.models import TutorSession
 from tutor.realtime import wire
 from tutor.realtime.playback import Playback
-from tutor.runtime.session import TutorSessionRuntime
+from tutor.runtime.events import TutorEvents
 
 from .live import ThreadedSimulator, daphne_server
 from .test_socket_robustness import (  # noqa: F401 (fixtures)
@@ -72,7 +72,7 @@ async def test_a_failed_session_task_ends_the_session_with_a_code_daphne_sends(u
     async def broken(self):
         raise RuntimeError("a bug in a task")
 
-    monkeypatch.setattr(TutorSessionRuntime, "_follow_playback", broken)
+    monkeypatch.setattr(TutorEvents, "follow_playback", broken)
     communicator = await started(learner_headers)
     await ended_by_a_server_error(communicator, upstream)
 
@@ -83,7 +83,7 @@ async def test_a_failed_upstream_event_handler_ends_the_session_with_a_code_daph
     async def broken(self, event):
         raise RuntimeError("a bug in a handler")
 
-    monkeypatch.setattr(TutorSessionRuntime, "on_response_created", broken)
+    monkeypatch.setattr(TutorEvents, "on_response_created", broken)
     communicator = await started(learner_headers)
     await ended_by_a_server_error(communicator, upstream)
 
