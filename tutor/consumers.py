@@ -20,7 +20,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocke
 from django.conf import settings
 
 from assessments.roles import learner_for
-from tutor import backpressure, loopwatch
+from tutor import backpressure, drain, loopwatch, metrics
 from tutor.realtime import wire
 from tutor.auth import refusal_code
 from tutor.realtime.wire import ClientError, State
@@ -55,9 +55,11 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         self.outbox: backpressure.SendQueue | None = None
         self.socket: backpressure.DaphneSocket | None = scope.get(backpressure.SCOPE_KEY)
         self.inbox = _queue_of(receive)
+        self.closed_for_drain = False
         try:
             await super().__call__(scope, receive, send)
         finally:
+            drain.current.leave(self)
             await self._end_runtime("server_error")
             if self.outbox is not None:
                 await self.outbox.aclose()
@@ -118,7 +120,11 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         if self.learner is None:
             await self.close(code=refusal_code(user))
             return
+        if drain.current.draining:  # this process is going away: the page reconnects, through the proxy
+            await self.close_for_drain()
+            return
         self.open = True
+        drain.current.join(self)
         self.group = learner_group(self.learner.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.channel_layer.group_send(self.group, {"type": "session.superseded", "origin": self.channel_name})
@@ -174,6 +180,7 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         """The send queue's verdict: the browser reads nothing. End the session, then close with 4008;
         the connection is dropped if the close frame is not answered within a short grace."""
         logger.warning("learner not reading", extra={"learner_id": self.learner.pk, "reason": reason})
+        metrics.send_queue_closed()
         self.open = False
         await self._end_runtime("learner_left")
         if self.socket is not None:
@@ -201,12 +208,16 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
     async def command_session_start(self, message):
         if self.runtime is not None:
             raise ClientError("already_started", "The session has already started.")
+        if drain.current.draining:
+            metrics.refused("draining")
+            await self.close_for_drain()
+            return
         stalled = loopwatch.overloaded()
         if stalled is not None:
-            await self._at_capacity("event loop stalled", stalled_percent=round(100 * stalled))
+            await self._at_capacity("event loop stalled", "stalls", stalled_percent=round(100 * stalled))
             return
         if not capacity.sessions.take(settings.PARLA_MAX_SESSIONS_PER_PROCESS):
-            await self._at_capacity("maximum sessions", max_sessions=settings.PARLA_MAX_SESSIONS_PER_PROCESS)
+            await self._at_capacity("maximum sessions", "capacity", max_sessions=settings.PARLA_MAX_SESSIONS_PER_PROCESS)
             return
         try:
             config = await database_sync_to_async(SessionConfig.for_learner)(self.learner)
@@ -217,11 +228,12 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
             raise
         self.runtime.launch()
 
-    async def _at_capacity(self, why: str, **figures) -> None:
+    async def _at_capacity(self, why: str, cause: str, **figures) -> None:
         """Refused, not slowed: the page shows the session as ended with the message, Start tries again."""
         logger.warning(
             "session refused at capacity", extra={"learner_id": self.learner.pk, "why": why, **figures}
         )
+        metrics.refused(cause)
         await self.send_event(wire.state(State.ENDED))
         await self.send_event(
             wire.error("at_capacity", "Parla is busy right now and cannot start your session. Please try again in a few minutes.")
@@ -247,6 +259,24 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         # What the learner hears: barge-in, the speaking/listening state and "delivered" follow it.
         # A report of an item this connection never sent changes nothing.
         self.playback.report(message["item_id"], message.get("kind", "progress"), message["played_ms"])
+
+    # --- the drain (tutor/drain.py) ------------------------------------------------------------------------
+
+    def in_session(self) -> bool:
+        return self.runtime is not None and self.runtime.state != State.ENDED
+
+    async def end_for_drain(self) -> None:
+        """The drain's deadline: the placement ends with what is known, its assessment delivered."""
+        if self.runtime is not None:
+            await self.runtime.stop("server_drain")
+
+    async def close_for_drain(self) -> None:
+        """1012 (Service Restart): the page reconnects, and a session it was starting starts again there."""
+        if self.closed_for_drain:
+            return
+        self.closed_for_drain = True
+        self.open = False
+        await self.close(code=wire.CLOSE_SERVICE_RESTART)
 
     commands = {
         "session.start": command_session_start,

@@ -2,7 +2,7 @@
 // Wire protocol: docs/internal-contracts.md ("Browser wire protocol").
 
 import { AudioEngine, MicrophoneError } from "./audio.js";
-import { CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED, CLOSE_SUPERSEDED, EVENT_BUSY } from "./protocol.js";
+import { CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED, CLOSE_SERVICE_RESTART, CLOSE_SUPERSEDED, EVENT_BUSY } from "./protocol.js";
 import { ReconnectingSocket, socketUrl } from "./socket.js";
 import { SessionView } from "./ui.js";
 
@@ -274,6 +274,15 @@ class TutorPage {
         });
       }
       this.setPhase(PHASE.refused);
+      return;
+    }
+    if (code === CLOSE_SERVICE_RESTART && willRetry && this.phase === PHASE.running && this.state === "connecting") {
+      // The process was draining for a deploy and refused the start: the next connection (through the
+      // proxy, another process) starts it again, as if Start had been pressed then.
+      this.link = LINK.waiting;
+      this.setPhase(PHASE.starting);
+      this.view.setConnection("reconnecting", "Moving to another server…");
+      this.render();
       return;
     }
     if (willRetry) {

@@ -37,7 +37,7 @@ from assessments.placement import Placement, starting_level
 from assessments.rating import OfflineRater, Rater, get_rater
 from assessments.services import feedback_language
 from assessments.transcript import LEARNER, TUTOR, Transcript
-from tutor import live, persona, recovery
+from tutor import drain, live, metrics, persona, recovery
 from tutor.realtime import wire
 from tutor.realtime.audio import BYTES_PER_MS
 from tutor.realtime.client import RealtimeClient, RealtimeClosed, RealtimeError, RealtimeRefused
@@ -309,8 +309,9 @@ class TutorSessionRuntime(TutorLink):
                 await self.set_state(State.LISTENING)  # its question stands: the learner's turn
         return True
 
-    async def stop(self) -> None:
-        """The learner pressed Stop: assess what is known (not rated when too little is known)."""
+    async def stop(self, reason: str = "learner_stopped") -> None:
+        """The learner pressed Stop (or the process drains, tutor/drain.py): assess what is known (not
+        rated when too little is known)."""
         if self.assessment_id is not None or self._ended:
             return
         if self._start_task is not None and not self._start_task.done():
@@ -321,12 +322,12 @@ class TutorSessionRuntime(TutorLink):
                 self.log.bind(session_id=self.session_id)
             if self.client is not None:
                 await self.client.close()
-            self.placement.finish_early("learner_stopped")
+            self.placement.finish_early(reason)
             if self.session_id is not None:
                 await self._not_rated()
-            await self._end("learner_stopped")
+            await self._end(reason)
             return
-        await self._end_placement("learner_stopped")
+        await self._end_placement(reason)
 
     async def close(self, reason: str = "learner_left") -> None:
         """The learner's socket is gone: cancel and await every task, keep what was learned."""
@@ -343,9 +344,11 @@ class TutorSessionRuntime(TutorLink):
             finally:
                 await recovery.heartbeats.leave(self.session_id)
             if self.state != State.ENDED:
+                metrics.session_ended(reason)
                 self.state = State.ENDED
                 await self._announce()  # teachers see sessions that end by the learner leaving, too
         self.log.info("tutor session closed", extra={"reason": reason})
+        drain.current.changed()
 
     async def _end(self, reason: str) -> None:
         if self._ended:
@@ -361,6 +364,8 @@ class TutorSessionRuntime(TutorLink):
             if self.client is not None:
                 await self.client.close()
         self.log.info("tutor session ended", extra={"reason": reason})
+        metrics.session_ended(reason)
+        drain.current.changed()
 
     # --- learner input ----------------------------------------------------------------------------
 
@@ -516,6 +521,7 @@ class TutorSessionRuntime(TutorLink):
         )
         self.log.bind(assessment_id=self.assessment_id)
         self.log.info("assessment created", extra={"level": self.placement.rating})
+        metrics.assessment("pending")
         await self.set_state(State.ASSESSING)
         self.delivery = AssessmentDelivery(
             assessment_id=self.assessment_id,
@@ -540,6 +546,7 @@ class TutorSessionRuntime(TutorLink):
     async def _deliver(self) -> None:
         outcome = self.delivery_outcome = await self.delivery.run()
         self.log.info("handover finished", extra={"status": outcome.status, "speaker": outcome.speaker})
+        metrics.handover_finished(outcome.timings)
         await self._end(self.placement.end_reason or "ceiling")
         await self.tasks.cancel_all()  # time cap, upstream watch: the session has ended
 
@@ -547,6 +554,7 @@ class TutorSessionRuntime(TutorLink):
         """Too little evidence for a level: the assessment is stored `not_rated` and the learner told so."""
         self.assessment_id = await db(services.create_unrated_assessment)(self.session_id, self.placement.partial)
         self.not_rated = True
+        metrics.assessment("not_rated")
         self.log.bind(assessment_id=self.assessment_id)
         self.log.info(
             "session not rated",
