@@ -29,8 +29,9 @@ export const CLOSE_SUPERSEDED = 4409; // opened in another tab: reconnecting wou
 export const REFUSAL_CODES = [CLOSE_NOT_AUTHENTICATED, CLOSE_FORBIDDEN, CLOSE_SUPERSEDED];
 // Closes after which reconnecting is fine (Python's counterparts: tutor/realtime/wire.py):
 export const CLOSE_NOT_READING = 4008; // the page read nothing it was sent for too long (a frozen tab)
-export const CLOSE_SERVICE_RESTART = 1012; // the server process drains for a deploy: a session being started starts again elsewhere
-export const CLOSE_TRY_AGAIN_LATER = 1013; // the server was at capacity; `state: ended` and `at_capacity` came first
+// (4012 and 4013 mean RFC 6455's 1012 and 1013, which Daphne cannot send.)
+export const CLOSE_SERVICE_RESTART = 4012; // the server process drains for a deploy: a session being started starts again elsewhere
+export const CLOSE_TRY_AGAIN_LATER = 4013; // the server was at capacity; `state: ended` and `at_capacity` came first
 export const CLOSE_TOO_MANY = 4429; // the page sent far more (or far more bad) messages than it ever does
 
 // -- server events the page treats specially ----------------------------------------------------

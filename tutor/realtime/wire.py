@@ -23,8 +23,11 @@ CLOSE_FORBIDDEN = 4403  # logged in, but not allowed here (no Learner profile; n
 CLOSE_SUPERSEDED = 4409  # the same learner opened the tutor in another window
 CLOSE_TOO_MANY = 4429  # the browser sent far more (or far more bad) messages than the page ever does
 CLOSE_NOT_READING = 4008  # the browser read nothing of what it was sent for too long (tutor.backpressure)
-CLOSE_SERVICE_RESTART = 1012  # RFC 6455 "Service Restart": this process drains (tutor/drain.py); reconnect
-CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455 "Try Again Later": this server process runs all the sessions it may
+# Daphne closes through autobahn, which sends only 1000 or 3000-4999 (WebSocketProtocol.sendClose raises
+# "invalid close code" for anything else, autobahn 26.11): RFC 6455's 1012 and 1013 never reach a browser
+# from Daphne, so their meanings take 4012 and 4013 in the private range.
+CLOSE_SERVICE_RESTART = 4012  # as 1012 "Service Restart": this process drains (tutor/drain.py); reconnect
+CLOSE_TRY_AGAIN_LATER = 4013  # as 1013 "Try Again Later": this server process runs all the sessions it may
 # A browser that does not read may never receive its close frame: the connection is dropped this long
 # after the close was sent (autobahn's close handshake timeout), whatever the browser does.
 NOT_READING_CLOSE_GRACE_SECONDS = 5.0
