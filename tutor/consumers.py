@@ -120,12 +120,12 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         if self.learner is None:
             await self.close(code=refusal_code(user))
             return
+        self.group = learner_group(self.learner.pk)
         if drain.current.draining:  # this process is going away: the page reconnects, through the proxy
             await self.close_for_drain()
             return
         self.open = True
         drain.current.join(self)
-        self.group = learner_group(self.learner.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.channel_layer.group_send(self.group, {"type": "session.superseded", "origin": self.channel_name})
         await self.send_event(

@@ -111,6 +111,16 @@ class Drain:
         self.task = asyncio.get_running_loop().create_task(self.run(), name="drain")
 
     async def run(self) -> None:
+        """The drain, then the server's stop, whatever happened in between."""
+        try:
+            await self._drain()
+        except Exception:  # logged; the process stops all the same (Daphne then cancels what is left)
+            logger.exception("drain failed")
+        finally:
+            if self._stop_server is not None:
+                self._stop_server()
+
+    async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         logger.warning("drain started", extra={"sessions": self._running_count(), "connections": len(self.learners),
@@ -122,7 +132,10 @@ class Drain:
             running = [one for one in self.learners if one.in_session()]
             logger.warning("drain deadline: placements end now", extra={"sessions": len(running)})
             for learner in running:
-                await learner.end_for_drain()
+                try:
+                    await learner.end_for_drain()
+                except Exception:  # one session's failure must not keep the others from ending
+                    logger.exception("placement not ended by the drain")
             await self._until(lambda: not self._running_count(), loop.time() + HANDOVER_SECONDS)
         for learner in list(self.learners):
             await learner.close_for_drain()
@@ -130,8 +143,6 @@ class Drain:
         logger.warning("drain finished", extra={"seconds": round(loop.time() - started, 2),
                                                  "left_running": self._running_count(),
                                                  "left_connections": len(self.learners)})
-        if self._stop_server is not None:
-            self._stop_server()
 
     def _running_count(self) -> int:
         return sum(1 for learner in self.learners if learner.in_session())

@@ -27,6 +27,12 @@ from tutor.runtime import capacity
 CHECK_SECONDS = 2.0  # each dependency answers within this, or it counts as unreachable
 
 
+def _why(exc: Exception) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {CHECK_SECONDS:g} s"
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+
+
 def _ping_database() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
@@ -37,7 +43,7 @@ async def _database() -> str | None:
         async with asyncio.timeout(CHECK_SECONDS):
             await database_sync_to_async(_ping_database)()
     except Exception as exc:  # any failure to answer is the reason, said as it is
-        return f"database unreachable ({type(exc).__name__}: {exc})".strip()
+        return f"database unreachable ({_why(exc)})"
     return None
 
 
@@ -53,7 +59,7 @@ async def _channel_layer() -> str | None:
             await layer.send(channel, {"type": "health.check"})
             await layer.receive(channel)
     except Exception as exc:
-        return f"channel layer unreachable ({type(exc).__name__}: {exc})".strip()
+        return f"channel layer unreachable ({_why(exc)})"
     return None
 
 

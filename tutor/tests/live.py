@@ -168,12 +168,14 @@ def daphne_server(*, realtime_url: str, redis_url: str | None, extra_env: dict |
     with parla_server(realtime_url=realtime_url, redis_url=redis_url, extra_env=extra_env) as server:
         url = ServerURL(server.url)
         url.pid = server.process.pid
+        url.process = server.process
         url.log_path = server.log_path
         yield url
 
 
 class ServerURL(str):
-    """The base URL of a live server, carrying its process id and the path of its log."""
+    """The base URL of a live server, carrying its process (and id) and the path of its log."""
 
     pid: int
+    process: subprocess.Popen
     log_path: Path
