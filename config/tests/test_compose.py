@@ -109,7 +109,9 @@ def test_the_proxy_upgrades_websockets_and_holds_them_past_a_placement():
     assert "proxy_set_header Upgrade $http_upgrade;" in ws
     assert "proxy_set_header Connection $connection_upgrade;" in ws
     assert "proxy_http_version 1.1;" in text
-    assert "proxy_set_header Host $http_host;" in text  # the origin check compares host and port
+    for path in ("/ws/", "/"):  # in each location: one that sets a header inherits none from the server
+        assert "proxy_set_header Host $http_host;" in nginx_location(text, path)  # the origin check: host and port
+        assert "proxy_set_header X-Forwarded-Proto $scheme;" in nginx_location(text, path)
     placement = 20 * 60
     for directive in ("proxy_read_timeout", "proxy_send_timeout"):
         value = re.search(directive + r" (\S+);", ws).group(1)
