@@ -42,7 +42,7 @@ def nginx_location(text: str, path: str) -> str:
 
 
 def seconds(value: str) -> float:
-    number, unit = re.fullmatch(r"(\d+)(s|m)?", value).groups()
+    number, unit = re.fullmatch(r"(\d+)(s|m)?", str(value)).groups()
     return int(number) * (60 if unit == "m" else 1)
 
 
@@ -68,7 +68,9 @@ def test_migration_runs_once_not_in_the_web_command():
     assert cmd == ["daphne", "-b", "0.0.0.0", "-p", "8000", "config.asgi:application"]  # PID 1, no shell
     for web in WEBS:
         assert "command" not in SERVICES[web]  # the image's CMD
-        assert SERVICES[web]["build"] == "." and SERVICES[web]["stop_grace_period"]
+        assert SERVICES[web]["build"] == "."
+        drain = float(re.search(r":-(\d+)\}", SERVICES[web]["environment"]["PARLA_DRAIN_SECONDS"]).group(1))
+        assert seconds(SERVICES[web]["stop_grace_period"]) >= drain + 60  # the handovers finish before a kill
     assert "migrate" not in " ".join(cmd)
 
 
