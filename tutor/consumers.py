@@ -271,7 +271,8 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
             await self.runtime.stop("server_drain")
 
     async def close_for_drain(self) -> None:
-        """1012 (Service Restart): the page reconnects, and a session it was starting starts again there."""
+        """4012 (RFC 6455's 1012 "Service Restart"): the page reconnects, and starts there a session it
+        was starting."""
         if self.closed_for_drain:
             return
         self.closed_for_drain = True

@@ -7,16 +7,16 @@ placement ended in the same instant. Once the reactor runs, `Drain.start` replac
 handler with its own, which drains first and stops the reactor last:
 
 1. At once (in the signal handler): the process turns not-ready (`/readyz` answers 503 "draining")
-   and every new session is refused with close 1012 (Service Restart), which the page retries on a
-   new connection: through the proxy it lands on another process.
-2. Learners who are connected but in no session are closed with 1012 as well: their next Start goes
+   and every new session is refused with close 4012 (RFC 6455's 1012 "Service Restart", which Daphne
+   cannot send), which the page retries on a new connection: through the proxy, another process.
+2. Learners who are connected but in no session are closed with 4012 as well: their next Start goes
    elsewhere.
 3. Running placements go on for up to PARLA_DRAIN_SECONDS; those that end meanwhile deliver as usual.
 4. At that deadline each placement still running ends with what is known (`server_drain`): its
    assessment is created and handed over like on Stop (or stored `not_rated` without evidence), and
    every handover in progress finishes delivering (each of its steps is bounded), up to
    HANDOVER_SECONDS more.
-5. Every learner socket still open is closed with 1012; closing ends its session runtime (the
+5. Every learner socket still open is closed with 4012; closing ends its session runtime (the
    upstream sessions are closed, an undelivered assessment is kept and graded by the rules), and
    the drain waits for that, up to CLOSE_SECONDS.
 6. Then the reactor is stopped: Daphne's own shutdown finds nothing left to cancel.
@@ -43,14 +43,14 @@ HANDOVER_SECONDS = 60.0  # after the drain deadline: handovers in progress finis
 CLOSE_SECONDS = 15.0  # after closing the sockets: their session runtimes end (upstream sessions closed)
 
 
-class Learner(Protocol):
+class LearnerConnection(Protocol):
     """What the drain needs of a learner's connection (tutor.consumers.TutorConsumer)."""
 
     def in_session(self) -> bool: ...  # a session runs on it, not yet ended (a handover counts)
 
     async def end_for_drain(self) -> None: ...  # end its placement now: assessed with what is known
 
-    async def close_for_drain(self) -> None: ...  # close the socket with 1012
+    async def close_for_drain(self) -> None: ...  # close the socket with 4012
 
 
 class Drain:
@@ -58,7 +58,7 @@ class Drain:
 
     def __init__(self) -> None:
         self.draining = False
-        self.learners: set[Learner] = set()
+        self.learners: set[LearnerConnection] = set()
         self.task: asyncio.Task | None = None
         self._changed = asyncio.Event()
         self._stop_server: Callable[[], None] | None = None
@@ -66,10 +66,10 @@ class Drain:
 
     # --- the connections (called by the consumer) ------------------------------------------------------
 
-    def join(self, learner: Learner) -> None:
+    def join(self, learner: LearnerConnection) -> None:
         self.learners.add(learner)
 
-    def leave(self, learner: Learner) -> None:
+    def leave(self, learner: LearnerConnection) -> None:
         self.learners.discard(learner)
         self.changed()
 

@@ -13,6 +13,7 @@ from assessments.models import Assessment
 from assessments.tests.test_grade_pending import pending_assessment
 from config.tests.helpers import REPO, clean_env
 from tutor.tests.live import database_url
+from tutor.tests.ops_support import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,14 +23,6 @@ def test_next_due_is_the_job_whose_period_ends_first():
     assert next_due(schedule, {})[1] == float("-inf")  # never run: due now
     assert next_due(schedule, {"grade_pending": 100.0, "delete_expired_audio": 0.0}) == ("grade_pending", 400.0)
     assert next_due(schedule, {"grade_pending": 90000.0, "delete_expired_audio": 0.0}) == ("delete_expired_audio", 86400.0)
-
-
-def wait_until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        time.sleep(0.1)
-    return result
 
 
 def test_the_worker_grades_what_is_left_pending_on_its_schedule_and_stops_on_sigterm(learner_user, tmp_path):
@@ -43,10 +36,10 @@ def test_the_worker_grades_what_is_left_pending_on_its_schedule_and_stops_on_sig
             stdout=log, stderr=subprocess.STDOUT,
         )
     try:
-        wait_until(lambda: Assessment.objects.get(pk=first.pk).status == Assessment.Status.GRADED, 30, "the first grade")
+        wait_for(lambda: Assessment.objects.get(pk=first.pk).status == Assessment.Status.GRADED, 30, "the first grade")
         second = pending_assessment(learner_user.learner, ladder)  # left pending after the worker's first run
-        wait_until(lambda: Assessment.objects.get(pk=second.pk).status == Assessment.Status.GRADED, 10, "the next turn")
-        wait_until(lambda: out.read_text().count("audio file(s) older than") >= 2, 10, "delete_expired_audio twice")
+        wait_for(lambda: Assessment.objects.get(pk=second.pk).status == Assessment.Status.GRADED, 10, "the next turn")
+        wait_for(lambda: out.read_text().count("audio file(s) older than") >= 2, 10, "delete_expired_audio twice")
         worker.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
         assert worker.wait(timeout=5) == 0, out.read_text()
