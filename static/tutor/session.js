@@ -11,6 +11,7 @@ import { SessionView } from "./ui.js";
 //   idle --Start--> starting --session.start sent--> running --Stop--> stopping
 //   running|stopping --`state: ended`, or the socket closed for good--> ended
 //   running|stopping --connection lost, reconnecting--> interrupted
+//   running --start refused by a draining server (4012)--> starting (again, on the next connection)
 //   interrupted|ended --Start--> starting          any --refusal close code--> refused
 const PHASE = Object.freeze({
   idle: "idle", // no session yet on this page
@@ -24,7 +25,7 @@ const PHASE = Object.freeze({
 const TRANSITIONS = {
   idle: ["starting", "refused"],
   starting: ["running", "refused"],
-  running: ["stopping", "interrupted", "ended", "refused"],
+  running: ["starting", "stopping", "interrupted", "ended", "refused"],
   stopping: ["interrupted", "ended", "refused"],
   interrupted: ["starting", "refused"],
   ended: ["starting", "refused"],
