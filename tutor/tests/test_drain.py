@@ -14,6 +14,7 @@ import signal
 import time
 
 import pytest
+import websockets
 
 from assessments.models import Assessment, TutorSession
 from tutor.realtime.wire import CLOSE_SERVICE_RESTART
@@ -41,14 +42,10 @@ async def learner_who_stops_answering(base_url: str, cookie: str, answers: int, 
         given = 0
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            wait = deadline - time.monotonic()
             try:
-                raw = await asyncio.wait_for(ws.recv(), min(wait, page.wait() if page.due else wait))
-            except TimeoutError:
-                raw = None
-            except Exception:  # the server closed the socket
+                raw = await page.receive(deadline)
+            except websockets.ConnectionClosed:  # the server closed the socket
                 break
-            await page.ended()
             if isinstance(raw, bytes):
                 page.on_audio(raw)
                 continue
