@@ -56,6 +56,7 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         self.socket: backpressure.DaphneSocket | None = scope.get(backpressure.SCOPE_KEY)
         self.inbox = _queue_of(receive)
         self.closed_for_drain = False
+        self.session_over = False  # the learner was told `state: ended` (one session per connection)
         try:
             await super().__call__(scope, receive, send)
         finally:
@@ -263,7 +264,9 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
     # --- the drain (tutor/drain.py) ------------------------------------------------------------------------
 
     def in_session(self) -> bool:
-        return self.runtime is not None and self.runtime.state != State.ENDED
+        """A session runs on this socket until the learner has been told it ended (send_event): the
+        drain's last close must not overtake that last event."""
+        return self.runtime is not None and not self.session_over
 
     async def end_for_drain(self) -> None:
         """The drain's deadline: the placement ends with what is known, its assessment delivered."""
@@ -276,6 +279,9 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         if self.closed_for_drain:
             return
         self.closed_for_drain = True
+        logger.info("learner socket closed by the drain", extra={
+            "learner_id": self.learner.pk if self.learner else None,
+            "session": self.runtime.state if self.runtime is not None else None})
         self.open = False
         await self.close(code=wire.CLOSE_SERVICE_RESTART)
 
@@ -297,6 +303,9 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
     async def send_event(self, event: dict) -> None:
         if self.open:
             await self.outbox.put({"type": "websocket.send", "text": json.dumps(event)})
+        if event["type"] == "state" and event["state"] == State.ENDED and self.runtime is not None:
+            self.session_over = True  # queued above: a close from now on sends it first
+            drain.current.changed()
 
     async def send_audio(self, pcm: bytes) -> None:
         if self.open:

@@ -37,7 +37,7 @@ from assessments.placement import Placement, starting_level
 from assessments.rating import OfflineRater, Rater, get_rater
 from assessments.services import feedback_language
 from assessments.transcript import LEARNER, TUTOR, Transcript
-from tutor import drain, live, metrics, persona, recovery
+from tutor import live, metrics, persona, recovery
 from tutor.realtime import wire
 from tutor.realtime.audio import BYTES_PER_MS
 from tutor.realtime.client import RealtimeClient, RealtimeClosed, RealtimeError, RealtimeRefused
@@ -348,7 +348,6 @@ class TutorSessionRuntime(TutorLink):
                 self.state = State.ENDED
                 await self._announce()  # teachers see sessions that end by the learner leaving, too
         self.log.info("tutor session closed", extra={"reason": reason})
-        drain.current.changed()
 
     async def _end(self, reason: str) -> None:
         if self._ended:
@@ -365,7 +364,6 @@ class TutorSessionRuntime(TutorLink):
                 await self.client.close()
         self.log.info("tutor session ended", extra={"reason": reason})
         metrics.session_ended(reason)
-        drain.current.changed()
 
     # --- learner input ----------------------------------------------------------------------------
 
