@@ -353,6 +353,7 @@ class TutorSessionRuntime(TutorLink):
         if self._ended:
             return
         self._ended = True
+        metrics.session_ended(reason)  # before the learner is told (a scrape after that sees it)
         self._accepting_audio = False
         if self.session_id is not None:
             await db(services.end_session)(self.session_id, reason)
@@ -363,7 +364,6 @@ class TutorSessionRuntime(TutorLink):
             if self.client is not None:
                 await self.client.close()
         self.log.info("tutor session ended", extra={"reason": reason})
-        metrics.session_ended(reason)
 
     # --- learner input ----------------------------------------------------------------------------
 
