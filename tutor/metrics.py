@@ -25,6 +25,7 @@ HANDOVER_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 
 GRADING_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, float("inf"))
 
 SESSIONS_RUNNING = Gauge("parla_sessions_running", "Tutor sessions this process runs now (its capacity slots taken).")
+LEARNER_SOCKETS = Gauge("parla_learner_sockets", "Learners' sockets open on this process, in a session or not.")
 SESSIONS_ENDED = Counter("parla_sessions_ended", "Tutor sessions ended, by end reason.", ["reason"])
 REFUSALS = Counter(
     "parla_sessions_refused", "New sessions refused, by cause (capacity, stalls, draining).", ["cause"]
@@ -58,7 +59,14 @@ def _capacity_taken() -> int:
     return capacity.sessions.taken
 
 
+def _learner_sockets() -> int:
+    from tutor import drain  # at call time: the drain counts the sockets, and imports this module
+
+    return len(drain.current.learners)
+
+
 SESSIONS_RUNNING.set_function(_capacity_taken)
+LEARNER_SOCKETS.set_function(_learner_sockets)
 
 
 # --- hooks (one call at the point that logs the event) ----------------------------------------------

@@ -60,6 +60,19 @@ async def watch(base_url: str, cookie: str, seen: list[dict]) -> None:
             seen.append(json.loads(raw)["session"])
 
 
+async def idle_socket_on(proxy: str, cookie: str, metrics_port: int, tries: int = 10):
+    """A learner's socket through the proxy that landed on the process of `metrics_port` (its
+    `parla_learner_sockets` went up), ready and in no session; the others tried are closed."""
+    for _ in range(tries):
+        before = sample(await asyncio.to_thread(scrape, metrics_port), "parla_learner_sockets")
+        ws = await tutor_socket(proxy, cookie).__aenter__()
+        assert (await next_json(ws))["state"] == "ready"
+        if sample(await asyncio.to_thread(scrape, metrics_port), "parla_learner_sockets") > before:
+            return ws
+        await ws.close()
+    raise AssertionError(f"the proxy never sent a socket to that process in {tries} tries")
+
+
 async def start_like_the_page(base_url: str, cookie: str, tries: int = 10) -> int:
     """Start a session as the page does, reconnecting after a 4012 (a draining process); returns how
     many times it was moved before its session started. Then stops it."""
@@ -108,12 +121,14 @@ def test_two_processes_behind_nginx_share_learners_and_one_drains(simulator, mak
                     break
                 assert time.monotonic() < deadline, (running, rated)
                 await asyncio.sleep(0.1)  # polling the scrape and the database
+            idle = await idle_socket_on(proxy, late, metrics[1])  # a page open on B, not started yet
             b.process.send_signal(signal.SIGTERM)
             sent = time.monotonic()
             while (await asyncio.to_thread(http_get, b + "/readyz", 2))[0] != 503:
                 assert time.monotonic() - sent < 5
             not_ready_after = time.monotonic() - sent
-            moved = await start_like_the_page(proxy, late)
+            await asyncio.wait_for(idle.wait_closed(), 5)  # B moves it on at once: the page reconnects
+            moved = (idle.close_code == CLOSE_SERVICE_RESTART) + await start_like_the_page(proxy, late)
             done = await asyncio.gather(*runs)
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
@@ -127,7 +142,9 @@ def test_two_processes_behind_nginx_share_learners_and_one_drains(simulator, mak
 
     assert running[0] >= 1 and running[1] >= 1  # the proxy spread the learners over both processes
     assert not_ready_after < 1.0
-    # The late learner's session ran on A (B refused it with 4012 if the proxy sent it there first).
+    # The page open on B was moved (4012) and its session started on A, through the proxy (B refused it
+    # with 4012 again if the proxy sent it there first).
+    assert moved >= 1
     assert sample(after_on_a, "parla_sessions_ended_total", reason="learner_stopped") == 1, moved
     assessments = {
         x.learner.user.username: x
