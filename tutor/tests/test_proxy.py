@@ -18,6 +18,7 @@ import time
 import pytest
 import websockets
 
+from django.db import connections
 from django.db.models import Count
 
 from assessments.models import Assessment, TutorSession
@@ -39,11 +40,15 @@ def simulator():
 
 
 def rated_answers() -> list[int]:
-    """How many answers of each proxied learner's session are rated so far."""
-    return list(
-        TutorSession.objects.filter(learner__user__username__startswith="proxied-")
-        .annotate(rated=Count("probes")).values_list("rated", flat=True)
-    )
+    """How many answers of each proxied learner's session are rated so far (run in a worker thread,
+    whose database connection is closed after, so the test database can be dropped at the end)."""
+    try:
+        return list(
+            TutorSession.objects.filter(learner__user__username__startswith="proxied-")
+            .annotate(rated=Count("probes")).values_list("rated", flat=True)
+        )
+    finally:
+        connections.close_all()
 
 
 def redis_url() -> str:
