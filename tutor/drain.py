@@ -125,24 +125,27 @@ class Drain:
         started = loop.time()
         logger.warning("drain started", extra={"sessions": self._running_count(), "connections": len(self.learners),
                                                 "drain_seconds": settings.PARLA_DRAIN_SECONDS})
-        for learner in [one for one in self.learners if not one.in_session()]:
-            await learner.close_for_drain()
+        await self._each([one for one in self.learners if not one.in_session()], "close_for_drain")
         finished = await self._until(lambda: not self._running_count(), started + settings.PARLA_DRAIN_SECONDS)
         if not finished:
             running = [one for one in self.learners if one.in_session()]
             logger.warning("drain deadline: placements end now", extra={"sessions": len(running)})
-            for learner in running:
-                try:
-                    await learner.end_for_drain()
-                except Exception:  # one session's failure must not keep the others from ending
-                    logger.exception("placement not ended by the drain")
+            await self._each(running, "end_for_drain")
             await self._until(lambda: not self._running_count(), loop.time() + HANDOVER_SECONDS)
-        for learner in list(self.learners):
-            await learner.close_for_drain()
+        await self._each(list(self.learners), "close_for_drain")
         await self._until(lambda: not self.learners, loop.time() + CLOSE_SECONDS)
         logger.warning("drain finished", extra={"seconds": round(loop.time() - started, 2),
                                                  "left_running": self._running_count(),
                                                  "left_connections": len(self.learners)})
+
+    @staticmethod
+    async def _each(learners: list[LearnerConnection], step: str) -> None:
+        """`step` of every one of `learners`: one's failure (logged) does not keep the others from it."""
+        for learner in learners:
+            try:
+                await getattr(learner, step)()
+            except Exception:
+                logger.exception("drain step failed", extra={"step": step})
 
     def _running_count(self) -> int:
         return sum(1 for learner in self.learners if learner.in_session())
