@@ -70,3 +70,48 @@ def test_counters_and_histograms_move_as_a_session_goes(simulator, make_user):
     for status in ("pending", "graded", "delivered"):
         assert sample(after, "parla_assessments_total", status=status) == 1, status
     assert sample(after, "parla_assessments_total", status="delivery_failed") == 0
+
+
+def counted(name: str, **labels) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_upstream_errors_failed_responses_and_stalls_are_counted_by_code():
+    """The hooks fed with server events in the API's shapes (parsed by the client's own parse path; the
+    failed response is the capture the simulator reproduces, openai/openai-python#2502) and with the
+    loop watch's own stalls."""
+    from tutor import metrics
+    from tutor.loopwatch import LoopWatch
+    from tutor.realtime.schemas import parse_server_event
+
+    error = parse_server_event(json.dumps({
+        "type": "error", "event_id": "event_1",
+        "error": {"type": "invalid_request_error", "code": "cannot_update_voice",
+                  "message": "Cannot update a conversation's voice if assistant audio is present.",
+                  "param": None, "event_id": "evt_client_1"},
+    }))
+    failed = parse_server_event(json.dumps({
+        "type": "response.done", "event_id": "event_2",
+        "response": {"object": "realtime.response", "id": "resp_1", "status": "failed", "output": [],
+                     "status_details": {"type": "failed", "error": {
+                         "type": "tokens", "code": "inference_rate_limit_exceeded",
+                         "message": "We're currently processing too many requests \u2014 please try again later."}}},
+    }))
+    completed = parse_server_event(json.dumps({
+        "type": "response.done", "event_id": "event_3",
+        "response": {"object": "realtime.response", "id": "resp_2", "status": "completed", "output": []},
+    }))
+    errors_before = counted("parla_upstream_errors_total", code="cannot_update_voice")
+    failed_before = counted("parla_upstream_failed_responses_total", code="inference_rate_limit_exceeded")
+    for event in (error, failed, completed):
+        metrics.upstream_event(event)
+    assert counted("parla_upstream_errors_total", code="cannot_update_voice") - errors_before == 1
+    assert counted("parla_upstream_failed_responses_total", code="inference_rate_limit_exceeded") - failed_before == 1
+
+    stalls_before = counted("parla_event_loop_stalls_total")
+    watch = LoopWatch(stall_ms=100)
+    watch.record(1.0, 5.0)  # on time
+    watch.record(2.0, 250.0)  # a stall
+    assert counted("parla_event_loop_stalls_total") - stalls_before == 1
