@@ -156,8 +156,9 @@ def test_two_processes_behind_nginx_share_learners_and_one_drains(simulator, mak
         for x in Assessment.objects.filter(learner__user__username__startswith="proxied-").select_related("session", "learner__user")
     }
     assert len(assessments) == LEARNERS and all(x.status == Assessment.Status.DELIVERED for x in assessments.values())
-    on_b = [x for x in assessments.values() if x.claimed_by.endswith(f":{b.pid}")]
-    on_a = [x for x in assessments.values() if x.claimed_by.endswith(f":{a.pid}")]
+    # Which process served each session (TutorSession.served_by: host:pid:tag).
+    on_b = [x for x in assessments.values() if f":{b.pid}:" in x.session.served_by]
+    on_a = [x for x in assessments.values() if f":{a.pid}:" in x.session.served_by]
     assert on_a and on_b and len(on_a) + len(on_b) == LEARNERS
     for i, run in enumerate(runs):  # every learner, on either process: its level delivered
         assessment = assessments[f"proxied-{i}"]
