@@ -170,6 +170,9 @@ def server_env(*, realtime_url: str, database: str, redis_url: str | None = None
         # A test server shares 2 cores with Chromium, the simulator and the test: it must not refuse a
         # session because the machine was busy (the refusal is tested in test_capacity).
         PARLA_SHED_STALLED_PERCENT="0",
+        # A test server stopped at the end of a test (SIGTERM: the drain, tutor/drain.py) does not wait
+        # for placements still running; the drain's own tests set this.
+        PARLA_DRAIN_SECONDS="0",
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",  # the test reads the log while the server runs
     )
@@ -227,6 +230,7 @@ def daphne_server(*, realtime_url: str, redis_url: str | None, extra_env: dict |
     with parla_server(realtime_url=realtime_url, redis_url=redis_url, extra_env=extra_env) as server:
         url = ServerURL(server.url)
         url.pid = server.pid
+        url.process = server.process
         url.log_path = server.log_path
         yield url
 
@@ -246,7 +250,8 @@ def wait_idle(log_path: Path, timeout: float = 20) -> None:
 
 
 class ServerURL(str):
-    """The base URL of a live server, carrying its process id and the path of its log."""
+    """The base URL of a live server, carrying its process (and id) and the path of its log."""
 
     pid: int
+    process: subprocess.Popen
     log_path: Path
