@@ -166,11 +166,11 @@ def create_assessment(session_id: int, level: str, partial: bool) -> int:
     })
 
 
-def create_unrated_assessment(session_id: int, partial: bool) -> int:
+def create_unrated_assessment(session_id: int, partial: bool, summary: str = NOT_RATED_SUMMARY) -> int:
     """The session gave too little evidence for a level: an assessment `not_rated`, with no level and
     the learner's explanation as its summary (nothing to grade, nothing to claim)."""
     return _create(session_id, {
-        "level": "", "partial": partial, "status": Assessment.Status.NOT_RATED, "summary": NOT_RATED_SUMMARY,
+        "level": "", "partial": partial, "status": Assessment.Status.NOT_RATED, "summary": summary,
     })
 
 

@@ -2,7 +2,7 @@
 
 The level is the placement floor, so the narrator can say it at once while the grader is still
 writing the feedback (DESIGN section 3, "No wait for grading"). Every grader's summary starts with
-this sentence; a session without evidence gets `NOT_RATED_SUMMARY` instead of a level.
+this sentence; a session without evidence gets `not_rated_summary` instead of a level.
 """
 
 from __future__ import annotations
@@ -14,6 +14,23 @@ NOT_RATED_SUMMARY = (
     "There was not enough speaking in this session to place you, so it has no level. "
     "That is fine: next time, answer a few of the tutor's questions and you will get your level and feedback."
 )
+
+
+# Demo mode has no speech recognizer: spoken answers have no words, and timing alone places nobody.
+NO_WORDS_SUMMARY = (
+    "This demo cannot understand speech: it hears how long and how smoothly you speak, not what you say, "
+    "so your spoken answers could not be placed and this session has no level. "
+    "Written answers can be placed: type your answers in the box next time and you will get your level and feedback."
+)
+
+
+def not_rated_summary(data: GradeInput) -> str:
+    """What a learner without a level is told: that the demo could not understand their speech, when
+    they answered by voice and no words of it were known; otherwise that there was too little to place."""
+    spoken_without_words = any(
+        m.get("mode") == "spoken" and not m.get("words_known") and m.get("fluency") for m in data.answer_measures
+    )
+    return NO_WORDS_SUMMARY if spoken_without_words else NOT_RATED_SUMMARY
 
 
 def level_name(level: str) -> str:

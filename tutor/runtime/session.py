@@ -32,7 +32,7 @@ from assessments import services
 from assessments.fluency import measure
 from config.openai_models import takes_reasoning
 from assessments.grading import Grader, GradeInput, get_grader, grade_by_rules
-from assessments.grading.summary import NOT_RATED_SUMMARY
+from assessments.grading.summary import not_rated_summary
 from assessments.placement import Placement, starting_level
 from assessments.rating import OfflineRater, Rater, get_rater
 from assessments.services import feedback_language
@@ -545,7 +545,8 @@ class TutorSessionRuntime(TutorLink):
 
     async def _not_rated(self) -> None:
         """Too little evidence for a level: the assessment is stored `not_rated` and the learner told so."""
-        self.assessment_id = await db(services.create_unrated_assessment)(self.session_id, self.placement.partial)
+        summary = not_rated_summary(self._grade_input())  # voice without words in demo mode: says so
+        self.assessment_id = await db(services.create_unrated_assessment)(self.session_id, self.placement.partial, summary)
         self.not_rated = True
         self.log.bind(assessment_id=self.assessment_id)
         self.log.info(
@@ -554,7 +555,7 @@ class TutorSessionRuntime(TutorLink):
         )
         self.relay.mute()  # the tutor says nothing more; the page shows why there is no level
         await self.learner.send_event(
-            wire.assessment(self.assessment_id, None, {}, NOT_RATED_SUMMARY, "", "not_rated", self.placement.partial)
+            wire.assessment(self.assessment_id, None, {}, summary, "", "not_rated", self.placement.partial)
         )
 
     async def _keep_undelivered(self, reason: str) -> None:
