@@ -23,6 +23,7 @@ from django.utils.html import format_html
 
 from assessments.agreement import FURTHER, ONE_APART, SAME, agreement, agreement_label, distance
 from assessments.cefr import LEVELS
+from assessments.exports import reviewed_answers_csv
 from assessments.grading import CRITERIA, criteria_rows
 from assessments.models import Assessment, Language, Learner, Probe, TutorSession, Turn
 from assessments.placement import BREAKDOWNS_FOR_CEILING, PROBES_TO_SUSTAIN
@@ -230,7 +231,7 @@ class AssessmentAdmin(admin.ModelAdmin):
     )
     ordering = ("-created_at", "-pk")
     list_select_related = ("learner__user", "session")
-    actions = ("mark_reviewed_in_agreement", "export_csv")
+    actions = ("mark_reviewed_in_agreement", "export_csv", "export_reviewed_answers")
     form = ReviewForm
     fieldsets = (
         ("The machine's rating", {"fields": ("learner", "session_link", "level", "status", "partial", "grader",
@@ -352,6 +353,13 @@ class AssessmentAdmin(admin.ModelAdmin):
         self.message_user(request, f"{updated} assessment(s) marked as reviewed in agreement.", messages.SUCCESS)
         if skipped:
             self.message_user(request, f"{skipped} not rated assessment(s) left for a teacher's level.", messages.WARNING)
+
+    @admin.action(description="Export reviewed answers for rater_eval (CSV)")
+    def export_reviewed_answers(self, request, queryset):
+        response = HttpResponse(reviewed_answers_csv(queryset.select_related("session")),
+                                content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="parla-reviewed-answers.csv"'
+        return response
 
     @admin.action(description="Export selected as CSV")
     def export_csv(self, request, queryset):
