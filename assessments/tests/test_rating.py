@@ -20,7 +20,7 @@ from assessments.cefr import LEVELS, level_index
 from assessments.fluency import MIN_RUN_MS, PAUSE_MS, analyse, measure, speech_span
 from assessments.placement import Placement
 from assessments.rating import Answer, OfflineRater, rate_offline
-from assessments.rating import derive, offline
+from assessments.rating import derive, offline, openai_rater
 from assessments.rating.offline import text_features, warm, written_level
 from assessments.rating.openai_rater import AnswerJudgement, OpenAIRater, rater_prompt
 
@@ -269,6 +269,8 @@ def test_the_model_rater_is_not_asked_without_words_and_falls_back_offline_when_
     assert judgement.rater.startswith("offline (fallback:") and judgement.outcome == "sustained"
     prompt = json.loads(rater_prompt(written))
     assert prompt["learner_words"] == "Me llamo Ana." and prompt["level_probed"] == "A1"
+    assert prompt["task"] == "¿Cómo te llamas?"  # the model judges whether the answer addresses it
+    assert "not an answer to the task" in openai_rater.RATER_INSTRUCTIONS
     schema = AnswerJudgement.model_json_schema()
     assert set(schema["required"]) == {"outcome", "evidence"} and schema["additionalProperties"] is False
     assert asyncio.run(OfflineRater().rate(written)).rater == "offline"
