@@ -364,5 +364,5 @@ def _rate_spoken(answer: Answer, rater: str) -> Judgement:
     if fluency is None or fluency.speaking_ms < MIN_SPEECH_MS:
         return Judgement(answer.level, NOT_RATABLE, "no speech in the answer's audio", rater, answer.mode, measures)
     measures["fluency_level"] = spoken_level(fluency)
-    evidence = f"spoken answer, {fluency.describe()} (audio only: the words are not known, so no level)"
+    evidence = f"spoken answer, {fluency.describe()} (audio only: fluency measured; the words are not known, so no level)"
     return Judgement(answer.level, NOT_RATABLE, evidence, rater, answer.mode, measures)

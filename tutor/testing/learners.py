@@ -1,7 +1,8 @@
 """Simulated learners of a true CEFR level, as tests need them: answers that carry the level.
 
-The offline rater judges a spoken answer by its audio and a written one by its text
-(assessments.rating.offline), so a learner stand-in of level X must *sound* and *write* like X:
+The offline rater places by the text of written answers and measures only the fluency of spoken ones
+without words (assessments.rating.offline: timing places nobody), so a learner stand-in of level X
+*writes* like X to be placed, and *sounds* like X for the fluency measures:
 - `spoken_answer(level)`: PCM16 24 kHz voiced runs and silent pauses with the fluency profile of the
   level (phonation time, mean length of run and phonation ratio half-way between the level's minimums
   and the next level's), then enough silence for any turn detection Parla uses to end the turn;
