@@ -10,7 +10,7 @@ without words (assessments.rating.offline: timing places nobody), so a learner s
   that the offline rater places at that level: the level's answers, as many joined as it takes. The
   written rule is derived from rated learner letters (MERLIN), where length counts: an A2 stand-in
   writes about 45 words, a B1 one 60, a B2 one 110. C1 and C2 are beyond what the rule sees in one answer
-  (about 500 and 1,600 words; an answer holds at most 2,000 characters), so they have no written
+  (some 560 and 1,700 words; an answer holds at most 2,000 characters), so they have no written
   stand-in (`WRITTEN_LEVELS`): in demo mode nobody is placed there by writing.
 """
 

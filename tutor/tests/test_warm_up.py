@@ -22,6 +22,19 @@ async def placed(headers, self_assessment, true_level, settings):
     Placement follows the independent rater, which judges a written answer by its text: the learner
     stand-in writes answers of its true level (from the rater's reference set), as a real one would."""
     answer = written_answer(true_level)
+
+    async def write(communicator):
+        await communicator.send_json_to({"type": "answer.text", "text": answer})
+
+    card = await answered_session(headers, settings, true_level, write, self_assessment)
+    probes = [p.level async for p in Probe.objects.order_by("created_at", "pk")]
+    return card, probes
+
+
+async def answered_session(headers, settings, true_level, answer, self_assessment=None):
+    """A session through the consumer, the page's part played (playback reports, flushes), `answer`
+    (a coroutine taking the communicator) called each time the tutor's turn is over; returns the final
+    card (delivered, delivery failed, or not rated)."""
     async with start_simulator(pace=0, true_level=true_level) as sim:
         settings.PARLA_REALTIME_URL = sim.url
         communicator = WebsocketCommunicator(application, "/ws/tutor/", headers=headers)
@@ -36,7 +49,8 @@ async def placed(headers, self_assessment, true_level, settings):
             while True:
                 seen = await events_until(communicator, lambda e: (
                     e["type"] in ("audio.end", "playback.flush") or e["type"] == "state" and e["state"] == "listening"
-                    or e["type"] == "assessment" and e["status"] in ("delivered", "delivery_failed")), timeout=20)
+                    or e["type"] == "assessment" and e["status"] in ("delivered", "delivery_failed", "not_rated")),
+                    timeout=20)
                 event = seen[-1]
                 if event["type"] == "playback.flush":
                     await communicator.send_json_to({"type": "playback.flushed", "request_id": event["request_id"],
@@ -48,15 +62,12 @@ async def placed(headers, self_assessment, true_level, settings):
                     heard = True
                 elif event["type"] == "state":
                     if heard:  # the tutor's turn is over (its preamble, call and question): answer it
-                        await communicator.send_json_to({"type": "answer.text", "text": answer})
+                        await answer(communicator)
                         heard = False
                 else:
-                    card = event
-                    break
+                    return event
         finally:
             await communicator.disconnect()
-    probes = [p.level async for p in Probe.objects.order_by("created_at", "pk")]
-    return card, probes
 
 
 async def test_a_b2_writer_who_says_so_reaches_the_ceiling_in_four_answers(
