@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 RARE_ZIPF = 3.5
 MIN_TARGET_SHARE = 0.5  # fewer of the words in the target language than this: not ratable
 MIN_SPEECH_MS = 300  # less voice than this is no answer
-ECHO_MIN_WORDS, ECHO_SHARE = 3, 0.8  # repeats_task: the question's own words are no answer
+ECHO_MIN_WORDS, ECHO_LONG_WORDS, ECHO_SHARE = 3, 6, 0.8  # repeats_task: the question's words are no answer
 
 # The written rule: a score, about the CEFR level index (A1 = 0) that trained raters gave learner texts
 # like it, and a cut per level. Derived from the MERLIN German texts' training part by
@@ -302,10 +302,11 @@ def _outcome(estimate: str | None, probed: str) -> str:
 
 
 def repeats_task(text: str, task: str, language: str) -> bool:
-    """The relevance check an offline rule can explain: an answer of at least ECHO_MIN_WORDS words of
-    which at least ECHO_SHARE are words of the task itself repeats the question instead of answering
-    it. (Whether other words address it takes understanding them: the model rater, given the task,
-    judges that.)"""
+    """The relevance check an offline rule can explain: an answer of at least ECHO_MIN_WORDS words made
+    only of the task's own words, or of at least ECHO_LONG_WORDS words of which at least ECHO_SHARE are
+    the task's, repeats the question instead of answering it ("Me gusta el té" to "¿Te gusta el café o
+    el té?" is an answer: "me" is not the question's). Whether other words address the question takes
+    understanding them: the model rater, given the task, judges that."""
     if not task.strip():
         return False
     wf = _wordfreq()
@@ -313,7 +314,8 @@ def repeats_task(text: str, task: str, language: str) -> bool:
     if len(words) < ECHO_MIN_WORDS:
         return False
     asked = set(wf.tokenize(task, language))
-    return sum(w in asked for w in words) / len(words) >= ECHO_SHARE
+    share = sum(w in asked for w in words) / len(words)
+    return share == 1.0 or len(words) >= ECHO_LONG_WORDS and share >= ECHO_SHARE
 
 
 def explain_written(features: TextFeatures) -> str:

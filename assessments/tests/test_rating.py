@@ -200,6 +200,10 @@ def test_an_answer_that_repeats_the_question_is_not_ratable_and_says_why():
     assert echo.measures["relevance"] == "repeats the question"
     answer = rate_offline(Answer("es", "A1", task, "written", "El sábado fui al parque con mis amigos.", True))
     assert answer.outcome == "sustained"  # sharing a few of the question's words is answering it
+    tea = rate_offline(Answer("es", "A1", "¿Te gusta el café o el té?", "written", "Me gusta el té", True))
+    assert tea.outcome == "sustained"  # three of its four words are the question's: still an answer
+    long_echo = "Qué hiciste el fin de semana pasado con tus amigos pues"
+    assert rate_offline(Answer("es", "A1", task, "written", long_echo, True)).outcome == "not_ratable"
     placement = Placement()
     for _ in range(3):
         placement.record(echo.level, echo.outcome, echo.evidence, echo.rater)
