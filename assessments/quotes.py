@@ -23,13 +23,14 @@ def bare(text: str) -> str:
 
 
 def shorten(text: str, limit: int = QUOTE_CHARS) -> str:
-    """`text` (normalised) cut at the last word boundary within `limit` characters, with an ellipsis.
-    A first word longer than the limit is cut inside it (rather than quoting nothing)."""
+    """`text` (normalised) cut at the last word boundary so that, with the ellipsis, it holds at most
+    `limit` characters (so shortening a shortened quote changes nothing). A first word longer than
+    the limit is cut inside it (rather than quoting nothing)."""
     text = " ".join(text.split())
     if len(text) <= limit:
         return text
-    head = text[: limit + 1]
-    cut = head.rsplit(" ", 1)[0] if " " in head else text[:limit]
+    head = text[:limit]  # the ellipsis takes the last place
+    cut = head.rsplit(" ", 1)[0] if " " in head else text[: limit - 1]
     return cut.rstrip(",;:.-\u2013\u2014 ") + ELLIPSIS
 
 

@@ -224,3 +224,21 @@ def test_an_at_least_a1_card_shows_no_criterion_above_what_was_sustained():
     above = GradeResult("A1", {c: {"level": "A2", "evidence": "Soy de Lima", "confidence": "high"} for c in CRITERIA},
                         "", "x")
     assert any("outside A1-A1" in f for f in contradictions(d, above))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["uno", "dos", "tres,", "cuatro.", "cincuentaiseis", "a", "\u201cya\u201d"]), max_size=60),
+       st.integers(8, 80))
+def test_quotes_are_cut_at_word_boundaries_once_and_carry_one_pair_of_marks(words, limit):
+    from assessments.quotes import bare, quote
+    text = " ".join(words)
+    q = quote(text, limit)
+    if not bare(text):
+        assert q == ""
+        return
+    assert q[0] == "\u201c" and q[-1] == "\u201d" and len(q) - 2 <= limit
+    assert quote(q, limit) == q  # quoting a quote changes nothing: never doubled marks, never cut twice
+    inner = q[1:-1]
+    if inner.endswith("\u2026"):
+        kept = inner[:-1]
+        assert bare(text).startswith(kept) and (" " not in bare(text)[:limit] or bare(text)[len(kept)] in " ,;:.")
