@@ -95,12 +95,14 @@ def placed(data: GradeInput) -> int:
 
 
 def pick(
-    answers: list[Source], criterion: str, level: str, used: set[int], key: Callable[[Source], float], placed: int = 0
+    answers: list[Source], criterion: str, level: str, used: set[int], key: Callable[[Source], float], placed: int = 0,
+    among: Callable[[Source], bool] = lambda s: True,
 ) -> int | None:
     """The index in `answers` of the one that best shows `criterion` at `level`: among those that may
-    evidence it, one not quoted yet (`used`: indices) if any; then one judged at that level, then the
-    highest judged below it; then by `key` (the criterion's own measure, larger is better)."""
-    fit = [i for i, s in enumerate(answers) if s.can_show(criterion, level, placed)]
+    evidence it (and pass `among`), one not quoted yet (`used`: indices) if any; then one judged at
+    that level, then the highest judged below it; then by `key` (the criterion's own measure, larger
+    is better)."""
+    fit = [i for i, s in enumerate(answers) if among(s) and s.can_show(criterion, level, placed)]
     if not fit:
         return None
     target = level_index(level)

@@ -107,8 +107,8 @@ def rules_criteria(data: GradeInput) -> dict[str, dict]:
     def near(i: int) -> str:
         return LEVELS[min(max(i, low), high)]
 
-    def cite(name: str, level: str, key, confidence: str, missing: str) -> dict:
-        chosen = pick(answers, name, level, used, key, placed(data))
+    def cite(name: str, level: str, key, confidence: str, missing: str, among=lambda s: True) -> dict:
+        chosen = pick(answers, name, level, used, key, placed(data), among)
         if chosen is None:
             return not_assessed(missing)
         used.add(chosen)
@@ -145,8 +145,8 @@ def rules_criteria(data: GradeInput) -> dict[str, dict]:
         measured = max(spoken, key=lambda pair: pair[0].speaking_ms)[0]
         level = spoken_level(measured)
         criteria["fluency"] = cite("fluency", near(level_index(level) if level else 0),
-                                   lambda s: (_spoken_fluency(s).speaking_ms if _spoken_fluency(s) else -1),
-                                   _confidence(len(spoken), 2, 4), "no spoken answer")
+                                   lambda s: _spoken_fluency(s).speaking_ms, _confidence(len(spoken), 2, 4),
+                                   "no spoken answer", among=lambda s: _spoken_fluency(s) is not None)
     elif answers and all(s.mode == "written" for s in answers):
         criteria["fluency"] = not_assessed("written answers show no spoken fluency")
     elif stats.words:

@@ -205,6 +205,11 @@ def test_timing_evidences_fluency_and_nothing_else():
     card = grade_by_rules(d)
     assert contradictions(d, card) == []
     assert card.criteria["fluency"]["level"] and card.criteria["fluency"]["evidence"].startswith("spoken answer")
+    # Fluency rests on the spoken answers even when a written one is free to quote (five, four criteria).
+    more = ("written", "Los domingos leo novelas en el tren y después paseo con mi perro.", "A2", "sustained", None)
+    five = session([spoken, A2_CLIMB[0], spoken, A2_CLIMB[1], spoken, A2_CLIMB[2], A2_CLIMB[3], more],
+                   partial_reason="time_cap")
+    assert grade_by_rules(five).criteria["fluency"]["evidence"].startswith("spoken answer")
     for name in ("range", "accuracy", "interaction", "coherence"):
         assert "spoken answer" not in card.criteria[name]["evidence"]
     timed = GradeResult("A2", {"accuracy": {"level": "A2", "evidence": "6.5 s of speech", "confidence": "high"}},
