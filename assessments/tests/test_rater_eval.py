@@ -8,7 +8,6 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from assessments.agreement import agreement
-from assessments.cefr import LEVELS
 from assessments.rating.evaluation import read_labelled
 from assessments.rating.offline import text_features, written_level
 

@@ -23,7 +23,6 @@ from django.conf import settings
 from django.test import Client
 
 from assessments.models import Assessment, Probe, TutorSession, Turn
-from assessments.cefr import LEVELS
 from tutor.realtime.simulator.audio import estimate_voice
 from tutor.testing.learners import WRITTEN_LEVELS, frames, spoken_answer, written_answer
 from tutor.tests.live import ThreadedSimulator, daphne_server
