@@ -56,3 +56,11 @@ async def test_ten_spoken_answers_without_words_end_without_a_level_and_say_why(
     assert all("no level" in p.evidence for p in probes)
     turns = [t async for t in Turn.objects.filter(role="learner")]
     assert len(turns) >= ANSWERS and all(t.text == "" and t.fluency["speaking_ms"] > 5000 for t in turns)
+
+
+def test_the_tutor_page_says_so_before_the_learner_speaks(client, learner_user, settings):
+    client.force_login(learner_user)
+    settings.PARLA_DEMO_MODE = True
+    assert "This demo cannot understand speech" in client.get("/session/").content.decode()
+    settings.PARLA_DEMO_MODE = False  # with an API key speech is transcribed: nothing to warn about
+    assert "This demo cannot understand speech" not in client.get("/session/").content.decode()
