@@ -57,6 +57,12 @@ def test_a_file_that_is_not_a_labelled_set_gets_a_clear_error(tmp_path, settings
         run(tmp_path / "missing.csv")
 
 
+def test_a_model_rater_without_a_key_is_a_clear_error(settings):
+    settings.PARLA_RATER, settings.OPENAI_API_KEY = "openai", ""
+    with pytest.raises(CommandError, match="PARLA_RATER=openai needs OPENAI_API_KEY"):
+        run(SAMPLE)
+
+
 @pytest.mark.django_db
 def test_the_desk_exports_reviewed_answers_as_a_labelled_set_that_rater_eval_reads(
     client, teacher_user, make_user, tmp_path, settings

@@ -6,6 +6,7 @@ without). See assessments.rating.evaluation for the format and the figures.
 
 import asyncio
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from assessments.rating import get_rater
@@ -28,4 +29,8 @@ class Command(BaseCommand):
             raise CommandError(f"{options['file']} is not UTF-8 text") from None
         except LabelledSetError as exc:
             raise CommandError(f"{options['file']}: {exc}") from None
-        self.stdout.write(report(asyncio.run(evaluate(get_rater(), items))))
+        try:
+            rater = get_rater()
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(report(asyncio.run(evaluate(rater, items))))
