@@ -99,3 +99,40 @@ def test_the_desk_exports_reviewed_answers_as_a_labelled_set_that_rater_eval_rea
     path.write_bytes(response.content)
     printed = run(path)
     assert printed.startswith("rater offline: 4 texts") and "exact " in printed and "within one " in printed
+
+
+def test_with_a_key_the_model_rater_is_measured_climbing_no_higher_than_needed(settings, monkeypatch):
+    """The model rater (against a local stand-in of the Responses API that sustains up to B1) is asked
+    each text from A1 up to the first level it does not sustain, with the text's question."""
+    import json
+    import threading
+
+    from assessments.tests.test_grading import FakeResponsesAPI
+
+    class UpToB1(FakeResponsesAPI):
+        def response_body(self, request):
+            asked = json.loads(request["input"][1]["content"])
+            outcome = "sustained" if asked["level_probed"] in ("A1", "A2", "B1") else "breakdown"
+            self.output_text = json.dumps({"outcome": outcome, "evidence": "x"})
+            return super().response_body(request)
+
+    api = UpToB1()
+    thread = threading.Thread(target=api.server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("OPENAI_BASE_URL", api.base_url)
+        settings.PARLA_RATER, settings.OPENAI_API_KEY, settings.PARLA_RATER_MODEL = "openai", "sk-test", "gpt-test"
+        printed = run(SAMPLE)
+    finally:
+        api.server.shutdown()
+        api.server.server_close()
+        thread.join(timeout=5)
+    items = read_labelled(SAMPLE.open(newline="", encoding="utf-8"))
+    assert printed.splitlines()[0] == f"rater openai:gpt-test: {len(items)} texts, {len(items)} rated"
+    expected = agreement([("B1", i.level) for i in items])
+    assert f"exact {expected.exact * 100:.1f} %" in printed and f"kappa {expected.kappa:.3f}" in printed
+    asked = [json.loads(r["body"]["input"][1]["content"]) for r in api.requests]
+    assert len(asked) == 4 * len(items)  # A1, A2, B1 sustained; B2 not: never C1 or C2
+    assert {a["level_probed"] for a in asked} == {"A1", "A2", "B1", "B2"}
+    assert {a["task"] for a in asked} == {i.question for i in items}  # the model is given the question
+
