@@ -22,15 +22,23 @@ NO_WORDS_SUMMARY = (
     "so your spoken answers could not be placed and this session has no level. "
     "Written answers can be placed: type your answers in the box next time and you will get your level and feedback."
 )
+# With a recognizer, spoken answers whose transcription failed are as wordless.
+NOT_TRANSCRIBED_SUMMARY = (
+    "Your spoken answers could not be transcribed this time, so they could not be placed and this session "
+    "has no level. Please try again, or type your answers in the box."
+)
 
 
-def not_rated_summary(data: GradeInput) -> str:
-    """What a learner without a level is told: that the demo could not understand their speech, when
-    they answered by voice and no words of it were known; otherwise that there was too little to place."""
+def not_rated_summary(data: GradeInput, recognizer: bool = False) -> str:
+    """What a learner without a level is told: when they answered by voice and no words of it were
+    known, that the demo cannot understand speech (`recognizer` False) or that the transcription
+    failed; otherwise that there was too little to place."""
     spoken_without_words = any(
         m.get("mode") == "spoken" and not m.get("words_known") and m.get("fluency") for m in data.answer_measures
     )
-    return NO_WORDS_SUMMARY if spoken_without_words else NOT_RATED_SUMMARY
+    if not spoken_without_words:
+        return NOT_RATED_SUMMARY
+    return NOT_TRANSCRIBED_SUMMARY if recognizer else NO_WORDS_SUMMARY
 
 
 def level_name(level: str) -> str:

@@ -545,7 +545,8 @@ class TutorSessionRuntime(TutorLink):
 
     async def _not_rated(self) -> None:
         """Too little evidence for a level: the assessment is stored `not_rated` and the learner told so."""
-        summary = not_rated_summary(self._grade_input())  # voice without words in demo mode: says so
+        # Voice without words: says the demo cannot understand speech (or, with the API, that it was not transcribed).
+        summary = not_rated_summary(self._grade_input(), recognizer=getattr(self.upstream, "kind", "") == "openai")
         self.assessment_id = await db(services.create_unrated_assessment)(self.session_id, self.placement.partial, summary)
         self.not_rated = True
         self.log.bind(assessment_id=self.assessment_id)

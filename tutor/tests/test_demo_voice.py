@@ -64,3 +64,16 @@ def test_the_tutor_page_says_so_before_the_learner_speaks(client, learner_user, 
     assert "This demo cannot understand speech" in client.get("/session/").content.decode()
     settings.PARLA_DEMO_MODE = False  # with an API key speech is transcribed: nothing to warn about
     assert "This demo cannot understand speech" not in client.get("/session/").content.decode()
+
+
+def test_with_a_recognizer_a_session_of_untranscribed_speech_is_not_called_a_demo():
+    from assessments.grading import GradeInput
+    from assessments.grading.summary import NOT_RATED_SUMMARY, NOT_TRANSCRIBED_SUMMARY, not_rated_summary
+
+    spoken = {"mode": "spoken", "words_known": False, "fluency": {"speaking_ms": 6500}}
+    data = GradeInput("es", "en", "A1", None, None, True, "learner_stopped", answer_measures=(spoken,))
+    assert not_rated_summary(data) == NO_WORDS_SUMMARY
+    assert not_rated_summary(data, recognizer=True) == NOT_TRANSCRIBED_SUMMARY
+    written = {"mode": "written", "words_known": True, "fluency": {}}
+    assert not_rated_summary(GradeInput("es", "en", "A1", None, None, True, "", answer_measures=(written,)),
+                             recognizer=False) == NOT_RATED_SUMMARY
