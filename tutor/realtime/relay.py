@@ -189,6 +189,7 @@ class SpeechRelay:
         self.audio_frames = 0
         self._current_item: str | None = None
         self._silenced: set[str] = set()  # items cut off by a barge-in: their late deltas are dropped
+        self._shown: set[str] = set()  # items whose transcript the page has begun and not yet finished
         self._handlers = {
             "response.output_audio.delta": self.on_output_audio_delta,
             "response.output_audio.done": self.on_output_audio_done,
@@ -250,11 +251,16 @@ class SpeechRelay:
     async def on_output_audio_transcript_delta(self, event: Any) -> None:
         if self.muted or event.item_id in self._silenced:
             return
+        self._shown.add(event.item_id)
         await self.learner.send_event(wire.transcript(self.role, event.item_id, event.delta, final=False))
 
     async def on_output_audio_transcript_done(self, event: Any) -> None:
-        # The final transcript is stored even when muted: it is what the model said, heard or not.
-        if not self.muted:
+        # The final transcript is stored even when muted: it is what the model said, heard or not. A
+        # line the page began to show is finished there too, muted or not (the handover mutes the
+        # tutor mid-line): a line left half-written reads as a fault; its audio was cut, and the page
+        # marks it interrupted when the flush dropped some.
+        if not self.muted or event.item_id in self._shown:
             await self.learner.send_event(wire.transcript(self.role, event.item_id, event.transcript, final=True))
+        self._shown.discard(event.item_id)
         if self.on_transcript is not None:
             await self.on_transcript(self.role, event.item_id, event.transcript)

@@ -15,7 +15,8 @@ from assessments.grading.summary import NO_WORDS_SUMMARY
 from assessments.models import Assessment, Probe, Turn
 from tutor.testing.learners import frames, spoken_answer
 from tutor.tests.test_end_to_end import FRAME_GAP
-from tutor.tests.test_warm_up import answered_session
+from tutor.testing.realtime_client import start_simulator
+from tutor.tests.test_warm_up import answered
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,7 +40,9 @@ async def test_ten_spoken_answers_without_words_end_without_a_level_and_say_why(
         answered += 1
 
     headers = await sync_to_async(session_cookie_headers)(learner_user)
-    card = await answered_session(headers, settings, "A1", speak)
+    async with start_simulator(pace=0, true_level="A1") as sim:
+        settings.PARLA_REALTIME_URL = sim.url
+        card = (await answered(headers, {"type": "session.start"}, speak))[-1]
 
     assert answered == ANSWERS
     assert card["status"] == "not_rated" and card["level"] is None and card["criteria"] == {}
