@@ -27,24 +27,24 @@ async def test_ten_spoken_answers_without_words_end_without_a_level_and_say_why(
     settings, session_cookie_headers, learner_user
 ):
     sentence = spoken_answer("B2")  # one sentence, said fluently: the timing of a B2 speaker
-    answered = 0
+    given = 0
 
     async def speak(communicator):
-        nonlocal answered
-        if answered == ANSWERS:
+        nonlocal given
+        if given == ANSWERS:
             await communicator.send_json_to({"type": "session.stop"})
             return
         for frame in frames(sentence):
             await communicator.send_to(bytes_data=frame)
             await asyncio.sleep(FRAME_GAP)  # the microphone's pace, sped up within the rate limit
-        answered += 1
+        given += 1
 
     headers = await sync_to_async(session_cookie_headers)(learner_user)
     async with start_simulator(pace=0, true_level="A1") as sim:
         settings.PARLA_REALTIME_URL = sim.url
         card = (await answered(headers, {"type": "session.start"}, speak))[-1]
 
-    assert answered == ANSWERS
+    assert given == ANSWERS
     assert card["status"] == "not_rated" and card["level"] is None and card["criteria"] == {}
     assert card["summary"] == NO_WORDS_SUMMARY
     assert "cannot understand speech" in card["summary"] and "Written answers can be placed" in card["summary"]
