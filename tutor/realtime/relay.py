@@ -3,7 +3,7 @@
 `LearnerPort` is the interface the tutor session and the handover talk to; the consumer implements it
 over the `/ws/tutor/` socket (tests and the benchmark implement it in memory). `SpeechRelay` forwards one
 upstream session's assistant speech (audio deltas and transcripts) to a `LearnerPort`. `PlaybackWatch`
-is the learner's `Playback` (what the page reported it played) on the event loop's clock, with a way
+is the learner's `Playback` (what the page reported it played) on the session clock, with a way
 to wait for it to change.
 """
 
@@ -20,6 +20,7 @@ from typing import Any
 
 from tutor.realtime import wire
 from tutor.realtime.audio import audio_ms
+from tutor.realtime.clock import Clock, current as current_clock
 from tutor.realtime.playback import DEFAULT_MARGIN, Playback, PlayedItem
 
 logger = logging.getLogger(__name__)
@@ -34,19 +35,19 @@ class PlaybackPosition:
 
 
 class PlaybackWatch:
-    """One learner's `Playback` on the event loop's clock; `changed()` waits for its next change.
+    """One learner's `Playback` on the session clock (tutor.realtime.clock); `changed()` waits for its next change.
 
     Fed by the speech relays (audio sent), the learner port (flushes) and the page's reports; read by
     the session (barge-in, tutor_speaking / listening) and the handover (delivered = heard).
     """
 
-    def __init__(self, margin: float = DEFAULT_MARGIN) -> None:
+    def __init__(self, margin: float = DEFAULT_MARGIN, clock: Clock | None = None) -> None:
         self.state = Playback(margin)
-        self._loop = asyncio.get_running_loop()
+        self.clock = clock or current_clock()
         self._changed = asyncio.Event()
 
     def now(self) -> float:
-        return self._loop.time()
+        return self.clock.now()
 
     def sent(self, item_id: str, role: str, pcm_bytes: int) -> None:
         self.state.sent(item_id, role, audio_ms(pcm_bytes), self.now())
@@ -84,7 +85,7 @@ class PlaybackWatch:
         event = self._changed
         deadline = self.state.deadline(self.now())
         try:
-            async with asyncio.timeout_at(deadline):  # None: no bound to pass, wait for a change
+            async with self.clock.timeout_at(deadline):  # None: no bound to pass, wait for a change
                 await event.wait()
         except TimeoutError:
             pass
