@@ -34,6 +34,7 @@ class Upstream:
             name=name,
             handler=handler,
             validate_sent=settings.PARLA_VALIDATE_EVENTS,
+            keepalive=settings.PARLA_UPSTREAM_KEEPALIVE_SECONDS,
         )
 
 

@@ -29,7 +29,7 @@ from assessments.placement import Placement
 from assessments.transcript import Transcript
 from tutor import recovery
 from tutor.realtime import clock, wire
-from tutor.realtime.failures import UpstreamFailure
+from tutor.realtime.failures import SILENT, UpstreamFailure
 from tutor.realtime.logs import BoundLogger
 from tutor.realtime.relay import LearnerPort, SpeechRelay
 from tutor.realtime.wire import State
@@ -111,8 +111,11 @@ class SessionOutcome:
         await self.learner.send_event(wire.error(failure.code, failure.message))
         await self.end_placement(failure.end_reason)
 
-    async def upstream_lost(self, expired: bool) -> None:
-        """No upstream session to resume: the delivery falls back to text when the tutor is gone."""
+    async def upstream_lost(self, expired: bool, silent: bool = False) -> None:
+        """No upstream session to resume: the delivery falls back to text when the tutor is gone. An
+        upstream that stopped answering is named to the learner (otherwise they would see nothing)."""
+        if silent:
+            await self.learner.send_event(wire.error(SILENT.code, SILENT.message))
         await self.end_placement("upstream_expired" if expired else "upstream_error")
 
     async def end_placement(self, reason: str) -> None:
@@ -178,7 +181,7 @@ class SessionOutcome:
         # Voice without words: says the demo cannot understand speech (or, with the API, that it was not transcribed).
         recognizer = getattr(self.connection.upstream, "kind", "") == "openai"
         summary = not_rated_summary(self.grade_input(), recognizer=recognizer)
-        await self._create(services.create_unrated_assessment, self.placement.partial, summary)
+        await self._create(services.create_unrated_assessment, self.placement.partial, "", summary)
         self.log.info(
             "session not rated",
             extra={"rated_answers": self.placement.rated_answers, "end_reason": self.placement.end_reason},

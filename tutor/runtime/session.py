@@ -107,7 +107,7 @@ class TutorSessionRuntime(TutorLink):
             probes=self.probes, judge=self.judge, answers=self.answers, placement=self.placement, learner=learner,
             **parts,
         )
-        self.connection.handler = self.events.handle  # every event of every upstream session it opens
+        self.connection.handler = self._handle_upstream_event  # every event of every upstream session it opens
         self.judge.on_finished = self.outcome.begin  # the placement is over: the assessment begins
         self._start_task: asyncio.Task | None = None  # connecting: until the tutor is configured
         self._session_row: asyncio.Future | None = None  # the session row's creation (its id)
@@ -227,9 +227,12 @@ class TutorSessionRuntime(TutorLink):
             raise ClientError("placement_ended", "The placement has ended; this answer was not recorded.")
         self.responses.learner_answered()
         await self.judge.show(self.answers.written(text, self.placement.current_level))
-        async with self.responses.lock:  # not while a resumed session is being configured
-            await self.responses.add_item(user_text_item(text))
-        await self.responses.answer_written()
+        try:
+            async with self.responses.lock:  # not while a resumed session is being configured
+                await self.responses.add_item(user_text_item(text))
+            await self.responses.answer_written()
+        except RealtimeClosed:
+            pass  # the upstream went away: the connection's watch resumes (replaying this answer) or ends it
 
     # --- TutorLink (used by the handover) -------------------------------------------------------------
 
@@ -269,6 +272,17 @@ class TutorSessionRuntime(TutorLink):
     async def _opened(self, created: Any) -> None:
         await db(services.set_upstream_session_id)(self.session_id, created.session.id or "")
 
+    async def _handle_upstream_event(self, event: Any) -> None:
+        """The reader task's handler: an exception in it ends the session, as in any task (`_guard`)."""
+        try:
+            await self.events.handle(event)
+        except RealtimeClosed:
+            self.log.info("upstream event handler stopped: upstream closed", extra={"type": event.type})
+        except Exception:
+            self.log.exception("upstream event handler failed", extra={"type": event.type})
+            if self.phase.now is not Phase.CLOSED:
+                self.learner.session_failed()
+
     # --- owned tasks ------------------------------------------------------------------------------------
 
     def _spawn(self, coro: Coroutine, name: str) -> asyncio.Task:
@@ -292,7 +306,4 @@ class TutorSessionRuntime(TutorLink):
         except Exception:
             self.log.exception("session task failed", extra={"task": name})
             if self.phase.now is not Phase.CLOSED:
-                # The exception's text is in the log; the learner gets Parla's words.
-                await self.learner.send_event(
-                    wire.error("session_error", "Something went wrong on our side; please try again.")
-                )
+                self.learner.session_failed()  # the exception's text is in the log; the session ends
