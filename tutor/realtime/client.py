@@ -26,6 +26,7 @@ import websockets
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 from pydantic import ValidationError
 
+from tutor import metrics
 from tutor.realtime.failures import UpstreamFailure, refused_at_upgrade, refused_in_band
 from tutor.realtime.logs import bind
 from tutor.realtime.schemas import parse_server_event, validate_client_event
@@ -379,6 +380,7 @@ class RealtimeClient:
                     )
                     continue
                 self.tracker.feed(event)
+                metrics.upstream_event(event)
                 if event.type == "session.created":
                     self.session_created = True
                 elif event.type == "error":
