@@ -24,11 +24,11 @@ from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
 
 import websockets
 from websockets.exceptions import InvalidHandshake, InvalidStatus
-from pydantic import ValidationError
+from pydantic import BaseModel
 
 from tutor.realtime.failures import UpstreamFailure, refused_at_upgrade, refused_in_band
 from tutor.realtime.logs import bind
-from tutor.realtime.schemas import parse_server_event, validate_client_event
+from tutor.realtime.schemas import LenientRead, parse_server_event, read_server_event, validate_client_event
 from tutor.realtime.tasks import cancel_and_wait, wait_responsive
 from tutor.realtime.tracker import ResponseTracker
 
@@ -98,6 +98,33 @@ def _error_body(body: bytes | None) -> tuple[str | None, str]:
         return None, text[:200]
 
 
+# What this process has logged of events the installed `openai` models do not know in full: once per event
+# type and place of the first difference; and the event types whose unknown fields were looked for.
+_lenient_logged: set[tuple[str, str]] = set()
+_seen_types: set[str] = set()
+
+
+def _note_unknown_fields(event: Any, log: Any) -> None:
+    """The first event of each type in this process: fields the models do not know (extras, allowed by
+    `openai`'s models and ignored by Parla) are logged once, by path. Only once per type: never on the
+    hot path."""
+    _seen_types.add(event.type)
+    paths = _extra_paths(event, "")
+    if paths:
+        log.info("upstream event has fields Parla does not know", extra={"type": event.type, "fields": paths[:10]})
+
+
+def _extra_paths(value: Any, prefix: str) -> list[str]:
+    if isinstance(value, BaseModel):
+        found = [f"{prefix}{name}" for name in (value.model_extra or {})]
+        for name in type(value).model_fields:
+            found += _extra_paths(getattr(value, name), f"{prefix}{name}.")
+        return found
+    if isinstance(value, list):
+        return [path for entry in value[:3] for path in _extra_paths(entry, f"{prefix}0.")]
+    return []
+
+
 @dataclass
 class _Waiter:
     predicate: Predicate
@@ -124,6 +151,7 @@ class RealtimeClient:
         name: str = "tutor",
         handler: EventHandler | None = None,
         validate_sent: bool = False,
+        strict_read: bool | None = None,
         open_timeout: float = 10.0,
     ):
         self.url = with_model(url, model)
@@ -136,6 +164,10 @@ class RealtimeClient:
         # before the API does; tutor.upstream turns it on in DEBUG and in the tests (PARLA_VALIDATE_EVENTS).
         self.validate_sent = validate_sent
         self._append_validated = False  # an audio append's shape never varies: validate only the first
+        # Server events the models do not know in full are read, never dropped (schemas.read_server_event);
+        # strict: each is logged as an error and kept in `lenient_reads` (tests, DEBUG).
+        self.strict_read = validate_sent if strict_read is None else strict_read
+        self.lenient_reads: list[LenientRead] = []
         self.open_timeout = open_timeout
         self.close_code: int | None = None
         self.close_reason = ""
@@ -342,12 +374,14 @@ class RealtimeClient:
         try:
             async for raw in self._ws:
                 try:
-                    event = parse_server_event(raw)
-                except ValidationError as exc:
-                    self.log.warning(
-                        "unparsable upstream event", extra={"error": str(exc).splitlines()[0], "raw": str(raw)[:200]}
-                    )
+                    event, lenient = read_server_event(raw)
+                except ValueError as exc:  # not even a JSON object with a type: nothing to act on
+                    self.log.warning("unreadable upstream event", extra={"error": str(exc), "raw": str(raw)[:200]})
                     continue
+                if lenient is not None:
+                    self._read_leniently(lenient)
+                elif event.type not in _seen_types:
+                    _note_unknown_fields(event, self.log)
                 self.tracker.feed(event)
                 if event.type == "session.created":
                     self.session_created = True
@@ -370,6 +404,18 @@ class RealtimeClient:
             self.closed.set()
             self._fail_waiters(RealtimeClosed(self.close_code, self.close_reason))
             self.log.info("upstream closed", extra={"code": self.close_code, "reason": self.close_reason})
+
+    def _read_leniently(self, lenient: LenientRead) -> None:
+        """An event the `openai` models do not know in full was read as `Loose` (schemas.read_server_event):
+        logged once per event type and place in this process; in strict mode (PARLA_VALIDATE_EVENTS: tests,
+        DEBUG) every time, as an error, and kept in `lenient_reads`, so that a test sees it."""
+        self.lenient_reads.append(lenient)
+        extra = {"type": lenient.event_type, "where": lenient.where}
+        if self.strict_read:
+            self.log.error("upstream event does not match the openai models", extra=extra)
+        elif (lenient.event_type, lenient.where) not in _lenient_logged:
+            _lenient_logged.add((lenient.event_type, lenient.where))
+            self.log.warning("upstream event read leniently (a newer API version?)", extra=extra)
 
     def _expect(self, expect: str | Predicate, event_id: str | None) -> asyncio.Future:
         predicate = (lambda e, t=expect: e.type == t) if isinstance(expect, str) else expect

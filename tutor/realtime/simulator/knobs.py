@@ -69,6 +69,15 @@ class SimulatorKnobs:
     fail_for_responses: int | None = None
     rate_limit_reset_seconds: float = 1.0  # what rate_limits.updated says after a rate-limited response
     refuse_upgrade: int | None = None  # refuse the websocket upgrade with this HTTP status (401, 403, 429, 5xx)
+    # A later API version: fields, enum values, an output item type and an event type the installed
+    # `openai` package does not know, in every event (later.py says which).
+    later_version: bool = False
+    # `error` events without the `event_id` of the client event that caused it (no public capture shows
+    # the API echoing it: issue 25): the client must tell what an error answers without it.
+    error_event_ids: bool = True
+    # Transcription models whose `session.update` is rejected as the API rejects a live transcription
+    # model with turn detection on (errors.transcription_rejected), comma-separated; "*": every model.
+    reject_transcription: str = ""
 
     def __post_init__(self) -> None:
         if self.pace < 0:
