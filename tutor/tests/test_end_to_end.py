@@ -144,7 +144,8 @@ class LearnerRun:
 
 
 async def run_learner(
-    base_url: str, cookie: str, *, level: str, timeout: float = 90, think: float = 0.0, speaks: bool = True
+    base_url: str, cookie: str, *, level: str, timeout: float = 90, think: float = 0.0, speaks: bool = True,
+    writes: bool = True,
 ) -> LearnerRun:
     """A learner of true level `level`: its spoken answers have that level's fluency and its written
     ones are texts of that level (tutor.testing.learners), since the independent rater judges them."""
@@ -186,7 +187,7 @@ async def run_learner(
                 answers += 1
                 if think:
                     await asyncio.sleep(think)  # the learner thinks (lets upstream sessions expire meanwhile)
-                if answers % 2 and speaks:
+                if speaks and (answers % 2 or not writes):  # writes=False: every answer spoken
                     for frame in frames(spoken_answer(level)):
                         await ws.send(frame)
                         run.sent_audio_frames += 1
