@@ -26,9 +26,10 @@ import websockets
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 from pydantic import BaseModel
 
-from tutor.realtime.failures import UpstreamFailure, refused_at_upgrade, refused_in_band
+from tutor.realtime import correlation
+from tutor.realtime.failures import UpstreamFailure, fatal_error, refused_at_upgrade, refused_in_band
 from tutor.realtime.logs import bind
-from tutor.realtime.schemas import LenientRead, parse_server_event, read_server_event, validate_client_event
+from tutor.realtime.schemas import LenientRead, Loose, parse_server_event, read_server_event, validate_client_event
 from tutor.realtime.tasks import cancel_and_wait, wait_responsive
 from tutor.realtime.tracker import ResponseTracker
 
@@ -130,6 +131,7 @@ class _Waiter:
     predicate: Predicate
     future: asyncio.Future
     event_id: str | None = None  # an error carrying this event_id fails the waiter
+    event_type: str | None = None  # the type of that client event (an error without event_id: correlation)
 
 
 def audio_append_json(event_id: str, pcm: bytes) -> str:
@@ -306,7 +308,7 @@ class RealtimeClient:
         """
         event = {**event}
         event_id = event.setdefault("event_id", self.next_event_id())
-        future = self._expect(expect, event_id)
+        future = self._expect(expect, event_id, event.get("type"))
         if tolerate:
             self._tolerated[event_id] = tolerate
         try:
@@ -382,6 +384,8 @@ class RealtimeClient:
                     self._read_leniently(lenient)
                 elif event.type not in _seen_types:
                     _note_unknown_fields(event, self.log)
+                if event.type == "error" and not event.error.event_id:
+                    self._attribute(event.error)
                 self.tracker.feed(event)
                 if event.type == "session.created":
                     self.session_created = True
@@ -417,14 +421,34 @@ class RealtimeClient:
             _lenient_logged.add((lenient.event_type, lenient.where))
             self.log.warning("upstream event read leniently (a newer API version?)", extra=extra)
 
-    def _expect(self, expect: str | Predicate, event_id: str | None) -> asyncio.Future:
+    def _expect(self, expect: str | Predicate, event_id: str | None, event_type: str | None = None) -> asyncio.Future:
         predicate = (lambda e, t=expect: e.type == t) if isinstance(expect, str) else expect
         future = asyncio.get_running_loop().create_future()
         if self.closed.is_set():
             future.set_exception(RealtimeClosed(self.close_code, self.close_reason))
         else:
-            self._waiters.append(_Waiter(predicate, future, event_id))
+            self._waiters.append(_Waiter(predicate, future, event_id, event_type))
         return future
+
+    def _attribute(self, error: Any) -> None:
+        """An `error` that names no client event: the oldest unanswered one of the kind it is about is
+        taken as its cause (tutor/realtime/correlation.py), and its `event_id` written into the error, so
+        the tracker, the waiters and the log read it as if the API had sent it."""
+        types = correlation.answered_types(error.code, error.param, error.message)
+        if not types:
+            return
+        unanswered = [(w.event_id, w.event_type) for w in self._waiters if w.event_id and not w.future.done()]
+        unanswered += [(event_id, "response.create") for event_id in self.tracker.pending_create_ids]
+        unanswered += [(item.truncate_event_id, "conversation.item.truncate")
+                       for item in self.tracker.items.values() if item.truncate_event_id]
+        event_id = correlation.attribute(types, unanswered)
+        if event_id is None:
+            return
+        if isinstance(error, Loose):
+            error.to_dict()["event_id"] = event_id
+        else:
+            error.event_id = event_id
+        self.log.info("error attributed to a client event", extra={"code": error.code, "event_id": event_id})
 
     def _resolve(self, event: Any) -> bool:
         """Hand `event` to the waiters it answers; True if it was an error a request claimed."""
@@ -438,7 +462,8 @@ class RealtimeClient:
                 continue
             if event.type == "error" and waiter.event_id and event.error.event_id == waiter.event_id:
                 waiter.future.set_exception(RealtimeRequestError(event.error))
-                claimed = True
+                # A fatal error (key, quota, model access) is also the session's business: not claimed.
+                claimed = fatal_error(event.error.code, event.error.type) is None
             elif waiter.predicate(event):
                 waiter.future.set_result(event)
             else:

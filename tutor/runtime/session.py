@@ -47,6 +47,7 @@ from tutor.realtime.relay import LearnerPort, SpeechRelay
 from tutor.realtime.tasks import OwnedTasks, cancel_and_wait
 from tutor.realtime.wire import ClientError, State
 from tutor.runtime.answers import AnswerCollector, OpenAnswer
+from tutor.runtime.contact import fatal_upstream_error, is_fatal_request_error
 from tutor.runtime.delivery import AssessmentDelivery, DeliveryOutcome, HandoverConfig, TutorLink
 from tutor.runtime.probes import ProbeHandler
 from tutor.runtime.responses import ResponseScheduler, assistant_text_item, user_text_item
@@ -471,6 +472,8 @@ class TutorSessionRuntime(TutorLink):
         error = event.error
         if error.code == "session_expired":
             return  # announced before the 1001 close; _watch_upstream resumes the session
+        if await fatal_upstream_error(self, error):
+            return  # the session ends (tutor.runtime.contact)
         self.log.warning(
             "upstream error", extra={"code": error.code, "error_message": error.message, "event_id": error.event_id}
         )
@@ -682,6 +685,8 @@ class TutorSessionRuntime(TutorLink):
         answer = self.answers.close()
         if answer is not None and answer.fragments:
             await self._judge(answer, begin=False)
+        async with self._rating:  # an answer being judged is judged first (else its record finds it ended)
+            pass
         self.placement.finish_early(reason)
         await self.begin_assessment()
 
@@ -784,6 +789,8 @@ class TutorSessionRuntime(TutorLink):
             # The upstream went away under this task; _watch_upstream resumes it or ends the session.
             self.log.info("session task stopped: upstream closed", extra={"task": name})
         except Exception as exc:
+            if is_fatal_request_error(exc):
+                return  # the session ends of it, told once (on_error, tutor.runtime.contact)
             self.log.exception("session task failed", extra={"task": name})
             if not self._closing:
                 # The exception's text is in the log; the learner gets Parla's words.

@@ -45,3 +45,62 @@ def test_a_b1_learner_by_voice_is_placed_and_delivered_against_a_later_api_versi
         assert simulator.wait_all_closed(10) == 0
     finally:
         simulator.set_knobs(true_level=None, later_version=False, error_event_ids=True)
+
+
+# --- fatal errors mid-session, through the consumer (in-process simulator) ------------------------
+
+from tutor.realtime import failures  # noqa: E402
+from tutor.runtime.session import TutorSessionRuntime  # noqa: E402
+from tutor.testing.realtime_client import start_simulator  # noqa: E402
+from tutor.tests.test_upstream_failures import (  # noqa: E402
+    assert_no_upstream_text, events_until, is_state, open_socket, until,
+)
+
+
+@pytest.fixture
+def learner_headers(session_cookie_headers, learner_user):
+    return session_cookie_headers(learner_user)
+
+
+@pytest.fixture
+def runtimes(monkeypatch):
+    launched = []
+    launch = TutorSessionRuntime.launch
+
+    def recording(self):
+        launched.append(self)
+        launch(self)
+
+    monkeypatch.setattr(TutorSessionRuntime, "launch", recording)
+    return launched
+
+
+@pytest.mark.parametrize("kind, failure", [("quota", failures.QUOTA), ("model", failures.MODEL)])
+@pytest.mark.parametrize("event_ids", [True, False], ids=["with-event-id", "without-event-id"])
+async def test_a_fatal_error_event_mid_session_ends_it_cleanly(
+    settings, learner_headers, runtimes, caplog, kind, failure, event_ids
+):
+    """Quota spent or model access withdrawn, as an `error` event instead of a failed response. Before:
+    a toast ("the session goes on") and a session that hung on with a tutor that could not speak."""
+    async with start_simulator(fail_responses=kind, fail_as="error", fail_after_responses=1,
+                               error_event_ids=event_ids) as sim:
+        settings.PARLA_REALTIME_URL = sim.url
+        communicator = await open_socket(learner_headers)
+        try:
+            await communicator.send_json_to({"type": "session.start"})
+            events = await events_until(communicator, lambda e: e["type"] == "audio.end")
+            await communicator.send_json_to({"type": "answer.text", "text": "Me llamo Ana y vivo en Madrid."})
+            events += await events_until(communicator, is_state("ended"), timeout=15)
+            (runtime,) = runtimes
+            await until(lambda: not runtime._tasks)  # the ended session keeps nothing running
+            await until(lambda: not sim.connections)  # and no upstream session is left open
+        finally:
+            await communicator.disconnect()
+    errors = [e for e in events if e["type"] == "error"]
+    assert errors == [{"type": "error", "code": failure.code, "message": failure.message}]  # once, in plain words
+    assert_no_upstream_text(events)
+    session = await TutorSession.objects.aget()
+    assert session.end_reason == failure.end_reason
+    causes = [r for r in caplog.records if r.getMessage() == "upstream refused to go on"]
+    assert [c.code for c in causes] == [{"quota": "insufficient_quota", "model": "model_not_found"}[kind]]
+    assert "you do not have access" in causes[0].error_message or "exceeded your current quota" in causes[0].error_message

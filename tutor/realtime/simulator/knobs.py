@@ -28,6 +28,7 @@ SERVER_ONLY_KNOBS = frozenset({"require_auth", "api_key"})
 
 # How `fail_responses` makes responses end `failed` (errors.failed_response has each one's real shape).
 FAILURE_KINDS = ("rate_limit", "quota", "model")
+FAIL_AS = ("response", "error")
 ERROR_STATUSES = frozenset(status.value for status in HTTPStatus if 400 <= status.value <= 599)
 
 
@@ -67,6 +68,9 @@ class SimulatorKnobs:
     fail_responses: str | None = None  # one of FAILURE_KINDS
     fail_after_responses: int = 0
     fail_for_responses: int | None = None
+    # How a failed response shows: "response" (response.done status failed, status_details.error) or
+    # "error" (an `error` event with that error object instead of the response).
+    fail_as: str = "response"
     rate_limit_reset_seconds: float = 1.0  # what rate_limits.updated says after a rate-limited response
     refuse_upgrade: int | None = None  # refuse the websocket upgrade with this HTTP status (401, 403, 429, 5xx)
     # A later API version: fields, enum values, an output item type and an event type the installed
@@ -98,6 +102,8 @@ class SimulatorKnobs:
             raise KnobError("max_message_bytes must be > 0")
         if self.fail_responses is not None and self.fail_responses not in FAILURE_KINDS:
             raise KnobError(f"fail_responses must be one of {', '.join(FAILURE_KINDS)}")
+        if self.fail_as not in FAIL_AS:
+            raise KnobError(f"fail_as must be one of {', '.join(FAIL_AS)}")
         if self.fail_after_responses < 0:
             raise KnobError("fail_after_responses must be >= 0")
         if self.fail_for_responses is not None and self.fail_for_responses < 1:

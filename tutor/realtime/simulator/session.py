@@ -176,7 +176,7 @@ class RealtimeSession:
         if self.responses.active is not None:
             logger.info("vad response skipped", extra={"session_id": self.id, "active": self.responses.active.id})
             return
-        self.responses.create(None)
+        self.responses.create(None, by_vad=True)
 
     def on_input_audio_buffer_commit(self, event: InputAudioBufferCommitEvent) -> None:
         self.input.commit()

@@ -1,0 +1,72 @@
+"""First contact with the real Realtime API (issue 25), at the client: errors that name no client event,
+a later API version, a transcription configuration the API rejects. Against the bundled simulator."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tutor import persona
+from tutor.realtime import correlation
+from tutor.realtime.client import RealtimeClient, RealtimeRequestError
+from tutor.testing.realtime_client import start_simulator
+
+
+async def connected(sim, **kwargs) -> RealtimeClient:
+    client = RealtimeClient(sim.url, model="gpt-realtime-2.1", validate_sent=True, **kwargs)
+    await client.open(persona.narrator_session_config("sage"), 5)
+    return client
+
+
+async def test_errors_without_event_id_still_answer_the_request_that_caused_them():
+    """Before: the cancel waited for an answer it had already had, and timed out (the error named no
+    event_id, so nothing matched it); the refused truncate likewise."""
+    async with start_simulator(error_event_ids=False) as sim:
+        client = await connected(sim)
+        try:
+            # A cancel with nothing active: response_cancel_not_active means it had already finished.
+            assert await client.cancel_response("resp_gone", timeout=3) == "completed"
+            assert client.tolerated_errors == 1
+            # A truncate of an item that does not exist: refused, and the refusal reaches the request.
+            with pytest.raises(RealtimeRequestError) as refused:
+                await client.request(
+                    {"type": "conversation.item.truncate", "item_id": "item_nope", "content_index": 0, "audio_end_ms": 0},
+                    "conversation.item.truncated", timeout=3,
+                )
+            assert refused.value.code == "item_truncate_invalid_item_id"
+            # A second response.create while one is active: the tracker learns that it started nothing.
+            await client.request({"type": "response.create"}, "response.created", 3)
+            second = client.expect("error")
+            await client.send({"type": "response.create"})
+            error = await client.wait(second, 3)
+            assert error.error.code == "conversation_already_has_active_response" and error.error.event_id
+            assert client.tracker.pending_creates == 0
+        finally:
+            await client.close()
+
+
+def test_an_error_is_attributed_by_its_code_then_its_param_then_its_message():
+    assert correlation.answered_types("response_cancel_not_active", None, "") == ("response.cancel",)
+    assert correlation.answered_types("invalid_value", "session.audio.input.transcription.model", "x") == ("session.update",)
+    assert correlation.answered_types("invalid_value", None, "Audio content of 0ms is already shorter than 5ms") == (
+        "conversation.item.truncate",)
+    assert correlation.answered_types("server_error", None, "The server had an error") == ()
+    unanswered = [("e1", "session.update"), ("e2", "response.cancel"), ("e3", "response.cancel")]
+    assert correlation.attribute(("response.cancel",), unanswered) == "e2"  # the oldest: events are handled in order
+    assert correlation.attribute(("conversation.item.delete",), unanswered) is None
+
+
+async def test_a_later_api_version_never_leaves_a_response_in_progress():
+    """Before: `response.done` with a reasoning item first was dropped as unparsable; the response stayed
+    active for good (issue 25, finding 2)."""
+    async with start_simulator(later_version=True) as sim:
+        client = await connected(sim, strict_read=False)
+        try:
+            done = await client.request({"type": "response.create"}, "response.done", 5)
+            assert [item.type for item in done.response.output] == ["reasoning", "message"]
+            assert not client.tracker.has_active_response
+            assert client.tracker.audio_finished(done.response.id)
+            assert {r.event_type for r in client.lenient_reads} >= {"response.done", "session.updated"}
+        finally:
+            await client.close()
