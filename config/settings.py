@@ -226,10 +226,12 @@ if PARLA_REASONING_EFFORT and PARLA_REASONING_EFFORT not in REASONING_EFFORTS:
     )
 PARLA_TUTOR_VOICE = env("PARLA_TUTOR_VOICE", "marin")
 PARLA_SUMMARY_VOICE = env("PARLA_SUMMARY_VOICE", "alloy")
-# The current live transcription model: "Transcribe live audio into streaming text: gpt-live-transcribe"
-# (developers.openai.com/api/docs/guides/realtime); listed for `audio.input.transcription` by
-# openai/types/realtime/audio_transcription.py, which announces the older models' shutdown.
-PARLA_TRANSCRIPTION_MODEL = env("PARLA_TRANSCRIPTION_MODEL", "gpt-live-transcribe")
+# The learner's speech is transcribed per committed turn of a conversation session with VAD on, which is
+# what gpt-transcribe is documented for ("committed turns in Realtime sessions over WebSocket":
+# developers.openai.com/api/docs/models/gpt-transcribe); gpt-live-transcribe and gpt-realtime-whisper
+# require turn detection off (tutor/persona.py, per model family, with the sources). Not on the
+# announced-shutdown list (openai/types/realtime/audio_transcription.py).
+PARLA_TRANSCRIPTION_MODEL = env("PARLA_TRANSCRIPTION_MODEL", "gpt-transcribe")
 # Output speech speed by level: slower for beginners (0.25..1.5, applied between turns).
 PARLA_SPEED_BEGINNER = env_float("PARLA_SPEED_BEGINNER", 0.85)
 PARLA_SPEED_DEFAULT = env_float("PARLA_SPEED_DEFAULT", 1.0)

@@ -42,6 +42,7 @@ from tutor.realtime import wire
 from tutor.realtime.audio import BYTES_PER_MS
 from tutor.realtime.client import RealtimeClient, RealtimeClosed, RealtimeError, RealtimeRefused
 from tutor.realtime.failures import UNCLAIMED_ERROR_MESSAGE, UpstreamFailure
+from tutor.realtime.fallback import SessionShape
 from tutor.realtime.logs import bind
 from tutor.realtime.relay import LearnerPort, SpeechRelay
 from tutor.realtime.tasks import OwnedTasks, cancel_and_wait
@@ -150,6 +151,7 @@ class TutorSessionRuntime(TutorLink):
             learner, role="tutor", voice=lambda: self.client.tracker.voice, on_transcript=self._tutor_said
         )
         self.resumes = 0
+        self.shape = SessionShape()  # fallbacks the API's refusals made (kept across resumes)
         self.delivery: AssessmentDelivery | None = None
         self.delivery_outcome: DeliveryOutcome | None = None
         self.not_rated = False  # ended without enough evidence for a level
@@ -267,7 +269,8 @@ class TutorSessionRuntime(TutorLink):
     async def _connect_tutor(self) -> None:
         """Open and configure the tutor's upstream session (session.updated confirms the config)."""
         self.client = self.upstream.client("tutor", handler=self.on_upstream_event)
-        created = await self.client.open(self._tutor_session(initial=True), self.config.step_timeout)
+        # What the API refuses of the transcription or turn detection steps down (tutor.realtime.fallback).
+        created = await self.shape.open(self.client, self._tutor_session(initial=True), self.config.step_timeout)
         await db(services.set_upstream_session_id)(self.session_id, created.session.id or "")
 
     async def _resume(self) -> bool:
@@ -628,7 +631,7 @@ class TutorSessionRuntime(TutorLink):
         if not initial:
             # The voice is fixed once the tutor has spoken: a level update never mentions it.
             del session["audio"]["output"]["voice"]
-        return session
+        return self.shape.apply(session)
 
     async def _tutor_said(self, role: str, item_id: str, text: str) -> None:
         utterance = await self._record(role, text, item_id)

@@ -70,3 +70,42 @@ async def test_a_later_api_version_never_leaves_a_response_in_progress():
             assert {r.event_type for r in client.lenient_reads} >= {"response.done", "session.updated"}
         finally:
             await client.close()
+
+
+def test_the_transcription_field_shape_follows_the_model_family():
+    from tutor.realtime.schemas import validate_client_event
+
+    assert persona.transcription_config("gpt-transcribe", "es") == {"model": "gpt-transcribe", "languages": ["es"]}
+    assert persona.transcription_config("gpt-live-transcribe", "fr") == {"model": "gpt-live-transcribe", "languages": ["fr"]}
+    assert persona.transcription_config("gpt-realtime-whisper", "de") == {"model": "gpt-realtime-whisper", "language": "de"}
+    assert persona.transcription_config("gpt-4o-transcribe", "it") == {"model": "gpt-4o-transcribe", "language": "it"}
+    assert not persona.takes_turn_detection("gpt-live-transcribe") and persona.takes_turn_detection("gpt-transcribe")
+    for model in ("gpt-transcribe", "gpt-realtime-whisper"):
+        session = persona.tutor_session_config(target_language="es", native_language="en", level="B1", voice="marin",
+                                               transcription_model=model, speed_beginner=0.85, speed_default=1.0)
+        validate_client_event({"type": "session.update", "session": session})  # the openai models take both shapes
+
+
+def test_the_fallback_steps_down_the_refused_part_only_and_stays():
+    from tutor.realtime.fallback import TRANSCRIPTION, TURN_DETECTION, SessionShape, refused_part
+
+    class Error:
+        def __init__(self, message, param=None):
+            self.message, self.param = message, param
+
+    assert refused_part(Error("Turn detection is not supported for this transcription model.")) == TRANSCRIPTION
+    assert refused_part(Error("Invalid value: 'semantic_vad'.", "session.audio.input.turn_detection.type")) == TURN_DETECTION
+    assert refused_part(Error("Cannot update a conversation's voice if assistant audio is present.")) is None
+    config = dict(target_language="es", native_language="en", voice="marin", transcription_model="gpt-live-transcribe",
+                  speed_beginner=0.85, speed_default=1.0)
+    shape = SessionShape()
+    b1 = persona.tutor_session_config(level="B1", **config)
+    assert shape.step_down(TRANSCRIPTION, shape.apply(b1))
+    assert shape.apply(b1)["audio"]["input"]["transcription"] == {"model": "gpt-transcribe", "languages": ["es"]}
+    assert shape.step_down(TRANSCRIPTION, shape.apply(b1))
+    assert shape.apply(b1)["audio"]["input"]["transcription"] is None
+    assert not shape.step_down(TRANSCRIPTION, shape.apply(b1))  # nothing left to step down
+    assert shape.step_down(TURN_DETECTION, shape.apply(b1))
+    assert shape.apply(b1)["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+    assert not shape.step_down(TURN_DETECTION, shape.apply(b1))
+    assert b1["audio"]["input"]["turn_detection"]["type"] == "semantic_vad"  # the original is left as it was

@@ -49,7 +49,7 @@ def test_a_b1_learner_by_voice_is_placed_and_delivered_against_a_later_api_versi
 
 # --- fatal errors mid-session, through the consumer (in-process simulator) ------------------------
 
-from tutor.realtime import failures  # noqa: E402
+from tutor.realtime import failures, fallback  # noqa: E402
 from tutor.runtime.session import TutorSessionRuntime  # noqa: E402
 from tutor.testing.realtime_client import start_simulator  # noqa: E402
 from tutor.tests.test_upstream_failures import (  # noqa: E402
@@ -104,3 +104,42 @@ async def test_a_fatal_error_event_mid_session_ends_it_cleanly(
     causes = [r for r in caplog.records if r.getMessage() == "upstream refused to go on"]
     assert [c.code for c in causes] == [{"quota": "insufficient_quota", "model": "model_not_found"}[kind]]
     assert "you do not have access" in causes[0].error_message or "exceeded your current quota" in causes[0].error_message
+
+
+# --- a transcription configuration the API refuses ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "configured, rejected, used",
+    [
+        ("gpt-live-transcribe", "gpt-live-transcribe", {"model": "gpt-transcribe", "languages": ["es"]}),
+        ("gpt-transcribe", "*", None),
+    ],
+    ids=["live-model-refused-falls-back-to-gpt-transcribe", "every-model-refused-goes-on-without"],
+)
+async def test_a_refused_transcription_configuration_falls_back_and_the_session_goes_on(
+    settings, learner_headers, runtimes, caplog, configured, rejected, used
+):
+    """Before: the first session.update was refused, `open()` raised and the learner's session ended
+    `upstream_unavailable` (issue 25, finding 1)."""
+    fallback._logged.clear()  # logged once per process: this test's refusal is the first
+    settings.PARLA_TRANSCRIPTION_MODEL = configured
+    async with start_simulator(reject_transcription=rejected, probe_shape="call") as sim:
+        settings.PARLA_REALTIME_URL = sim.url
+        communicator = await open_socket(learner_headers)
+        try:
+            await communicator.send_json_to({"type": "session.start"})
+            events = await events_until(communicator, lambda e: e["type"] == "audio.end")
+            await communicator.send_json_to({"type": "answer.text", "text": "Me llamo Ana y vivo en Madrid."})
+            events += await events_until(communicator, is_state("tutor_speaking"))
+            events += await events_until(communicator, is_state("listening"))
+            (connection,) = sim.connections
+            transcription = connection.session.config.transcription
+        finally:
+            await communicator.disconnect()
+    assert [e for e in events if e["type"] == "error"] == []
+    assert (transcription and {k: v for k, v in transcription.items() if v is not None}) == (used and {**used})
+    refusals = [r for r in caplog.records if r.getMessage() == "session configuration refused: falling back"]
+    assert len(refusals) == 1 and refusals[0].error_message == "Turn detection is not supported for this transcription model."
+    (runtime,) = runtimes
+    assert runtime.client.tracker.error_codes == ["invalid_value"]  # the one refusal, then nothing refused
