@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tutor.realtime import wire
 from tutor.realtime.client import RealtimeRequestError
 from tutor.realtime.failures import fatal_error
 
@@ -44,3 +45,46 @@ async def _end_for(runtime: Any, failure: Any) -> None:
         # Ended without a handover (not rated): its timers and watchers stop now, not at the disconnect
         # (with a handover, the delivery's end does this).
         await runtime.tasks.cancel_all()
+
+
+# A reply that completed without the audio it was asked for (issue 25, finding 5): asked again once; a
+# second one in a row, and the learner is told (the session goes on: they can answer in writing).
+SILENT_CODE = "tutor_silent"
+SILENT_MESSAGE = (
+    "The tutor's reply came without sound. You can answer in writing, or stop and try again in a minute."
+)
+
+
+class SilentReplies:
+    """Completed replies of the tutor session that made no audio and no tool call."""
+
+    def __init__(self, runtime: Any):
+        self.runtime = runtime
+        self.in_a_row = 0
+        self.told = 0  # times the learner was told (tests, metrics)
+
+    def on_response_done(self, response: Any) -> None:
+        """From the client's reader, after the tracker saw the `response.done` (never awaits)."""
+        runtime = self.runtime
+        if response.status != "completed" or not response.conversation_id or runtime.assessment_id is not None:
+            return
+        tracker = runtime.client.tracker
+        state = tracker.responses.get(response.id)
+        items = [tracker.items[i] for i in (state.item_ids if state else ()) if i in tracker.items]
+        if any(item.audio_bytes for item in items) or any(item.type == "function_call" for item in items):
+            self.in_a_row = 0  # it spoke, or it made a call that a spoken reply follows
+            return
+        self.in_a_row += 1
+        runtime.log.warning("reply completed without audio",
+                            extra={"response_id": response.id, "in_a_row": self.in_a_row,
+                                   "items": [item.type for item in items]})
+        if self.in_a_row == 1:
+            runtime.responses.want("reply without audio")  # asked again, once
+            return
+        self.in_a_row = 0
+        self.told += 1
+        runtime._spawn(runtime.learner.send_event(_silent_error()), "tell-silent")
+
+
+def _silent_error() -> dict:
+    return wire.error(SILENT_CODE, SILENT_MESSAGE)

@@ -48,7 +48,7 @@ from tutor.realtime.relay import LearnerPort, SpeechRelay
 from tutor.realtime.tasks import OwnedTasks, cancel_and_wait
 from tutor.realtime.wire import ClientError, State
 from tutor.runtime.answers import AnswerCollector, OpenAnswer
-from tutor.runtime.contact import fatal_upstream_error, is_fatal_request_error
+from tutor.runtime.contact import SilentReplies, fatal_upstream_error, is_fatal_request_error
 from tutor.runtime.delivery import AssessmentDelivery, DeliveryOutcome, HandoverConfig, TutorLink
 from tutor.runtime.probes import ProbeHandler
 from tutor.runtime.responses import ResponseScheduler, assistant_text_item, user_text_item
@@ -152,6 +152,7 @@ class TutorSessionRuntime(TutorLink):
         )
         self.resumes = 0
         self.shape = SessionShape()  # fallbacks the API's refusals made (kept across resumes)
+        self.silent = SilentReplies(self)
         self.delivery: AssessmentDelivery | None = None
         self.delivery_outcome: DeliveryOutcome | None = None
         self.not_rated = False  # ended without enough evidence for a level
@@ -426,6 +427,7 @@ class TutorSessionRuntime(TutorLink):
         if event.response.status == "completed" and self.client.tracker.spoke_after_calls(event.response.id):
             self._reply_complete = True
         self._tutor_spoke(event.response)
+        self.silent.on_response_done(event.response)  # no audio: asked again once (tutor.runtime.contact)
         await self.failures.on_response_done(event)
         await self._show_state()
 

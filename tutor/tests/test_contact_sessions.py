@@ -143,3 +143,46 @@ async def test_a_refused_transcription_configuration_falls_back_and_the_session_
     assert len(refusals) == 1 and refusals[0].error_message == "Turn detection is not supported for this transcription model."
     (runtime,) = runtimes
     assert runtime.client.tracker.error_codes == ["invalid_value"]  # the one refusal, then nothing refused
+
+
+# --- a reply that completes without the audio it was asked for ------------------------------------
+
+
+async def test_a_reply_without_audio_is_asked_again_once_and_the_learner_hears_the_second(
+    settings, learner_headers, runtimes
+):
+    """Before: the greeting completed as text only and the tutor stayed silent (issue 25, finding 5)."""
+    async with start_simulator(silent_responses="1") as sim:
+        settings.PARLA_REALTIME_URL = sim.url
+        communicator = await open_socket(learner_headers)
+        try:
+            await communicator.send_json_to({"type": "session.start"})
+            await events_until(communicator, lambda e: e["type"] == "state" and e["state"] == "tutor_speaking")
+            (runtime,) = runtimes
+            tracker = runtime.client.tracker
+            # a reply that spoke, heard by the page (the events a page acts on are played by events_until)
+            events = await events_until(communicator, lambda e: e["type"] == "audio.end" and tracker.items[
+                e["item_id"]].audio_bytes > 0, timeout=10)
+            spoken = list(tracker.responses.values())  # in the order they were created
+        finally:
+            await communicator.disconnect()
+    assert [e for e in events if e["type"] == "error"] == []
+    assert len(spoken) == 2 and not any(tracker.items[i].audio_bytes for i in spoken[0].item_ids)
+    assert any(tracker.items[i].audio_bytes for i in spoken[1].item_ids)
+
+
+async def test_two_replies_without_audio_in_a_row_and_the_learner_is_told_once(settings, learner_headers, runtimes):
+    async with start_simulator(silent_responses="1,2") as sim:
+        settings.PARLA_REALTIME_URL = sim.url
+        communicator = await open_socket(learner_headers)
+        try:
+            await communicator.send_json_to({"type": "session.start"})
+            events = await events_until(communicator, lambda e: e["type"] == "error", timeout=10)
+            await communicator.send_json_to({"type": "answer.text", "text": "Me llamo Ana y vivo en Madrid."})
+            events += await events_until(communicator, lambda e: e["type"] == "audio.end", timeout=10)
+        finally:
+            await communicator.disconnect()
+    from tutor.runtime.contact import SILENT_CODE, SILENT_MESSAGE
+
+    assert [e for e in events if e["type"] == "error"] == [{"type": "error", "code": SILENT_CODE, "message": SILENT_MESSAGE}]
+    # the session went on: the written answer got a spoken reply

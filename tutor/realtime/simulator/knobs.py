@@ -82,6 +82,9 @@ class SimulatorKnobs:
     # Transcription models whose `session.update` is rejected as the API rejects a live transcription
     # model with turn detection on (errors.transcription_rejected), comma-separated; "*": every model.
     reject_transcription: str = ""
+    # Responses of a connection (1-based numbers, comma-separated) that complete without the audio they
+    # were asked for: their words come as text only (issue 25, finding 5: "the tutor is silent").
+    silent_responses: str = ""
 
     def __post_init__(self) -> None:
         if self.pace < 0:
@@ -102,6 +105,10 @@ class SimulatorKnobs:
             raise KnobError("max_message_bytes must be > 0")
         if self.fail_responses is not None and self.fail_responses not in FAILURE_KINDS:
             raise KnobError(f"fail_responses must be one of {', '.join(FAILURE_KINDS)}")
+        try:
+            self.silent_numbers
+        except ValueError:
+            raise KnobError("silent_responses must be response numbers separated by commas, e.g. 1,3") from None
         if self.fail_as not in FAIL_AS:
             raise KnobError(f"fail_as must be one of {', '.join(FAIL_AS)}")
         if self.fail_after_responses < 0:
@@ -112,6 +119,10 @@ class SimulatorKnobs:
             raise KnobError("rate_limit_reset_seconds must be >= 0")
         if self.refuse_upgrade is not None and self.refuse_upgrade not in ERROR_STATUSES:
             raise KnobError("refuse_upgrade must be an HTTP error status (e.g. 401, 403, 429, 500, 503)")
+
+    @property
+    def silent_numbers(self) -> frozenset[int]:
+        return frozenset(int(n) for n in self.silent_responses.split(",") if n.strip())
 
     def fails(self, number: int) -> str | None:
         """The failure kind of a connection's `number`-th response (1-based), or None if it succeeds."""

@@ -143,6 +143,7 @@ class Responses:
             self.active = response
         self._created += 1
         failure = self._knobs.fails(self._created)
+        response.silent = self._created in self._knobs.silent_numbers
         logger.info(
             "response created",
             extra={
