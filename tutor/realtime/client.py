@@ -362,6 +362,15 @@ class RealtimeClient:
         self.log.info("item truncated", extra={"item_id": item_id, "audio_end_ms": played_ms})
         return True
 
+    async def delete_item(self, item_id: str, timeout: float) -> None:
+        """Remove an item from the upstream conversation (confirmed by `conversation.item.deleted`)."""
+        await self.request(
+            {"type": "conversation.item.delete", "item_id": item_id},
+            expect=lambda e: e.type == "conversation.item.deleted" and e.item_id == item_id,
+            timeout=timeout,
+        )
+        self.log.info("item deleted", extra={"item_id": item_id})
+
     async def ping(self, timeout: float) -> float:
         """Websocket ping upstream; returns the round trip in seconds once the pong arrives."""
         pong = await self._ws.ping()

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from tutor.realtime import wire
-from tutor.realtime.client import RealtimeRequestError
+from tutor.realtime.client import RealtimeClient, RealtimeRequestError
 from tutor.realtime.failures import fatal_error
 
 
@@ -88,3 +88,51 @@ class SilentReplies:
 
 def _silent_error() -> dict:
     return wire.error(SILENT_CODE, SILENT_MESSAGE)
+
+
+# --- after a barge-in: the model's context holds what the learner heard, nothing more -----------------
+#
+# The page plays the tutor's items one after the other; a flush drops all it has not played. The item
+# playing is cut where the learner stopped hearing it (`conversation.item.truncate`); but a response of
+# several items (the gpt-realtime-2 family's preamble, call and answer) has items generated and never
+# played, which stay whole upstream: the model then believes the learner heard them and refers to a
+# question they never heard (issue 25, finding 3). LiveKit deletes an item of which nothing was played
+# (livekit/agents#6158) and has this bug open for the later items (livekit/agents#6424). Here both:
+# an item cut at 0 ms is deleted rather than truncated, and every assistant message after the one
+# playing, still in the conversation and of a response that has ended, is deleted
+# (`conversation.item.delete` -> `conversation.item.deleted`). Function calls stay: their outputs refer
+# to them, and the learner's answer they record was heard.
+
+
+def unheard_items(tracker: Any, played_item_id: str | None, played_ms: int) -> list[str]:
+    """Item ids to delete after a barge-in that stopped `played_item_id` at `played_ms` (pure)."""
+    ids = list(tracker.items)
+    if played_item_id not in ids:
+        return []  # the page played nothing Parla knows of: nothing can be placed after it
+    after = ids[ids.index(played_item_id) + 1:]
+    candidates = ([played_item_id] if played_ms == 0 else []) + after
+    unheard = []
+    for item_id in candidates:
+        item = tracker.items[item_id]
+        response = tracker.responses.get(item.response_id)
+        if (item.type == "message" and item.role == "assistant" and item_id in tracker.conversation_item_ids
+                and (item.audio_bytes or item.transcript) and response is not None and not response.active):
+            unheard.append(item_id)
+    return unheard
+
+
+async def match_what_was_heard(client: RealtimeClient, item_id: str | None, played_ms: int, timeout: float,
+                               log: Any) -> None:
+    """Truncate the item the learner was hearing at `played_ms`, delete what they never heard."""
+    unheard = unheard_items(client.tracker, item_id, played_ms)
+    if item_id not in unheard:
+        await client.truncate_played(item_id, played_ms, timeout)
+    for unheard_id in unheard:
+        try:
+            await client.delete_item(unheard_id, timeout)
+        except RealtimeRequestError as exc:  # e.g. already gone: the API's text to the log, nothing else
+            log.warning("unheard item not deleted", extra={"item_id": unheard_id, "code": exc.code,
+                                                           "error_message": exc.error.message})
+    if unheard:
+        log.info("unheard items deleted", extra={"item_ids": unheard, "played_item_id": item_id,
+                                                 "audio_end_ms": played_ms})

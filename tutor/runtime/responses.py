@@ -36,6 +36,7 @@ from tutor.realtime.client import RealtimeClient, RealtimeRequestError
 from tutor.realtime.logs import BoundLogger
 from tutor.realtime.relay import LearnerPort, PlaybackPosition, SpeechRelay
 from tutor.realtime.tasks import wait_responsive
+from tutor.runtime.contact import match_what_was_heard
 
 ALREADY_ACTIVE = "conversation_already_has_active_response"
 SESSION_UPDATE_ATTEMPTS = 3  # a refused level update is tried again at the next free moment, this often
@@ -332,4 +333,5 @@ class ResponseScheduler:
             await client.wait_for(
                 lambda e: e.type == "response.done" and e.response.id == item.response_id, self.step_timeout
             )
-        await client.truncate_played(position.item_id, position.played_ms, self.step_timeout)
+        # Cut where the learner stopped hearing it, and delete what they never heard (tutor.runtime.contact).
+        await match_what_was_heard(client, position.item_id, position.played_ms, self.step_timeout, self.log)

@@ -6,6 +6,7 @@ rejects; fatal errors mid-session.
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -186,3 +187,60 @@ async def test_two_replies_without_audio_in_a_row_and_the_learner_is_told_once(s
 
     assert [e for e in events if e["type"] == "error"] == [{"type": "error", "code": SILENT_CODE, "message": SILENT_MESSAGE}]
     # the session went on: the written answer got a spoken reply
+
+
+# --- after a barge-in, the upstream conversation holds what the learner heard --------------------
+
+
+async def test_after_a_barge_in_the_upstream_conversation_holds_only_what_the_learner_heard(
+    settings, learner_headers, runtimes
+):
+    """A reply of the gpt-realtime-2 shape: a spoken preamble, the record_probe call, the next question,
+    all generated before the learner has heard much of the preamble. The learner speaks 300 ms into the
+    preamble. Before: the preamble was truncated and the question stayed whole upstream, so the model
+    believed the learner had heard it (issue 25, finding 3)."""
+    from tutor.tests.test_turn_taking import silence, speech
+
+    async with start_simulator(probe_shape="preamble_call_answer", audio_ms_per_response=1500) as sim:
+        settings.PARLA_REALTIME_URL = sim.url
+        ws = await open_socket(learner_headers)
+        try:
+            await ws.send_json_to({"type": "session.start"})
+            await events_until(ws, lambda e: e["type"] == "audio.end")  # the greeting, heard to its end
+            await ws.send_json_to({"type": "answer.text", "text": "Me llamo Ana y vivo en Madrid."})
+            (runtime,) = runtimes
+            tracker = runtime.client.tracker
+            # The reply: the page starts its first item and hears 300 ms of it; the rest is generated meanwhile.
+            items: list[str] = []
+            async with asyncio.timeout(10):
+                while len(items) < 2 or tracker.has_active_response:
+                    output = await ws.receive_output(timeout=10)
+                    event = json.loads(output["text"]) if output.get("text") else {}
+                    if event.get("type") == "audio.start":
+                        items.append(event["item_id"])
+                        if len(items) == 1:
+                            await ws.send_json_to({"type": "playback.report", "item_id": items[0], "kind": "start",
+                                                   "played_ms": 0})
+            preamble, question = items
+            for start in range(0, len(pcm := speech(700) + silence(1500)), 4800):  # the learner talks over it
+                await ws.send_to(bytes_data=pcm[start:start + 4800])
+            flush = await next_event(ws, "playback.flush")
+            await ws.send_json_to({"type": "playback.flushed", "request_id": flush["request_id"],
+                                   "item_id": preamble, "played_ms": 300})
+            (connection,) = sim.connections
+            conversation = connection.session.conversation
+            await until(lambda: conversation.find(question) is None and conversation.find(preamble).audio_ms == 300)
+            kept = [(item.type, item.role) for item in conversation.items]
+        finally:
+            await ws.disconnect()
+    assert conversation.find(preamble).content[0]["transcript"] is None  # cut: no unheard words kept
+    assert ("function_call", None) in kept  # the call and its output stay (the answer it records was heard)
+    assert tracker.error_codes == []  # nothing sent that the API refuses
+
+
+async def next_event(ws, kind: str, timeout: float = 10.0) -> dict:
+    async with asyncio.timeout(timeout):
+        while True:
+            output = await ws.receive_output(timeout=timeout)
+            if output.get("text") and (event := json.loads(output["text"]))["type"] == kind:
+                return event
