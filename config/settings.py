@@ -258,6 +258,9 @@ PARLA_SIMULATOR_PACE = env_float("PARLA_SIMULATOR_PACE", 4.0)
 # last report) after which the item is taken as over when the page does not report its end.
 PARLA_PLAYBACK_MARGIN = env_float("PARLA_PLAYBACK_MARGIN", 2.0)
 PARLA_VALIDATE_EVENTS = env_bool("PARLA_VALIDATE_EVENTS", DEBUG)
+# A folder: each upstream session's events are written there as JSON lines (audio as byte counts, never
+# the learner's audio or the key), for an operator to read or replay (tutor/realtime/record.py). Empty: off.
+PARLA_UPSTREAM_LOG = env("PARLA_UPSTREAM_LOG", "")
 # Crash recovery (assessments/recovery.py): a running session writes a heartbeat this often, and each
 # server process sweeps as often; a session (or grading claim) silent for PARLA_STALE_SECONDS belongs
 # to a process that died. Keep the stale time several heartbeats long and above the grader's timeout.

@@ -169,6 +169,7 @@ class RealtimeClient:
         # Server events the models do not know in full are read, never dropped (schemas.read_server_event);
         # strict: each is logged as an error and kept in `lenient_reads` (tests, DEBUG).
         self.strict_read = validate_sent if strict_read is None else strict_read
+        self.recorder: Any = None  # an UpstreamRecorder (PARLA_UPSTREAM_LOG): the session's traffic, audio as counts
         self.lenient_reads: list[LenientRead] = []
         self.open_timeout = open_timeout
         self.close_code: int | None = None
@@ -243,6 +244,8 @@ class RealtimeClient:
         await cancel_and_wait(self._reader)
         self._reader = None
         self._fail_waiters(RealtimeClosed(self.close_code, self.close_reason))
+        if self.recorder is not None:
+            self.recorder.closed(self.close_code, self.close_reason)  # also when it never connected
         self.closed.set()
 
     async def __aenter__(self) -> "RealtimeClient":
@@ -272,6 +275,8 @@ class RealtimeClient:
         if self.closed.is_set():
             raise RealtimeClosed(self.close_code, self.close_reason)
         self.tracker.sent(event)
+        if self.recorder is not None:
+            self.recorder.sent(event)
         await self._write(json.dumps(event))
         return event["event_id"]
 
@@ -288,6 +293,8 @@ class RealtimeClient:
         if self.closed.is_set():
             raise RealtimeClosed(self.close_code, self.close_reason)
         event_id = self.next_event_id()
+        if self.recorder is not None:  # the learner's audio is never recorded: its length only
+            self.recorder.sent({"type": "input_audio_buffer.append", "event_id": event_id, "audio_bytes": len(pcm)})
         await self._write(audio_append_json(event_id, pcm))
         return event_id
 
@@ -384,6 +391,8 @@ class RealtimeClient:
     async def _read(self) -> None:
         try:
             async for raw in self._ws:
+                if self.recorder is not None:
+                    self.recorder.read(raw)
                 try:
                     event, lenient = read_server_event(raw)
                 except ValueError as exc:  # not even a JSON object with a type: nothing to act on
@@ -416,6 +425,8 @@ class RealtimeClient:
             self.close_reason = getattr(self._ws, "close_reason", "") or ""
             self.closed.set()
             self._fail_waiters(RealtimeClosed(self.close_code, self.close_reason))
+            if self.recorder is not None:
+                self.recorder.closed(self.close_code, self.close_reason)
             self.log.info("upstream closed", extra={"code": self.close_code, "reason": self.close_reason})
 
     def _read_leniently(self, lenient: LenientRead) -> None:
