@@ -127,7 +127,7 @@ def test_current_models_are_the_defaults_and_manage_check_is_clean_with_them():
     env = clean_env()
     s = read_settings(env, "PARLA_REALTIME_MODEL", "PARLA_TRANSCRIPTION_MODEL", "PARLA_GRADER_MODEL",
                       "PARLA_REASONING_EFFORT")
-    assert s == {"PARLA_REALTIME_MODEL": "gpt-realtime-2.1", "PARLA_TRANSCRIPTION_MODEL": "gpt-live-transcribe",
+    assert s == {"PARLA_REALTIME_MODEL": "gpt-realtime-2.1", "PARLA_TRANSCRIPTION_MODEL": "gpt-transcribe",
                  "PARLA_GRADER_MODEL": "gpt-6-luna", "PARLA_REASONING_EFFORT": "low"}
     result = run_manage("check", env=env)
     assert result.returncode == 0, result.stderr

@@ -19,7 +19,6 @@ from typing import Any
 from tutor import persona
 from tutor.realtime.audio import audio_ms
 from tutor.realtime.client import RealtimeClient, RealtimeError, RealtimeRefused, RealtimeRequestError
-from tutor.runtime.responses import user_text_item
 
 SHORT_REPLY = {
     "instructions": "Say only this, in the learner's target language, as one short sentence: hello, let's begin.",
@@ -167,7 +166,8 @@ class Checker:
     async def _delete(self, client: RealtimeClient) -> str:
         event_id = client.next_event_id()
         added = await client.request(
-            {"type": "conversation.item.create", "event_id": event_id, "item": user_text_item("Hola.")},
+            {"type": "conversation.item.create", "event_id": event_id, "item": {
+                "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hola."}]}},
             lambda e: e.type in ("conversation.item.added", "conversation.item.created"), self.config.timeout)
         item_id = added.item.id
         await client.request({"type": "conversation.item.delete", "item_id": item_id},
