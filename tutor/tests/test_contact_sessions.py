@@ -6,13 +6,21 @@ rejects; fatal errors mid-session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import pytest
 
 from assessments.models import Assessment, TutorSession
+from tutor.realtime import failures, fallback
+from tutor.runtime.contact import SILENT_CODE, SILENT_MESSAGE
+from tutor.testing.realtime_client import start_simulator
 from tutor.tests.live import ThreadedSimulator, daphne_server
 from tutor.tests.test_end_to_end import login_cookie, run_learner
+from tutor.tests.test_turn_taking import silence, speech
+from tutor.tests.test_upstream_failures import (  # noqa: F401 (fixtures)
+    assert_no_upstream_text, events_until, is_state, learner_headers, open_socket, runtimes, until,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -50,30 +58,17 @@ def test_a_b1_learner_by_voice_is_placed_and_delivered_against_a_later_api_versi
 
 # --- fatal errors mid-session, through the consumer (in-process simulator) ------------------------
 
-from tutor.realtime import failures, fallback  # noqa: E402
-from tutor.runtime.session import TutorSessionRuntime  # noqa: E402
-from tutor.testing.realtime_client import start_simulator  # noqa: E402
-from tutor.tests.test_upstream_failures import (  # noqa: E402
-    assert_no_upstream_text, events_until, is_state, open_socket, until,
-)
-
-
-@pytest.fixture
-def learner_headers(session_cookie_headers, learner_user):
-    return session_cookie_headers(learner_user)
-
-
-@pytest.fixture
-def runtimes(monkeypatch):
-    launched = []
-    launch = TutorSessionRuntime.launch
-
-    def recording(self):
-        launched.append(self)
-        launch(self)
-
-    monkeypatch.setattr(TutorSessionRuntime, "launch", recording)
-    return launched
+@contextlib.asynccontextmanager
+async def answered(headers):
+    """The tutor page: started, the greeting heard, a written answer sent; yields (socket, events so far)."""
+    communicator = await open_socket(headers)
+    try:
+        await communicator.send_json_to({"type": "session.start"})
+        events = await events_until(communicator, lambda e: e["type"] == "audio.end")
+        await communicator.send_json_to({"type": "answer.text", "text": "Me llamo Ana y vivo en Madrid."})
+        yield communicator, events
+    finally:
+        await communicator.disconnect()
 
 
 @pytest.mark.parametrize("kind, failure", [("quota", failures.QUOTA), ("model", failures.MODEL)])
@@ -86,17 +81,11 @@ async def test_a_fatal_error_event_mid_session_ends_it_cleanly(
     async with start_simulator(fail_responses=kind, fail_as="error", fail_after_responses=1,
                                error_event_ids=event_ids) as sim:
         settings.PARLA_REALTIME_URL = sim.url
-        communicator = await open_socket(learner_headers)
-        try:
-            await communicator.send_json_to({"type": "session.start"})
-            events = await events_until(communicator, lambda e: e["type"] == "audio.end")
-            await communicator.send_json_to({"type": "answer.text", "text": "Me llamo Ana y vivo en Madrid."})
+        async with answered(learner_headers) as (communicator, events):
             events += await events_until(communicator, is_state("ended"), timeout=15)
             (runtime,) = runtimes
             await until(lambda: not runtime._tasks)  # the ended session keeps nothing running
             await until(lambda: not sim.connections)  # and no upstream session is left open
-        finally:
-            await communicator.disconnect()
     errors = [e for e in events if e["type"] == "error"]
     assert errors == [{"type": "error", "code": failure.code, "message": failure.message}]  # once, in plain words
     assert_no_upstream_text(events)
@@ -127,17 +116,11 @@ async def test_a_refused_transcription_configuration_falls_back_and_the_session_
     settings.PARLA_TRANSCRIPTION_MODEL = configured
     async with start_simulator(reject_transcription=rejected, probe_shape="call") as sim:
         settings.PARLA_REALTIME_URL = sim.url
-        communicator = await open_socket(learner_headers)
-        try:
-            await communicator.send_json_to({"type": "session.start"})
-            events = await events_until(communicator, lambda e: e["type"] == "audio.end")
-            await communicator.send_json_to({"type": "answer.text", "text": "Me llamo Ana y vivo en Madrid."})
+        async with answered(learner_headers) as (communicator, events):
             events += await events_until(communicator, is_state("tutor_speaking"))
             events += await events_until(communicator, is_state("listening"))
             (connection,) = sim.connections
             transcription = connection.session.config.transcription
-        finally:
-            await communicator.disconnect()
     assert [e for e in events if e["type"] == "error"] == []
     assert (transcription and {k: v for k, v in transcription.items() if v is not None}) == (used and {**used})
     refusals = [r for r in caplog.records if r.getMessage() == "session configuration refused: falling back"]
@@ -183,8 +166,6 @@ async def test_two_replies_without_audio_in_a_row_and_the_learner_is_told_once(s
             events += await events_until(communicator, lambda e: e["type"] == "audio.end", timeout=10)
         finally:
             await communicator.disconnect()
-    from tutor.runtime.contact import SILENT_CODE, SILENT_MESSAGE
-
     assert [e for e in events if e["type"] == "error"] == [{"type": "error", "code": SILENT_CODE, "message": SILENT_MESSAGE}]
     # the session went on: the written answer got a spoken reply
 
@@ -199,9 +180,8 @@ async def test_after_a_barge_in_the_upstream_conversation_holds_only_what_the_le
     all generated before the learner has heard much of the preamble. The learner speaks 300 ms into the
     preamble. Before: the preamble was truncated and the question stayed whole upstream, so the model
     believed the learner had heard it (issue 25, finding 3)."""
-    from tutor.tests.test_turn_taking import silence, speech
-
-    async with start_simulator(probe_shape="preamble_call_answer", audio_ms_per_response=1500) as sim:
+    # Items of 3 s: the preamble is still playing when the learner's speech is detected, however busy the machine.
+    async with start_simulator(probe_shape="preamble_call_answer", audio_ms_per_response=3000) as sim:
         settings.PARLA_REALTIME_URL = sim.url
         ws = await open_socket(learner_headers)
         try:
@@ -218,10 +198,9 @@ async def test_after_a_barge_in_the_upstream_conversation_holds_only_what_the_le
                     event = json.loads(output["text"]) if output.get("text") else {}
                     if event.get("type") == "audio.start":
                         items.append(event["item_id"])
-                        if len(items) == 1:
-                            await ws.send_json_to({"type": "playback.report", "item_id": items[0], "kind": "start",
-                                                   "played_ms": 0})
             preamble, question = items
+            # The page starts playing the preamble now (the learner hears it from here, in real time).
+            await ws.send_json_to({"type": "playback.report", "item_id": preamble, "kind": "start", "played_ms": 0})
             for start in range(0, len(pcm := speech(700) + silence(1500)), 4800):  # the learner talks over it
                 await ws.send_to(bytes_data=pcm[start:start + 4800])
             flush = await next_event(ws, "playback.flush")
