@@ -132,6 +132,15 @@ def test_current_models_are_the_defaults_and_manage_check_is_clean_with_them():
     result = run_manage("check", env=env)
     assert result.returncode == 0, result.stderr
     assert "parla.W001" not in result.stdout + result.stderr
+    assert "parla.W002" not in result.stdout + result.stderr
+
+
+def test_manage_check_warns_about_a_transcription_model_that_needs_turn_detection_off():
+    """gpt-live-transcribe was the default before issue 25; no source shows it with VAD on."""
+    result = run_manage("check", env=clean_env(PARLA_TRANSCRIPTION_MODEL="gpt-live-transcribe"))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    assert "parla.W002" in out and "PARLA_TRANSCRIPTION_MODEL='gpt-live-transcribe'" in out and "realtime_check" in out
 
 
 def test_manage_check_warns_about_each_model_with_an_announced_shutdown():
