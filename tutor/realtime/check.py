@@ -27,6 +27,15 @@ SHORT_REPLY = {
 }
 
 
+class CheckFailed(Exception):
+    """A step got an answer, but not the one a placement needs (e.g. a reply without audio)."""
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise CheckFailed(message)
+
+
 @dataclass
 class Row:
     name: str
@@ -78,7 +87,7 @@ class Checker:
             return False
         try:
             detail = await action()
-        except (RealtimeError, TimeoutError, OSError, AssertionError) as exc:
+        except (RealtimeError, TimeoutError, OSError, CheckFailed) as exc:
             self.rows.append(Row(name, False, _error_text(exc)))
             return False
         self.rows.append(Row(name, True, detail))
@@ -145,22 +154,22 @@ class Checker:
         response_id = created.response.id
         done = await client.wait_for(lambda e: e.type == "response.done" and e.response.id == response_id,
                                      self.config.reply_timeout)
-        assert done.response.status == "completed", f"response ended {done.response.status}: {done.response.status_details}"
+        require(done.response.status == "completed", f"response ended {done.response.status}: {done.response.status_details}")
         state = client.tracker.responses[response_id]
         audio = [client.tracker.items[i] for i in state.item_ids if client.tracker.items[i].audio_bytes]
-        assert audio, "the response completed without the audio it was asked for"
+        require(bool(audio), "the response completed without the audio it was asked for")
         found.update(response_id=response_id, item_id=audio[0].item_id, audio_ms=audio[0].audio_ms)
         return f"{sum(audio_ms(item.audio_bytes) for item in audio)} ms of audio"
 
     async def _cancel(self, client: RealtimeClient, reply: dict) -> str:
         tolerated = client.tolerated_errors
         status = await client.cancel_response(reply["response_id"], self.config.timeout)
-        assert client.tolerated_errors == tolerated + 1 or status == "completed", f"ended {status}"
+        require(client.tolerated_errors == tolerated + 1 or status == "completed", f"ended {status}")
         return "refused as not active, session unaffected"
 
     async def _truncate(self, client: RealtimeClient, reply: dict) -> str:
         played = reply["audio_ms"] // 2
-        assert await client.truncate_played(reply["item_id"], played, self.config.timeout), "nothing to truncate"
+        require(await client.truncate_played(reply["item_id"], played, self.config.timeout), "nothing to truncate")
         return f"cut at {played} ms"
 
     async def _delete(self, client: RealtimeClient) -> str:

@@ -49,3 +49,12 @@ def test_a_refused_transcription_is_the_failing_row_with_the_apis_text_and_the_e
     assert {found[c] for c in CHECKS if c.startswith("narrator")} == {"ok"}  # the narrator has no transcription
     line = next(line for line in out.getvalue().splitlines() if "tutor: configure" in line)
     assert "invalid_value: Turn detection is not supported for this transcription model." in line
+
+
+def test_a_reply_without_audio_fails_its_row(without_key):
+    out = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command("realtime_check", "--knob", "silent_responses=1", stdout=out)
+    line = next(line for line in out.getvalue().splitlines() if "tutor: one short spoken reply" in line)
+    assert line.startswith("FAILED") and "completed without the audio it was asked for" in line
+    assert rows(out.getvalue())["tutor: delete an item"] == "ok"  # the rest of the session still checked
