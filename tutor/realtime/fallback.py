@@ -5,9 +5,10 @@ sources disagree on (tutor/persona.py says which model family takes what, and wh
 If the API refuses one of them, the first `session.update` fails and, before issue 25, the learner's
 session ended `upstream_unavailable`. Now the refused part steps down, and the session goes on:
 
-    transcription   the configured model -> persona.TRANSCRIPTION_FALLBACK (gpt-transcribe, `languages`)
-                    -> none (answers show as spoken, with their length, never with made-up words;
-                       the rater judges them from their audio, as with the simulator)
+    transcription   the configured model -> the same with the language in the other field shape
+                    (`languages` / `language`: the sources disagree) -> persona.TRANSCRIPTION_FALLBACK
+                    (gpt-transcribe) in each shape -> none (answers show as spoken, with their length,
+                    never with made-up words; the rater judges them from their audio)
     turn detection  semantic_vad -> server_vad with the beginners' long silence (persona.SILENCE_MS_BEGINNER)
 
 Which part was refused is read from the error's `param` (`session.audio.input.transcription...`), else
@@ -45,11 +46,31 @@ def refused_part(error: Any) -> str | None:
     return None
 
 
+def transcription_steps(configured: dict) -> list[dict | None]:
+    """What the transcription steps down through when the API refuses it: the configured object, the
+    same model with the language in the other field shape (`languages` or `language`: the sources
+    disagree per model, tutor/persona.py), the fallback model in each shape, then none."""
+    language = configured.get("language") or (configured.get("languages") or [None])[0]
+    fallback = persona.transcription_config(persona.TRANSCRIPTION_FALLBACK, language)
+    steps: list[dict | None] = []
+    for step in (configured, _other_shape(configured, language), fallback, _other_shape(fallback, language), None):
+        if step not in steps:
+            steps.append(step)
+    return steps
+
+
+def _other_shape(transcription: dict, language: str | None) -> dict:
+    shaped = {k: v for k, v in transcription.items() if k not in ("language", "languages")}
+    if "languages" in transcription:
+        return {**shaped, "language": language}
+    return {**shaped, "languages": [language]}
+
+
 class SessionShape:
     """The fallback steps one tutor session took; applied to every tutor `session` object it sends."""
 
     def __init__(self) -> None:
-        self.transcription_step = 0  # 0: as configured, 1: TRANSCRIPTION_FALLBACK, 2: none
+        self.transcription_step = 0  # an index into transcription_steps(the configured transcription)
         self.server_vad_only = False
 
     def apply(self, session: dict) -> dict:
@@ -60,22 +81,23 @@ class SessionShape:
         session = copy.deepcopy(session)
         audio_input = session["audio"]["input"]
         transcription = audio_input.get("transcription")
-        if transcription and self.transcription_step == 1:
-            language = transcription.get("language") or (transcription.get("languages") or [None])[0]
-            audio_input["transcription"] = persona.transcription_config(persona.TRANSCRIPTION_FALLBACK, language)
-        elif "transcription" in audio_input and self.transcription_step >= 2:
-            audio_input["transcription"] = None
+        if transcription and self.transcription_step:
+            steps = transcription_steps(transcription)
+            audio_input["transcription"] = steps[min(self.transcription_step, len(steps) - 1)]
         detection = audio_input.get("turn_detection")
         if self.server_vad_only and detection and detection.get("type") == "semantic_vad":
             audio_input["turn_detection"] = persona.turn_detection_for(persona.BEGINNER_LEVELS[-1])
         return session
 
     def step_down(self, part: str, session: dict) -> bool:
-        """Take the next step for `part`; False when there is none left (the refusal stands)."""
+        """Take the next step for `part` of `session` (as persona made it, before `apply`); False when
+        there is none left (the refusal stands)."""
         audio_input = session.get("audio", {}).get("input") or {}
-        if part == TRANSCRIPTION and audio_input.get("transcription"):
-            model = audio_input["transcription"].get("model")
-            self.transcription_step = 2 if model == persona.TRANSCRIPTION_FALLBACK else self.transcription_step + 1
+        transcription = audio_input.get("transcription")
+        if part == TRANSCRIPTION and transcription:
+            if self.transcription_step + 1 >= len(transcription_steps(transcription)):
+                return False
+            self.transcription_step += 1
             return True
         detection = audio_input.get("turn_detection") or {}
         if part == TURN_DETECTION and detection.get("type") == "semantic_vad" and not self.server_vad_only:
@@ -102,7 +124,7 @@ class SessionShape:
                 return await client.request({"type": "session.update", "session": shaped}, "session.updated", timeout)
             except RealtimeRequestError as exc:
                 part = refused_part(exc.error)
-                if part is None or not self.step_down(part, shaped):
+                if part is None or not self.step_down(part, session):
                     raise
                 if (part, exc.error.message or "") not in _logged:
                     _logged.add((part, exc.error.message or ""))

@@ -100,11 +100,14 @@ def test_the_fallback_steps_down_the_refused_part_only_and_stays():
                   speed_beginner=0.85, speed_default=1.0)
     shape = SessionShape()
     b1 = persona.tutor_session_config(level="B1", **config)
-    assert shape.step_down(TRANSCRIPTION, shape.apply(b1))
-    assert shape.apply(b1)["audio"]["input"]["transcription"] == {"model": "gpt-transcribe", "languages": ["es"]}
-    assert shape.step_down(TRANSCRIPTION, shape.apply(b1))
-    assert shape.apply(b1)["audio"]["input"]["transcription"] is None
-    assert not shape.step_down(TRANSCRIPTION, shape.apply(b1))  # nothing left to step down
+    seen = [shape.apply(b1)["audio"]["input"]["transcription"]]
+    while shape.step_down(TRANSCRIPTION, b1):
+        seen.append(shape.apply(b1)["audio"]["input"]["transcription"])
+    assert seen == [
+        {"model": "gpt-live-transcribe", "languages": ["es"]}, {"model": "gpt-live-transcribe", "language": "es"},
+        {"model": "gpt-transcribe", "languages": ["es"]}, {"model": "gpt-transcribe", "language": "es"}, None,
+    ]
+    assert shape.apply(persona.tutor_session_config(level="A1", **config))["audio"]["input"]["transcription"] is None
     assert shape.step_down(TURN_DETECTION, shape.apply(b1))
     assert shape.apply(b1)["audio"]["input"]["turn_detection"]["type"] == "server_vad"
     assert not shape.step_down(TURN_DETECTION, shape.apply(b1))

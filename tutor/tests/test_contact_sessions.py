@@ -100,15 +100,16 @@ async def test_a_fatal_error_event_mid_session_ends_it_cleanly(
 
 
 @pytest.mark.parametrize(
-    "configured, rejected, used",
+    "configured, rejected, used, refusals",
     [
-        ("gpt-live-transcribe", "gpt-live-transcribe", {"model": "gpt-transcribe", "languages": ["es"]}),
-        ("gpt-transcribe", "*", None),
+        # the live model in both field shapes, then the fallback model
+        ("gpt-live-transcribe", "gpt-live-transcribe", {"model": "gpt-transcribe", "languages": ["es"]}, 2),
+        ("gpt-transcribe", "*", None, 2),  # gpt-transcribe in both shapes, then none
     ],
     ids=["live-model-refused-falls-back-to-gpt-transcribe", "every-model-refused-goes-on-without"],
 )
 async def test_a_refused_transcription_configuration_falls_back_and_the_session_goes_on(
-    settings, learner_headers, runtimes, caplog, configured, rejected, used
+    settings, learner_headers, runtimes, caplog, configured, rejected, used, refusals
 ):
     """Before: the first session.update was refused, `open()` raised and the learner's session ended
     `upstream_unavailable` (issue 25, finding 1)."""
@@ -123,10 +124,10 @@ async def test_a_refused_transcription_configuration_falls_back_and_the_session_
             transcription = connection.session.config.transcription
     assert [e for e in events if e["type"] == "error"] == []
     assert (transcription and {k: v for k, v in transcription.items() if v is not None}) == (used and {**used})
-    refusals = [r for r in caplog.records if r.getMessage() == "session configuration refused: falling back"]
-    assert len(refusals) == 1 and refusals[0].error_message == "Turn detection is not supported for this transcription model."
+    logged = [r for r in caplog.records if r.getMessage() == "session configuration refused: falling back"]
+    assert len(logged) == 1 and logged[0].error_message == "Turn detection is not supported for this transcription model."
     (runtime,) = runtimes
-    assert runtime.client.tracker.error_codes == ["invalid_value"]  # the one refusal, then nothing refused
+    assert runtime.client.tracker.error_codes == ["invalid_value"] * refusals  # then nothing more refused
 
 
 # --- a reply that completes without the audio it was asked for ------------------------------------
