@@ -7,23 +7,25 @@ desk: filters for what needs a look, the machine's reasons beside the teacher's 
 confirms several ratings at once, a CSV export, and the "how far to trust the machine" page.
 """
 
-import csv
+from collections import Counter
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Case, Count, F, IntegerField, Q, Value, When
+from django.db import transaction
+from django.db.models import Case, Count, IntegerField, Q, Value, When
 from django.db.models.functions import Abs
-from django.http import HttpResponse
+from django.http import StreamingHttpResponse
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from assessments import review
 from assessments.agreement import FURTHER, ONE_APART, SAME, agreement, agreement_label, distance
 from assessments.cefr import LEVELS
-from assessments.grading import CRITERIA, criteria_rows
+from assessments.grading import criteria_rows
 from assessments.models import Assessment, Language, Learner, Probe, TutorSession, Turn
 from assessments.placement import BREAKDOWNS_FOR_CEILING, PROBES_TO_SUSTAIN
 
@@ -185,8 +187,8 @@ class RatingFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value() == "full":
             return queryset.filter(partial=False).exclude(status=Assessment.Status.NOT_RATED)
-        if self.value() == "partial":
-            return queryset.filter(partial=True)
+        if self.value() == "partial":  # a level, "at least": not rated ones have none
+            return queryset.filter(partial=True).exclude(status=Assessment.Status.NOT_RATED)
         if self.value() == "not_rated":
             return queryset.filter(status=Assessment.Status.NOT_RATED)
         return queryset
@@ -233,7 +235,7 @@ class AssessmentAdmin(admin.ModelAdmin):
     actions = ("mark_reviewed_in_agreement", "export_csv")
     form = ReviewForm
     fieldsets = (
-        ("The machine's rating", {"fields": ("learner", "session_link", "level", "status", "partial", "grader",
+        ("The machine's rating", {"fields": ("learner", "session_link", "level", "status", "rating", "grader",
                                              "grader_disagreement", "placement")}),
         ("Criteria", {"fields": ("criteria_table", "summary", "failure_reason")}),
         ("The conversation", {"fields": ("conversation",)}),
@@ -242,7 +244,7 @@ class AssessmentAdmin(admin.ModelAdmin):
     )
     # Everything the machine wrote; only teacher_level and notes are left editable.
     readonly_fields = (
-        "learner", "session_link", "level", "status", "partial", "grader", "grader_disagreement", "placement",
+        "learner", "session_link", "level", "status", "rating", "grader", "grader_disagreement", "placement",
         "criteria_table", "summary",
         "failure_reason", "conversation", "created", "graded", "delivered", "failed", "reviewed_by", "reviewed",
     )
@@ -261,7 +263,7 @@ class AssessmentAdmin(admin.ModelAdmin):
 
     @admin.display(description="Machine", ordering="level")
     def machine_level(self, obj):
-        return obj.level or "not rated"
+        return review.machine_level(obj)
 
     @admin.display(description="Teacher", ordering="teacher_level")
     def teacher(self, obj):
@@ -294,6 +296,11 @@ class AssessmentAdmin(admin.ModelAdmin):
             {"ladder": placement_ladder(probes), "probes": probes, "to_sustain": PROBES_TO_SUSTAIN,
              "for_ceiling": BREAKDOWNS_FOR_CEILING},
         )
+
+    @admin.display(description="Rating")
+    def rating(self, obj):
+        """Full or partial in words (the boolean field would show a red cross before its help text)."""
+        return review.rating_text(obj)
 
     @admin.display(description="Grader's flag")
     def grader_disagreement(self, obj):
@@ -329,6 +336,13 @@ class AssessmentAdmin(admin.ModelAdmin):
             obj.reviewed_at = timezone.now()
         super().save_model(request, obj, form, change)
 
+    def construct_change_message(self, request, form, formsets, add=False):
+        """The admin history names each review field changed with its old and new value."""
+        changed = [name for name in self.review_fields if name in form.changed_data]
+        if add or not changed:
+            return super().construct_change_message(request, form, formsets, add)
+        return review.change_message({name: (form.initial.get(name) or "", form.cleaned_data[name]) for name in changed})
+
     def changelist_view(self, request, extra_context=None):
         response = super().changelist_view(request, extra_context)
         context = getattr(response, "context_data", None)
@@ -344,36 +358,29 @@ class AssessmentAdmin(admin.ModelAdmin):
     @admin.action(description="Mark selected as reviewed, agreeing with the machine's level",
                   permissions=["review"])
     def mark_reviewed_in_agreement(self, request, queryset):
-        selected = queryset.count()
-        updated = queryset.exclude(level="").update(
-            teacher_level=F("level"), reviewed_by=request.user, reviewed_at=timezone.now()
-        )
-        skipped = selected - updated
-        self.message_user(request, f"{updated} assessment(s) marked as reviewed in agreement.", messages.SUCCESS)
-        if skipped:
-            self.message_user(request, f"{skipped} not rated assessment(s) left for a teacher's level.", messages.WARNING)
+        """Confirms the machine's level of the selected full ratings no teacher has reviewed yet
+        (review.agreement_verdict); each confirmation is in the object's history."""
+        with transaction.atomic():
+            # Locked afresh by id: the changelist's queryset may carry joins and filters' annotations.
+            selected = list(Assessment.objects.select_for_update().filter(pk__in=queryset.values("pk")).order_by("pk"))
+            verdicts = Counter(review.agreement_verdict(a) for a in selected)
+            now = timezone.now()
+            for assessment in (a for a in selected if review.agreement_verdict(a) == "agree"):
+                message = review.change_message({"teacher_level": (assessment.teacher_level, assessment.level)})
+                assessment.teacher_level, assessment.reviewed_by, assessment.reviewed_at = assessment.level, request.user, now
+                assessment.save(update_fields=["teacher_level", "reviewed_by", "reviewed_at"])
+                self.log_change(request, assessment, f"{message} (the action: agreeing with the machine's level).")
+        self.message_user(request, f"{verdicts['agree']} assessment(s) marked as reviewed in agreement.", messages.SUCCESS)
+        for reason, text in review.LEFT_ALONE.items():
+            if verdicts[reason]:
+                self.message_user(request, text.format(n=verdicts[reason]), messages.WARNING)
 
     @admin.action(description="Export selected as CSV")
     def export_csv(self, request, queryset):
-        assessments = list(queryset.select_related("learner__user", "session", "reviewed_by").order_by("-created_at"))
-        extra = sorted({c for a in assessments for c in a.criteria} - set(CRITERIA))
-        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        """The selection as CSV, streamed row by row (one stable header: every criterion, always)."""
+        rows = queryset.select_related("learner__user", "session", "reviewed_by").order_by("-created_at", "-pk")
+        response = StreamingHttpResponse(review.csv_lines(rows.aiterator(chunk_size=500)), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="parla-assessments.csv"'
-        writer = csv.writer(response)
-        writer.writerow([
-            "id", "learner", "email", "language", "machine_level", "teacher_level", "agreement", "status",
-            "partial", "grader", *(f"criterion_{c}" for c in [*CRITERIA, *extra]), "created_at", "graded_at",
-            "reviewed_at", "reviewed_by", "notes",
-        ])
-        for a in assessments:
-            levels = {row["key"]: row["level"] or "" for row in criteria_rows(a.criteria)}
-            writer.writerow([
-                a.pk, a.learner.user.get_username(), a.learner.user.email, a.session.target_language, a.level,
-                a.teacher_level, agreement_label(a.level, a.teacher_level) or "", a.status, a.partial, a.grader,
-                *(levels[c] for c in [*CRITERIA, *extra]),
-                *(d.isoformat() if d else "" for d in (a.created_at, a.graded_at, a.reviewed_at)),
-                a.reviewed_by.get_username() if a.reviewed_by else "", a.notes,
-            ])
         return response
 
     # --- how far to trust the machine ---

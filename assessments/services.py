@@ -65,6 +65,13 @@ def heartbeat(session_ids: Collection[int], claimer: str) -> None:
     ).update(claimed_at=now)
 
 
+def has_running_session(learner_id: int) -> bool:
+    """A session of the learner is running (not ended, its process alive): in another window, say."""
+    return TutorSession.objects.filter(
+        learner_id=learner_id, ended_at__isnull=True, heartbeat_at__gte=stale_before()
+    ).exists()
+
+
 def set_upstream_session_id(session_id: int, upstream_session_id: str) -> None:
     TutorSession.objects.filter(pk=session_id).update(upstream_session_id=upstream_session_id[:64])
 

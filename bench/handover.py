@@ -40,7 +40,8 @@ import django  # noqa: E402
 
 django.setup()
 
-from tutor.runtime.delivery import AssessmentDelivery, HandoverConfig  # noqa: E402
+from tutor.runtime.delivery import AssessmentDelivery  # noqa: E402
+from tutor.runtime.handover import HandoverConfig  # noqa: E402
 from assessments.grading import GradeInput, RulesGrader, grade_by_rules  # noqa: E402
 from assessments.testing import TimedGrader  # noqa: E402
 from tutor import persona  # noqa: E402
@@ -76,8 +77,8 @@ async def parla_handover(url: str, moment: str, grading_s: float, prepared: bool
     try:
         await link.connect()
         if prepared:  # as the live session does one answer before placement can end
-            link.prepare_narrator(SUMMARY_VOICE)
-            await asyncio.shield(link._early_narrator)
+            link.narrator.prepare(SUMMARY_VOICE)
+            await asyncio.shield(link.narrator.early)
         await drive_to(link.client, moment)
         delivery = AssessmentDelivery(
             assessment_id=1, grade_input=GRADE, grader=TimedGrader(grading_s, RulesGrader()), tutor=link,

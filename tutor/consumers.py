@@ -5,7 +5,7 @@ read loop is its own task, never awaited here. The consumer is also the runtime'
 one place that writes to the browser, through a send queue with a limit (tutor.backpressure): a
 browser that reads nothing is closed with 4008 instead of being buffered for without bound. Audio never
 travels over the channel layer; the layer carries only small control messages between a learner's
-connections (a new tab supersedes the old one).
+connections (Start in a new tab supersedes the session running in another).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from django.conf import settings
 
+from assessments import services
 from assessments.roles import learner_for
 from tutor import backpressure, loopwatch
 from tutor.realtime import wire
@@ -121,10 +122,12 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         self.open = True
         self.group = learner_group(self.learner.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.channel_layer.group_send(self.group, {"type": "session.superseded", "origin": self.channel_name})
-        await self.send_event(
-            wire.state(State.READY, demo=settings.PARLA_DEMO_MODE, language=self.learner.target_language)
-        )
+        # Opening the page takes nothing over: only Start does (command_session_start); until then
+        # the page says that a session runs elsewhere, and that Start would end it there.
+        elsewhere = await database_sync_to_async(services.has_running_session)(self.learner.pk)
+        await self.send_event(wire.state(
+            State.READY, demo=settings.PARLA_DEMO_MODE, language=self.learner.target_language, running_elsewhere=elsewhere,
+        ))
 
     async def receive(self, text_data=None, bytes_data=None):
         if not self.open:
@@ -209,6 +212,8 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
             await self._at_capacity("maximum sessions", max_sessions=settings.PARLA_MAX_SESSIONS_PER_PROCESS)
             return
         try:
+            # One session per learner: Start here ends the one running in another window.
+            await self.channel_layer.group_send(self.group, {"type": "session.superseded", "origin": self.channel_name})
             config = await database_sync_to_async(SessionConfig.for_learner)(self.learner)
             config = dataclasses.replace(config, self_assessment=message.get("self_assessment", ""))
             self.runtime = TutorSessionRuntime(self, self.learner.pk, config, learner_name=self.learner.user.get_username())
@@ -278,9 +283,11 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
     # --- channel-layer handlers -----------------------------------------------------------------------
 
     async def session_superseded(self, message):
-        if message["origin"] == self.channel_name:
+        """Start was pressed in another window: a session running here stops (a page without one is
+        left alone: it may start one later, which takes over in turn)."""
+        if message["origin"] == self.channel_name or self.runtime is None or self.runtime.state == State.ENDED:
             return
-        await self.send_event(wire.error("superseded", "Parla was opened in another window; this one has stopped."))
+        await self.send_event(wire.error("superseded", "You started a session in another window, so this one has stopped."))
         self.open = False
         await self.close(code=wire.CLOSE_SUPERSEDED)
 

@@ -1,6 +1,6 @@
 """The teachers' live view: every running tutor session announces a snapshot on the channel layer.
 
-The runtime announces on each state or level change; `TeacherLiveConsumer` relays the snapshots to
+The runtime announces on each state or level change (`announce_session`); `TeacherLiveConsumer` relays the snapshots to
 teachers' browsers. Only small JSON goes over the layer (never audio). With REDIS_URL this works
 across server processes. A channel layer failure is logged and never disturbs the learner's session.
 
@@ -55,6 +55,26 @@ def session_snapshot(
             "partial": placement.partial,
         },
     }
+
+
+async def announce_session(session) -> None:
+    """A snapshot of a running session (a TutorSessionRuntime) for the teachers, built only if one may
+    reach a teacher: the runtime calls this on each state or level change."""
+    if session.session_id is None or not watching():
+        return
+    outcome = session.outcome
+    await announce(
+        session_snapshot(
+            session_id=session.session_id,
+            learner=session.learner_name,
+            language=session.config.target_language,
+            state=session.state,
+            placement=session.placement,
+            assessment_id=session.assessment_id,
+            assessment_level=outcome.delivered.result.level if outcome.delivered else None,
+            assessment_status=outcome.status,
+        )
+    )
 
 
 async def announce(snapshot: dict) -> None:

@@ -17,6 +17,7 @@ from django.db import DatabaseError
 
 from assessments import recovery, services
 from assessments.grading import get_grader
+from tutor.realtime import clock
 from tutor.realtime.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class Heartbeats:
     async def _beat(self) -> None:
         claimer = services.process_id()
         while True:
-            await asyncio.sleep(settings.PARLA_HEARTBEAT_SECONDS)  # the heartbeat period, not a settle wait
+            await clock.current().sleep(settings.PARLA_HEARTBEAT_SECONDS)  # the heartbeat period, not a settle wait
             if not self.sessions:
                 continue
             try:
@@ -84,4 +85,4 @@ class Sweeper:
                 await recovery.sweep(grader)
             except Exception:  # logged; the next sweep tries again
                 logger.exception("recovery sweep failed")
-            await asyncio.sleep(self.interval)  # the sweep period, not a settle wait
+            await clock.current().sleep(self.interval)  # the sweep period, not a settle wait

@@ -1,4 +1,4 @@
-"""Which upstream a session talks to, and opening its sessions (tutor and narrator).
+"""Which upstream a session talks to (the narrator's session is opened by tutor.runtime.narrator).
 
 With OPENAI_API_KEY the real OpenAI Realtime API; otherwise PARLA_REALTIME_URL (e.g. a standalone
 `manage.py realtime_simulator`), or, when that is empty too, the bundled simulator started inside this
@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from tutor import persona
 from tutor.realtime.client import RealtimeClient
 from tutor.realtime.record import UpstreamRecorder
-from tutor.realtime.relay import LearnerPort, SpeechRelay, TranscriptCallback
+from tutor.realtime.relay import SpeechRelay
 
 logger = logging.getLogger(__name__)
 
@@ -85,22 +84,3 @@ def relay_with_errors_logged(relay: SpeechRelay, name: str):
         await relay.handle(event)
 
     return handle
-
-
-async def open_narrator(
-    upstream: Upstream,
-    voice: str,
-    learner: LearnerPort,
-    step_timeout: float,
-    on_transcript: TranscriptCallback | None = None,
-) -> tuple[RealtimeClient, SpeechRelay]:
-    """A second upstream session that speaks in `voice`, relaying its speech to the learner.
-
-    Ready when it returns: `session.updated` confirmed the narrator configuration and voice.
-    """
-    client = upstream.client("narrator")
-    relay = SpeechRelay(learner, role="narrator", voice=lambda: client.tracker.voice, on_transcript=on_transcript)
-    client.handler = relay_with_errors_logged(relay, "narrator")
-    await client.open(persona.narrator_session_config(voice), step_timeout)
-    logger.info("narrator ready", extra={"voice": client.tracker.voice, "session_id": client.tracker.session_id})
-    return client, relay

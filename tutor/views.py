@@ -30,8 +30,12 @@ def home(request):
 
 @login_required
 def session(request, languages_form=None):
-    """The live tutor page; its websocket is /ws/tutor/."""
+    """The live tutor page; its websocket is /ws/tutor/. A teacher (who has no tutor session to take:
+    e.g. just logged in from a "start a session" link) lands on their desk, the admin index."""
     learner = learner_for(request.user)
+    if learner is None and can_watch(request.user):
+        messages.info(request, "The tutor page is for learners; this is your desk.")
+        return redirect("admin:index")
     return render(
         request,
         "tutor/session.html",

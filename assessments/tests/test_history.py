@@ -49,7 +49,7 @@ def test_history_lists_own_assessments_newest_first(client, learner_user):
     assert html.index("Clear progress.") < html.index("A first try.")
     rows = response.context["assessments"]
     assert [a.level for a in rows] == ["B1", "A2"]
-    assert "Delivered to learner" in html
+    assert "Graded and read out to you" in html  # the learner's wording, not the admin's
     assert "not reviewed" in html  # the A2 one
 
 

@@ -5,6 +5,7 @@ import io
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -173,13 +174,50 @@ def test_action_marks_several_reviewed_in_agreement(teacher_client, teacher_user
         assert assessment.reviewed_at is None and assessment.teacher_level == ""
 
 
+def test_action_leaves_reviewed_assessments_as_the_teacher_left_them_and_logs_each_change(
+    teacher_client, teacher_user, make_assessment
+):
+    from django.contrib.admin.models import LogEntry
+
+    reviewed = make_assessment(level="B2", teacher_level="A2", notes="Hesitant.", reviewed_by=teacher_user)
+    fresh = make_assessment(level="B1")
+    partial = make_assessment(level="A1", partial=True)
+    response = teacher_client.post(  # with filters on, as from a filtered list (joins, annotations)
+        f"{CHANGELIST}?q=learner&o=3",
+        {"action": "mark_reviewed_in_agreement", "_selected_action": [reviewed.pk, fresh.pk, partial.pk]},
+        follow=True,
+    )
+    html = response.content.decode()
+    assert "1 assessment(s) marked as reviewed in agreement" in html
+    assert "1 already reviewed assessment(s) left as the teacher reviewed them" in html
+    assert "1 partial (&quot;at least&quot;) assessment(s) left for a teacher&#x27;s level" in html
+    partial.refresh_from_db()
+    assert partial.teacher_level == "" and partial.reviewed_at is None
+    reviewed.refresh_from_db()
+    assert (reviewed.teacher_level, reviewed.notes) == ("A2", "Hesitant.")
+    (entry,) = LogEntry.objects.filter(object_id=str(fresh.pk))
+    assert entry.get_change_message() == "Changed teacher level from “” to “B1” (the action: agreeing with the machine's level)."
+    assert not LogEntry.objects.filter(object_id=str(reviewed.pk)).exists()
+    # A change by hand is logged with old and new values too.
+    teacher_client.post(reverse("admin:assessments_assessment_change", args=[fresh.pk]),
+                        {"teacher_level": "B2", "notes": "Argues well."})
+    latest = LogEntry.objects.filter(object_id=str(fresh.pk)).latest("action_time")
+    assert latest.get_change_message() == "Changed teacher level from “B1” to “B2”; notes from “” to “Argues well.”"
+
+
+async def streamed(response) -> bytes:
+    return b"".join([part async for part in response.streaming_content])
+
+
 def test_csv_export_of_the_selected_assessments(teacher_client, teacher_user, make_assessment):
     a = make_assessment("ana", "B1", "B2", email="ana@example.org", reviewed_by=teacher_user)
     Assessment.objects.filter(pk=a.pk).update(criteria={"range": "B1", "fluency": {"level": "B2", "evidence": "x"}})
     b = make_assessment("bo", "A2", language="fr")
     response = teacher_client.post(CHANGELIST, {"action": "export_csv", "_selected_action": [a.pk, b.pk]})
     assert response["Content-Type"].startswith("text/csv")
-    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    # A large selection is written row by row as Daphne sends it, never held whole: an async iterator.
+    assert response.streaming and response.is_async
+    rows = list(csv.DictReader(io.StringIO(async_to_sync(streamed)(response).decode())))
     assert [row["id"] for row in rows] == [str(b.pk), str(a.pk)]  # newest first
     ana = rows[1]
     assert (ana["learner"], ana["email"], ana["language"]) == ("ana", "ana@example.org", "es")

@@ -65,3 +65,12 @@ def test_admin_link_only_for_staff(client, learner_user, teacher_user):
     assert 'href="/admin/"' not in client.get("/").content.decode()
     client.force_login(teacher_user)
     assert 'href="/admin/"' in client.get("/").content.decode()
+
+
+def test_a_teacher_who_logs_in_lands_on_their_desk(client, teacher_user):
+    response = client.post("/accounts/login/?next=/session/", {"username": "tomas", "password": "correct horse battery"},
+                           follow=True)
+    assert response.redirect_chain[-1][0] == reverse("admin:index")
+    html = response.content.decode()
+    assert "Teachers&#x27; desk" in html or "Teachers' desk" in html
+    assert "not a learner account" not in html

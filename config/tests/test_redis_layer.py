@@ -49,7 +49,7 @@ async def joined_live_view(ws) -> None:
 
 async def ready(ws) -> None:
     """Wait until the learner's consumer has joined its group and says it is ready."""
-    assert (await next_json(ws, timeout=10)) == {"type": "state", "state": "ready", "demo": True, "language": "es"}
+    assert (await next_json(ws, timeout=10)) == {"type": "state", "state": "ready", "demo": True, "language": "es", "running_elsewhere": False}
 
 
 async def snapshot_of(ws, learner: str, *, since: datetime | None = None, timeout: float = 20) -> dict:

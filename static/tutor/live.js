@@ -5,7 +5,10 @@ import { ReconnectingSocket, socketUrl } from "./socket.js";
 const root = document.getElementById("live");
 const rows = document.getElementById("live-sessions");
 const status = document.getElementById("live-status");
-const LADDER_MARK = { sustained: "✓", breakdown: "✕", current: "•", untested: "·" };
+// The ladder's marks, from the legend on the page (one place says what each means).
+const LADDER_MARK = Object.fromEntries(
+  [...document.querySelectorAll("#ladder-legend [data-state]")].map((e) => [e.dataset.state, e.dataset.mark]),
+);
 
 // Each cell carries its column's name: on a phone the rows become cards that label their values.
 const COLUMNS = ["Learner", "Language", "State", "Level", "Ladder", "Probes", "Assessment"];

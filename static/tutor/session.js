@@ -45,6 +45,10 @@ const LINK = Object.freeze({
 // its input during grading and the summary anyway; this saves the bandwidth).
 const MIC_PAUSED_STATES = new Set(["assessing", "summary", "ended"]);
 
+// This tab's running session, remembered across a reload (sessionStorage is per tab): the server ends
+// a session whose page goes away, and the page that comes back says so.
+const RUNNING_KEY = "parla.sessionRunning";
+
 const MIC_MESSAGES = {
   denied:
     "Microphone permission denied. Allow the microphone for this site in your browser's settings " +
@@ -67,6 +71,7 @@ class TutorPage {
     root.dataset.phase = this.phase;
     this.link = LINK.waiting;
     this.sessions = 0; // sessions started on this page: a new one starts with a clean slate
+    this.runningElsewhere = false; // the server said a session of this learner runs in another window
     this.state = "idle"; // the server's `state` of the running session
     this.audioItem = null; // item_id of the assistant audio arriving now (from `audio.start`)
     this.flushedItems = new Set(); // audio of these items is dropped if any still arrives
@@ -104,6 +109,15 @@ class TutorPage {
 
     this.view.setConnection("connecting");
     this.view.setTurn("idle", { announce: false });
+    this.reloadedMidSession = sessionStorage.getItem(RUNNING_KEY) !== null;
+    sessionStorage.removeItem(RUNNING_KEY);
+    if (this.reloadedMidSession) {
+      this.view.showNotice(
+        "Your last session ended when this page was reloaded or left. What it found is in your history; " +
+          "press Start to begin a new one.",
+        { kind: "info", action: { label: "Open your history", onClick: () => (window.location.href = this.root.dataset.historyUrl) } },
+      );
+    }
     this.render();
     this.socket.connect();
   }
@@ -117,6 +131,8 @@ class TutorPage {
     }
     this.phase = next;
     this.root.dataset.phase = next;
+    if (IN_SESSION.has(next)) sessionStorage.setItem(RUNNING_KEY, String(Date.now()));
+    else sessionStorage.removeItem(RUNNING_KEY);
     this.render();
   }
 
@@ -132,7 +148,7 @@ class TutorPage {
       canStart: CAN_START.has(this.phase),
       canStop: active && !MIC_PAUSED_STATES.has(this.state),
       canAnswer: active && this.socket.isOpen && !MIC_PAUSED_STATES.has(this.state),
-      startLabel: this.sessions > 0 && !this.inSession ? "Start a new session" : "Start",
+      startLabel: this.sessions > 0 && !this.inSession ? "Start a new session" : this.runningElsewhere ? "Start here" : "Start",
     });
   }
 
@@ -147,6 +163,7 @@ class TutorPage {
       },
     );
     this.view.clearNotice();
+    this.runningElsewhere = false;
     if (this.sessions > 0) this.resetForNewSession();
     this.setPhase(PHASE.starting);
     this.view.setTurn("connecting");
@@ -202,6 +219,7 @@ class TutorPage {
     this.sessions += 1;
     this.state = "connecting";
     this.setPhase(PHASE.running);
+    this.view.showConversation();
   }
 
   stop() {
@@ -254,6 +272,9 @@ class TutorPage {
       this.view.setMicState("off");
       this.audio.flush("closed");
       this.view.hideAssessing();
+      // Whatever this page was doing has stopped: "The tutor is speaking" must not stay on screen.
+      if (code === CLOSE_SUPERSEDED) this.view.setTurn(interrupted ? "superseded" : "elsewhere");
+      else this.view.setTurn(interrupted ? "ended" : "idle", { announce: false });
       if (code === CLOSE_NOT_AUTHENTICATED) {
         const loginUrl = this.root.dataset.loginUrl;
         this.view.setConnection("closed", "Not logged in");
@@ -267,8 +288,8 @@ class TutorPage {
             "Log in with a learner account.",
         );
       } else {
-        this.view.setConnection("closed", "Open in another window");
-        this.view.showNotice("Parla was opened in another window, so this one has stopped.", {
+        this.view.setConnection("closed", "Session in another window");
+        this.view.showNotice("You started a session in another window, so the session in this one has stopped.", {
           kind: "warning",
           action: { label: "Use Parla here", onClick: () => window.location.reload() },
         });
@@ -345,6 +366,13 @@ class TutorPage {
     const first = this.link === LINK.waiting; // the first `state` of this connection
     if (first) this.link = LINK.ready;
     if (typeof msg.demo === "boolean") this.view.setDemo(msg.demo);
+    if (first && msg.running_elsewhere && !this.reloadedMidSession && this.phase === PHASE.idle) {
+      this.runningElsewhere = true;
+      this.view.showNotice(
+        "A session of yours is running in another window. Pressing Start here stops it there and begins a new one here.",
+        { kind: "info" },
+      );
+    }
     if (first) {
       if (this.phase === PHASE.interrupted) {
         this.view.showNotice("Reconnected. Your session was interrupted: press Start to begin a new one.", {

@@ -10,6 +10,8 @@ const TURN_TEXT = {
   assessing: "Assessing your level…",
   summary: "Your summary is being read to you.",
   ended: "Session ended.",
+  superseded: "Stopped: you started a session in another window.",
+  elsewhere: "Your session is in another window.",
 };
 
 const CONNECTION_TEXT = {
@@ -59,6 +61,7 @@ export class SessionView {
   constructor(root) {
     this.root = root;
     const $ = (id) => document.getElementById(id);
+    this.statusBar = root.querySelector(".status-bar");
     this.connection = $("connection-status");
     this.turn = $("turn-status");
     this.notice = $("notice");
@@ -102,6 +105,11 @@ export class SessionView {
       this.turn.textContent = text;
       if (announce) this.announce(text);
     }
+  }
+
+  /** A session began: on a phone, scroll the state, the conversation and the answer box into view. */
+  showConversation() {
+    if (window.matchMedia("(max-width: 40rem)").matches) this.statusBar.scrollIntoView({ block: "start" });
   }
 
   setDemo(demo) {

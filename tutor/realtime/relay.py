@@ -3,7 +3,7 @@
 `LearnerPort` is the interface the tutor session and the handover talk to; the consumer implements it
 over the `/ws/tutor/` socket (tests and the benchmark implement it in memory). `SpeechRelay` forwards one
 upstream session's assistant speech (audio deltas and transcripts) to a `LearnerPort`. `PlaybackWatch`
-is the learner's `Playback` (what the page reported it played) on the event loop's clock, with a way
+is the learner's `Playback` (what the page reported it played) on the session clock, with a way
 to wait for it to change.
 """
 
@@ -20,6 +20,7 @@ from typing import Any
 
 from tutor.realtime import wire
 from tutor.realtime.audio import audio_ms
+from tutor.realtime.clock import Clock, current as current_clock
 from tutor.realtime.playback import DEFAULT_MARGIN, Playback, PlayedItem
 
 logger = logging.getLogger(__name__)
@@ -34,19 +35,19 @@ class PlaybackPosition:
 
 
 class PlaybackWatch:
-    """One learner's `Playback` on the event loop's clock; `changed()` waits for its next change.
+    """One learner's `Playback` on the session clock (tutor.realtime.clock); `changed()` waits for its next change.
 
     Fed by the speech relays (audio sent), the learner port (flushes) and the page's reports; read by
     the session (barge-in, tutor_speaking / listening) and the handover (delivered = heard).
     """
 
-    def __init__(self, margin: float = DEFAULT_MARGIN) -> None:
+    def __init__(self, margin: float = DEFAULT_MARGIN, clock: Clock | None = None) -> None:
         self.state = Playback(margin)
-        self._loop = asyncio.get_running_loop()
+        self.clock = clock or current_clock()
         self._changed = asyncio.Event()
 
     def now(self) -> float:
-        return self._loop.time()
+        return self.clock.now()
 
     def sent(self, item_id: str, role: str, pcm_bytes: int) -> None:
         self.state.sent(item_id, role, audio_ms(pcm_bytes), self.now())
@@ -84,7 +85,7 @@ class PlaybackWatch:
         event = self._changed
         deadline = self.state.deadline(self.now())
         try:
-            async with asyncio.timeout_at(deadline):  # None: no bound to pass, wait for a change
+            async with self.clock.timeout_at(deadline):  # None: no bound to pass, wait for a change
                 await event.wait()
         except TimeoutError:
             pass
@@ -189,6 +190,7 @@ class SpeechRelay:
         self.audio_frames = 0
         self._current_item: str | None = None
         self._silenced: set[str] = set()  # items cut off by a barge-in: their late deltas are dropped
+        self._shown: set[str] = set()  # items whose transcript the page has begun and not yet finished
         self._handlers = {
             "response.output_audio.delta": self.on_output_audio_delta,
             "response.output_audio.done": self.on_output_audio_done,
@@ -250,11 +252,16 @@ class SpeechRelay:
     async def on_output_audio_transcript_delta(self, event: Any) -> None:
         if self.muted or event.item_id in self._silenced:
             return
+        self._shown.add(event.item_id)
         await self.learner.send_event(wire.transcript(self.role, event.item_id, event.delta, final=False))
 
     async def on_output_audio_transcript_done(self, event: Any) -> None:
-        # The final transcript is stored even when muted: it is what the model said, heard or not.
-        if not self.muted:
+        # The final transcript is stored even when muted: it is what the model said, heard or not. A
+        # line the page began to show is finished there too, muted or not (the handover mutes the
+        # tutor mid-line): a line left half-written reads as a fault; its audio was cut, and the page
+        # marks it interrupted when the flush dropped some.
+        if not self.muted or event.item_id in self._shown:
             await self.learner.send_event(wire.transcript(self.role, event.item_id, event.transcript, final=True))
+        self._shown.discard(event.item_id)
         if self.on_transcript is not None:
             await self.on_transcript(self.role, event.item_id, event.transcript)

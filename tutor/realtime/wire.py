@@ -189,7 +189,7 @@ class RateLimit:
 
 
 def state(value: State, **extra: Any) -> dict:
-    """`state`; `ready` also carries `demo` and `language`."""
+    """`state`; `ready` also carries `demo`, `language` and `running_elsewhere`."""
     return {"type": "state", "state": State(value).value, **extra}
 
 

@@ -1,5 +1,7 @@
-"""The runtime's side of first contact with the real API (issue 25): hooks the session calls, kept here
-while tutor/runtime/session.py is being split (HELPERS.md).
+"""The runtime's side of first contact with the real API (issue 25), used by the session's parts:
+FatalErrors and SilentReplies by TutorEvents (`error`, `response.done`), is_fatal_request_error by the
+runtime's task guard, match_what_was_heard by the ResponseScheduler after a barge-in. (The fallbacks of a
+refused session configuration are the TutorConnection's: tutor.realtime.fallback.SessionShape.)
 
 - A fatal `error` mid-session (the key revoked, quota spent, model access withdrawn: failures.fatal_error)
   ends the session as a failed response of that kind does: the operator's log names the cause once, with
@@ -11,40 +13,68 @@ while tutor/runtime/session.py is being split (HELPERS.md).
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from tutor.realtime import wire
 from tutor.realtime.client import RealtimeClient, RealtimeRequestError
-from tutor.realtime.failures import fatal_error
+from tutor.realtime.failures import UpstreamFailure, fatal_error
+from tutor.realtime.logs import BoundLogger
+from tutor.realtime.relay import LearnerPort
+from tutor.runtime.phase import SessionPhase
+
+if TYPE_CHECKING:  # these parts import this module: for types only
+    from tutor.runtime.connection import TutorConnection
+    from tutor.runtime.responses import ResponseScheduler
 
 
 def is_fatal_request_error(exc: BaseException) -> bool:
     return isinstance(exc, RealtimeRequestError) and fatal_error(exc.code, getattr(exc.error, "type", None)) is not None
 
 
-async def fatal_upstream_error(runtime: Any, error: Any) -> bool:
-    """End `runtime`'s session if `error` is fatal (True); False for an error the session lives on after."""
-    failure = fatal_error(error.code, error.type)
-    if failure is None:
-        return False
-    if not getattr(runtime, "_fatal_logged", False):  # once per session: the rest are its echoes
-        runtime._fatal_logged = True
-        runtime.log.warning(
-            "upstream refused to go on",
-            extra={"kind": failure.kind, "code": error.code, "error_type": error.type,
-                   "error_message": error.message, "event_id": error.event_id},
-        )
-    # In a task of its own: this runs in the client's reader, which the session's end closes and awaits.
-    runtime._spawn(_end_for(runtime, failure), "fatal-error")
-    return True
+class FatalErrors:
+    """`error` events after which the session cannot go on (tutor.runtime.events' error handling)."""
 
+    def __init__(
+        self,
+        *,
+        phase: SessionPhase,
+        give_up: Callable[[UpstreamFailure], Awaitable[None]],
+        ended: Callable[[], Awaitable[None]],
+        spawn: Callable[[Coroutine, str], asyncio.Task],
+        log: BoundLogger,
+    ):
+        self.phase = phase
+        self.give_up = give_up  # the placement ends with what is known, the learner told (SessionOutcome)
+        self.ended = ended  # the session is over: its remaining tasks are cancelled
+        self.spawn = spawn
+        self.log = log
+        self.logged = False  # the cause is logged once per session: the rest are its echoes
 
-async def _end_for(runtime: Any, failure: Any) -> None:
-    await runtime._upstream_failed(failure)
-    if runtime._ended:
-        # Ended without a handover (not rated): its timers and watchers stop now, not at the disconnect
-        # (with a handover, the delivery's end does this).
-        await runtime.tasks.cancel_all()
+    def on_error(self, error: Any) -> bool:
+        """End the session if `error` is fatal (True); False for an error the session lives on after.
+        From the client's reader: the ending runs in a task of its own (the session's end closes the
+        client and awaits its reader)."""
+        failure = fatal_error(error.code, error.type)
+        if failure is None:
+            return False
+        if not self.logged:
+            self.logged = True
+            self.log.warning(
+                "upstream refused to go on",
+                extra={"kind": failure.kind, "code": error.code, "error_type": error.type,
+                       "error_message": error.message, "event_id": error.event_id},
+            )
+        self.spawn(self._end(failure), "fatal-error")
+        return True
+
+    async def _end(self, failure: UpstreamFailure) -> None:
+        await self.give_up(failure)
+        if self.phase.now.over:
+            # Ended without a handover (not rated): its timers and watchers stop now, not at the disconnect
+            # (with a handover, the delivery's end does this).
+            await self.ended()
 
 
 # A reply that completed without the audio it was asked for (issue 25, finding 5): asked again once; a
@@ -58,36 +88,45 @@ SILENT_MESSAGE = (
 class SilentReplies:
     """Completed replies of the tutor session that made no audio and no tool call."""
 
-    def __init__(self, runtime: Any):
-        self.runtime = runtime
+    def __init__(
+        self,
+        *,
+        phase: SessionPhase,
+        connection: TutorConnection,
+        responses: ResponseScheduler,
+        learner: LearnerPort,
+        spawn: Callable[[Coroutine, str], asyncio.Task],
+        log: BoundLogger,
+    ):
+        self.phase = phase
+        self.connection = connection
+        self.responses = responses
+        self.learner = learner
+        self.spawn = spawn
+        self.log = log
         self.in_a_row = 0
         self.told = 0  # times the learner was told (tests, metrics)
 
     def on_response_done(self, response: Any) -> None:
         """From the client's reader, after the tracker saw the `response.done` (never awaits)."""
-        runtime = self.runtime
-        if response.status != "completed" or not response.conversation_id or runtime.assessment_id is not None:
+        if response.status != "completed" or not response.conversation_id or not self.phase.now.placing:
             return
-        tracker = runtime.client.tracker
+        tracker = self.connection.tracker
         state = tracker.responses.get(response.id)
         items = [tracker.items[i] for i in (state.item_ids if state else ()) if i in tracker.items]
         if any(item.audio_bytes for item in items) or any(item.type == "function_call" for item in items):
             self.in_a_row = 0  # it spoke, or it made a call that a spoken reply follows
             return
         self.in_a_row += 1
-        runtime.log.warning("reply completed without audio",
-                            extra={"response_id": response.id, "in_a_row": self.in_a_row,
-                                   "items": [item.type for item in items]})
+        self.log.warning("reply completed without audio",
+                         extra={"response_id": response.id, "in_a_row": self.in_a_row,
+                                "items": [item.type for item in items]})
         if self.in_a_row == 1:
-            runtime.responses.want("reply without audio")  # asked again, once
+            self.responses.want("reply without audio")  # asked again, once
             return
         self.in_a_row = 0
         self.told += 1
-        runtime._spawn(runtime.learner.send_event(_silent_error()), "tell-silent")
-
-
-def _silent_error() -> dict:
-    return wire.error(SILENT_CODE, SILENT_MESSAGE)
+        self.spawn(self.learner.send_event(wire.error(SILENT_CODE, SILENT_MESSAGE)), "tell-silent")
 
 
 # --- after a barge-in: the model's context holds what the learner heard, nothing more -----------------
@@ -121,7 +160,7 @@ def unheard_items(tracker: Any, played_item_id: str | None, played_ms: int) -> l
     return unheard
 
 
-async def match_what_was_heard(client: RealtimeClient, item_id: str | None, played_ms: int, timeout: float,
+async def match_what_was_heard(client: RealtimeClient | TutorConnection, item_id: str | None, played_ms: int, timeout: float,
                                log: Any) -> None:
     """Truncate the item the learner was hearing at `played_ms`, delete what they never heard."""
     unheard = unheard_items(client.tracker, item_id, played_ms)

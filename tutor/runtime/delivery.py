@@ -7,7 +7,7 @@ The protocol of DESIGN section 3, each step confirmed by a server event and boun
     3 cancel      only a response the tracker knows is active; wait for *its* response.done
     4 clear       browser flush -> truncate the real item at the played ms -> input buffer cleared
     5 voice       same session if it never spoke (session.updated shows the voice), else the narrator
-                  session, opened before the ceiling (TutorLink.prepare_narrator) or at the latest now
+                  session, opened before the ceiling (Narrator.prepare) or at the latest now
     6 speak       the level at once (it is the placement floor, known now), while the grader works;
                   then the feedback when the grade is ready; then wait for the page to report that the
                   summary played to its end (bounded by its length plus a margin) -> delivered
@@ -28,109 +28,28 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from assessments.grading import Grader, GradeInput, GradeResult, fallback_grade, grade_by_rules, reconcile
 from assessments.grading.summary import feedback_after, opening
 from tutor import persona
 from tutor.realtime.client import RealtimeClient, RealtimeError
-from tutor.realtime.relay import LearnerPort, PlaybackPosition, SpeechRelay
-from tutor.realtime import wire
+from tutor.realtime.relay import LearnerPort, PlaybackPosition
+from tutor.realtime import clock, wire
 from tutor.realtime.logs import bind
 from tutor.realtime.playback import REPORTED
 from tutor.realtime.tasks import cancel_and_wait, wait_responsive
+from tutor.runtime.handover import AssessmentStore, DeliveryOutcome, HandoverConfig, TutorLink
+from tutor.runtime.narrator import close_narrator
 from tutor.realtime.wire import State
 
 logger = logging.getLogger(__name__)
-
-@dataclass(frozen=True)
-class HandoverConfig:
-    summary_voice: str = "alloy"
-    step_timeout: float = 5.0  # one confirmed protocol step
-    grade_timeout: float = 30.0  # the grader has its own, shorter timeout and fallback
-    speak_timeout: float = 120.0  # the whole summary, spoken in real time
-    keepalive_interval: float = 1.0
-    expected_grading_seconds: float = 8.0  # only shapes the progress bar
-
-
-async def close_narrator(task: asyncio.Task | None) -> None:
-    """Cancel and await a narrator's opening task, and close the session it opened (if it did)."""
-    if task is None:
-        return
-    await cancel_and_wait(task)
-    if not task.cancelled() and task.exception() is None:
-        await task.result()[0].close()
-
 
 class StepFailed(RealtimeError):
     def __init__(self, step: str, cause: BaseException | str):
         self.step = step
         text = cause if isinstance(cause, str) else (str(cause) or type(cause).__name__)
         super().__init__(f"{step}: {text}")
-
-
-class AssessmentStore:
-    """Where the worker records the assessment's progress. Subclasses implement every method."""
-
-    async def graded(self, assessment_id: int, result: GradeResult) -> None:
-        raise NotImplementedError("AssessmentStore subclasses must implement graded()")
-
-    async def delivered(self, assessment_id: int, notes: str) -> None:
-        raise NotImplementedError("AssessmentStore subclasses must implement delivered()")
-
-    async def failed(self, assessment_id: int, reason: str) -> None:
-        raise NotImplementedError("AssessmentStore subclasses must implement failed()")
-
-
-class TutorLink:
-    """What the worker needs of the live tutor session. The session runtime implements it."""
-
-    client: RealtimeClient  # the tutor's upstream session
-    relay: SpeechRelay  # forwards the tutor's speech to the learner
-    _early_narrator: asyncio.Task | None = None
-
-    def prepare_narrator(self, voice: str) -> None:
-        """Start opening the narrator session now, ahead of the handover, so that the level can be
-        spoken one round trip after the ceiling (idempotent). The link owns it until `take_narrator`;
-        `discard_narrator` closes it if no handover took it."""
-        if self._early_narrator is None:
-            self._early_narrator = asyncio.create_task(self.open_narrator(voice), name="narrator-early")
-
-    def take_narrator(self, voice: str) -> asyncio.Task:
-        """The narrator's opening task, for the handover, which owns it from now on: the one prepared
-        earlier if it is (or will be) open, else one started now."""
-        task, self._early_narrator = self._early_narrator, None
-        if task is not None and task.done() and (task.cancelled() or task.exception() or not task.result()[0].is_open):
-            task = None  # it failed to open, or the connection went away while it waited: a new one
-        return task or asyncio.create_task(self.open_narrator(voice), name="narrator-open")
-
-    async def discard_narrator(self) -> None:
-        """Close a narrator session prepared for a handover that did not happen (cancelled and awaited)."""
-        task, self._early_narrator = self._early_narrator, None
-        await close_narrator(task)
-
-    def stop_learner_audio(self) -> None:
-        raise NotImplementedError("TutorLink subclasses must implement stop_learner_audio()")
-
-    async def open_narrator(self, voice: str) -> tuple[RealtimeClient, SpeechRelay]:
-        """A second upstream session, configured with `voice` (session.updated seen), relaying to the learner."""
-        raise NotImplementedError("TutorLink subclasses must implement open_narrator()")
-
-    async def set_state(self, state: State) -> None:
-        """The session's state changes (the learner and the teachers' live view are told)."""
-        raise NotImplementedError("TutorLink subclasses must implement set_state()")
-
-
-@dataclass
-class DeliveryOutcome:
-    status: str  # "delivered" | "delivery_failed"
-    result: GradeResult
-    speaker: str = ""  # "narrator" | "tutor" | ""
-    problems: list[str] = field(default_factory=list)
-    # loop.time() of: ceiling (the handover began), first_audio (the level), level_done (its response.done),
-    # grade_ready, feedback_audio
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 class AssessmentDelivery:
@@ -164,7 +83,7 @@ class AssessmentDelivery:
 
     async def run(self) -> DeliveryOutcome:
         self.timings["ceiling"] = self._loop.time()
-        narrator = self.tutor.take_narrator(self.config.summary_voice)
+        narrator = self.tutor.narrator.take(self.config.summary_voice)
         grading = asyncio.create_task(self.grade(), name=f"grade-{self.assessment_id}")
         result: GradeResult | None = None  # set once stored
         try:
@@ -223,10 +142,11 @@ class AssessmentDelivery:
             self.log.info("keepalive stopped", extra={"heartbeats": self.heartbeats})
 
     async def _keepalive(self) -> None:
-        started = self._loop.time()
+        timer = clock.current()
+        started = timer.now()
         interval = self.config.keepalive_interval
         while True:
-            elapsed = self._loop.time() - started
+            elapsed = timer.now() - started
             progress = min(0.95, elapsed / max(self.config.expected_grading_seconds, 0.001))
             self.heartbeats += 1
             await self.learner.send_event(wire.assessing(progress, int(elapsed * 1000)))
@@ -235,7 +155,7 @@ class AssessmentDelivery:
                     await self.client.ping(timeout=interval)
                 except (TimeoutError, RealtimeError, ConnectionError) as exc:
                     self.log.warning("upstream ping failed", extra={"error": str(exc)})
-            await asyncio.sleep(interval)  # heartbeat period, not a wait for the server
+            await timer.sleep(interval)  # heartbeat period, not a wait for the server
 
     async def grade(self) -> GradeResult:
         """The grader's result held to the level and the evidence (grading.reconcile); the rules' on failure."""
@@ -314,7 +234,7 @@ class AssessmentDelivery:
 
     async def clear(self, flushed: asyncio.Future) -> None:
         try:
-            position: PlaybackPosition = await self._within(flushed, self.config.step_timeout)
+            position: PlaybackPosition = await wait_responsive(flushed, self.config.step_timeout)
         except TimeoutError:
             flushed.cancel()  # a late answer is then known as late (FlushRequests.given_up), not pending
             # The browser did not say what it played: nothing is truncated (the tutor's context keeps
@@ -409,15 +329,8 @@ class AssessmentDelivery:
     # --- internals -----------------------------------------------------------------------------------
 
     async def _narrator_ready(self, narrator: asyncio.Task) -> RealtimeClient:
-        client, _relay = await self._step("narrator", self._within(narrator, self.config.step_timeout))
+        client, _relay = await self._step("narrator", wait_responsive(narrator, self.config.step_timeout))
         return client
-
-    @staticmethod
-    async def _within(future: asyncio.Future, timeout: float) -> Any:
-        """`future`'s result within `timeout` of the loop's responsive time (an overloaded server's own
-        lateness is not the browser's or the narrator's: tasks.wait_responsive); the future itself is
-        left alone on timeout."""
-        return await wait_responsive(future, timeout)
 
     async def _finish(self, quiet: asyncio.Task) -> None:
         """Await the tutor-side steps; their failure is recorded, it does not unsay the summary."""

@@ -68,6 +68,6 @@ class ProbeHandler:
             else:  # a repeated call, or one with no answer to go with: it rates nothing
                 self.log.info("tutor probe ignored", extra={"call_id": call_id, "level": opinion.level})
             output = {"ok": True}
-        if origin is not self.responses.client() or not origin.is_open:
+        if origin is not self.responses.connection.current or not origin.is_open:
             return  # that session expired; the resumed one goes on from the replayed conversation
         await self.responses.function_output(call_id, output)

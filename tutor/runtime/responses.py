@@ -21,8 +21,9 @@ always before the next response.
 
 It also owns the learner's interruptions (a written answer or speech over the tutor: the browser flushes
 at once, the item is cut upstream where the learner stopped hearing it) and the conversation items the
-session adds. The runtime hands it the current client (it changes when an expired session is resumed),
-a spawner for its tasks, and feeds it every upstream event (`observe`) before anything else sees it.
+session adds. The runtime hands it the tutor's connection (one object across resumes; `current` is the
+upstream session of the moment), the session phase (it speaks only while the placement is open), a
+spawner for its tasks, and feeds it every upstream event (`observe`) before anything else sees it.
 """
 
 from __future__ import annotations
@@ -30,13 +31,17 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tutor.realtime.client import RealtimeClient, RealtimeRequestError
 from tutor.realtime.logs import BoundLogger
 from tutor.realtime.relay import LearnerPort, PlaybackPosition, SpeechRelay
 from tutor.realtime.tasks import wait_responsive
 from tutor.runtime.contact import match_what_was_heard
+from tutor.runtime.phase import SessionPhase
+
+if TYPE_CHECKING:  # the connection replays with this module's items: imported for types only
+    from tutor.runtime.connection import TutorConnection
 
 ALREADY_ACTIVE = "conversation_already_has_active_response"
 SESSION_UPDATE_ATTEMPTS = 3  # a refused level update is tried again at the next free moment, this often
@@ -62,25 +67,26 @@ class ResponseScheduler:
     def __init__(
         self,
         *,
-        client: Callable[[], RealtimeClient],
+        connection: TutorConnection,
+        phase: SessionPhase,
         learner: LearnerPort,
         relay: SpeechRelay,
         step_timeout: float,
-        may_respond: Callable[[], bool],
         spawn: Callable[[Coroutine, str], asyncio.Task],
         log: BoundLogger,
     ):
-        self.client = client
+        self.connection = connection
+        self.phase = phase  # it speaks only while the placement is open (not once the assessment began)
         self.learner = learner
         self.relay = relay
         self.step_timeout = step_timeout
-        self.may_respond = may_respond  # False once the assessment has begun
         self.spawn = spawn
         self.log = log
-        self.lock = asyncio.Lock()  # held while a request that must not interleave is in flight
+        self.lock = connection.lock  # held while a request that must not interleave is in flight
         self.owed: str | None = None  # why the tutor owes a reply (None: it owes none)
         self.learner_speaking = False
         self.server_reply_due = False  # a committed spoken turn: the server starts the reply itself
+        self.reply_complete = False  # a reply after the learner's last answer spoke to its end
         self.pending_session: dict | None = None  # a session update waiting until no response is active
         self._update_attempts = 0
         self._answered_calls: set[str] = set()  # call_ids given a function_call_output
@@ -92,7 +98,9 @@ class ResponseScheduler:
     def observe(self, event: Any) -> None:
         """Every upstream event of the tutor session, before anyone else sees it (never awaits)."""
         kind = event.type
-        if kind == "input_audio_buffer.speech_started":
+        if kind == "session.created":
+            self.reset()  # a new upstream session (a resume): nothing of the old one's turn-taking carries over
+        elif kind == "input_audio_buffer.speech_started":
             self.learner_speaking = True
         elif kind == "input_audio_buffer.committed":
             self.learner_speaking = False
@@ -108,11 +116,17 @@ class ResponseScheduler:
                 self.log.info("reply owed is answered", extra={"reason": self.owed, "response_id": event.response.id})
             self.owed = None
         elif kind == "response.done":
+            if event.response.status == "completed" and self.connection.tracker.spoke_after_calls(event.response.id):
+                self.reply_complete = True
             self._response_done(event.response)
         self._poke()
 
+    def learner_answered(self) -> None:
+        """The learner's answer began or grew: no reply after it has spoken yet."""
+        self.reply_complete = False
+
     def reset(self) -> None:
-        """A new upstream session (a resume): nothing of the old one's turn-taking carries over."""
+        """A new upstream session: nothing of the old one's turn-taking carries over."""
         self.learner_speaking = self.server_reply_due = False
         self._waiting_calls.clear()
 
@@ -125,7 +139,7 @@ class ResponseScheduler:
     def tutor_will_speak(self) -> bool:
         """A reply is owed, being created, or waits for the outputs of the calls its response made:
         the state stays `tutor_speaking` between a tool call and the speech that follows it."""
-        return bool(self.owed or self._waiting_calls or self.client().tracker.pending_creates)
+        return bool(self.owed or self._waiting_calls or self.connection.current.tracker.pending_creates)
 
     # --- asking for replies -------------------------------------------------------------------------
 
@@ -139,7 +153,7 @@ class ResponseScheduler:
         """A written answer was added: it cuts the tutor off, like speaking over it does, and is owed
         a reply of its own."""
         async with self.lock:  # a create in flight is confirmed first: then it is active, and cut
-            client = self.client()
+            client = self.connection.current
             active = client.tracker.active_response_id
             if client.is_open and (active is not None or self.learner.playback.audible() is not None):
                 # Also when its reply was generated to the end but the learner is still hearing it.
@@ -155,7 +169,9 @@ class ResponseScheduler:
             await asyncio.shield(self._worker)
 
     def update_session(self, session: dict) -> None:
-        """Send `session` (speed, instructions...) between responses, before the next one starts."""
+        """Send `session` (speed, instructions...) between responses, before the next one starts; with
+        the fallbacks the API's refusals made when the session was opened (tutor.realtime.fallback)."""
+        session = self.connection.shape.apply(session)
         self.pending_session = {**(self.pending_session or {}), **session}
         self._update_attempts = 0
         self._poke()
@@ -165,7 +181,7 @@ class ResponseScheduler:
     async def add_item(self, item: dict) -> None:
         """`conversation.item.create`; the caller holds `lock` (nothing is sent while a resumed session
         is being configured)."""
-        await self.client().send({"type": "conversation.item.create", "item": item})
+        await self.connection.current.send({"type": "conversation.item.create", "item": item})
 
     async def function_output(self, call_id: str, output: dict) -> None:
         """Answer one call, once (a call_id seen twice is answered the first time only)."""
@@ -188,7 +204,7 @@ class ResponseScheduler:
 
     def between_responses(self) -> bool:
         """No response active or being created: when speed and voice may change."""
-        client = self.client()
+        client = self.connection.current
         return client.is_open and client.tracker.active_response_id is None and client.tracker.pending_creates == 0
 
     def turn_is_free(self) -> bool:
@@ -201,7 +217,7 @@ class ResponseScheduler:
 
     def _poke(self) -> None:
         """Start the worker if there is something to send and the turn is free."""
-        if not self.may_respond():
+        if not self.phase.now.placing:
             # The assessment has begun: the handover owns the session now (a level update would
             # turn the detection it froze back on).
             self.pending_session = None
@@ -220,7 +236,7 @@ class ResponseScheduler:
 
     async def _send_what_is_due(self) -> None:
         async with self.lock:
-            client = self.client()
+            client = self.connection.current
             if self.pending_session is not None and self.between_responses():
                 # Also while the learner speaks: a learner who never pauses still gets the new level.
                 await self._send_session_update(client)
@@ -262,7 +278,7 @@ class ResponseScheduler:
     def _turn_committed(self) -> None:
         """The learner's spoken turn is in the conversation. With server VAD's `create_response` the
         server starts the reply itself; Parla waits for it (bounded) rather than race it."""
-        client = self.client()
+        client = self.connection.current
         detection = _get(client.tracker.session, "audio", "input", "turn_detection")
         creates = detection is not None and _get(detection, "create_response") is not False
         if creates and client.tracker.active_response_id is None and client.tracker.pending_creates == 0:
@@ -275,7 +291,7 @@ class ResponseScheduler:
         try:
             await client.wait_for("response.created", self.step_timeout)
         except TimeoutError:
-            if self.server_reply_due and client is self.client():
+            if self.server_reply_due and client is self.connection.current:
                 self.log.warning("server started no reply to the learner's turn")
                 self.server_reply_due = False
                 self.want("spoken answer")
@@ -284,7 +300,7 @@ class ResponseScheduler:
         """A response ended: do the calls it made still need a reply after their outputs?"""
         if not response.conversation_id:
             return  # out of band
-        tracker = self.client().tracker
+        tracker = self.connection.current.tracker
         calls = tracker.calls_of(response.id)
         if not calls:
             return
@@ -313,7 +329,7 @@ class ResponseScheduler:
         """Truncate where the page says it stopped; a page that does not answer the flush within the
         step timeout is cut where its last playback report says the learner was (a warning, not a
         failure the learner sees), and not at all when it never reported playing anything."""
-        client = self.client()
+        client = self.connection.current
         try:
             # The loop's own lateness under load is not charged to the page (tasks.wait_responsive);
             # the flush stays open, so the page's late answer is no error for the learner.

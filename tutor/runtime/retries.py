@@ -11,33 +11,37 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tutor.realtime import wire
-from tutor.realtime.client import RealtimeClient, RealtimeError
+from tutor.realtime.client import RealtimeError
 from tutor.realtime.failures import RateLimits, RetryPolicy, UpstreamFailure, failed_response, reset_from_message
 from tutor.realtime.logs import BoundLogger
 from tutor.realtime.relay import LearnerPort
+from tutor.runtime.phase import SessionPhase
 from tutor.runtime.responses import ResponseScheduler
+
+if TYPE_CHECKING:
+    from tutor.runtime.connection import TutorConnection
 
 
 class FailedResponses:
     def __init__(
         self,
         *,
-        client: Callable[[], RealtimeClient],
+        connection: TutorConnection,
+        phase: SessionPhase,
         responses: ResponseScheduler,
         learner: LearnerPort,
-        may_respond: Callable[[], bool],
         give_up: Callable[[UpstreamFailure], Awaitable[None]],
         spawn: Callable[[Coroutine, str], asyncio.Task],
         log: BoundLogger,
         policy: RetryPolicy = RetryPolicy(),
     ):
-        self.client = client
+        self.connection = connection
+        self.phase = phase  # retried only while the placement is open: the handover owns failures then
         self.responses = responses
         self.learner = learner
-        self.may_respond = may_respond  # False once the assessment has begun: the handover owns failures then
         self.give_up = give_up
         self.spawn = spawn
         self.log = log
@@ -55,7 +59,7 @@ class FailedResponses:
         if response.status == "completed":
             self.attempts = 0
             return
-        if response.status != "failed" or not self.may_respond():
+        if response.status != "failed" or not self.phase.now.placing:
             return
         error = response.status_details.error if response.status_details else None
         code, kind, message = (error.code, error.type, error.message) if error else (None, None, None)
@@ -71,11 +75,11 @@ class FailedResponses:
             return
         # Registered now, from the reader: the rate_limits.updated that follows a response.done
         # (the order captured from the API) cannot slip past before the retry task runs.
-        limits = self.client().expect("rate_limits.updated")
+        limits = self.connection.current.expect("rate_limits.updated")
         self.spawn(self._retry(limits, reset_from_message(message), self.created), "retry")
 
     async def _retry(self, limits: asyncio.Future, asked: float | None, created: int) -> None:
-        client = self.client()
+        client = self.connection.current
         loop = asyncio.get_running_loop()
         failed_at = loop.time()
         try:

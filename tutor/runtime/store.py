@@ -1,14 +1,16 @@
-"""The handover's AssessmentStore on the Assessment model (assessments.services, run in a thread)."""
+"""The handover's AssessmentStore on the Assessment model (assessments.services, run in a thread), and
+the ids of a session's rows."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
 
 from assessments import services
 from assessments.grading import GradeResult
-from tutor.runtime.delivery import AssessmentStore
+from tutor.runtime.handover import AssessmentStore
 
 logger = logging.getLogger(__name__)
 
@@ -30,3 +32,11 @@ class DjangoAssessmentStore(AssessmentStore):
 
     async def failed(self, assessment_id: int, reason: str) -> None:
         await database_sync_to_async(services.mark_delivery_failed)(assessment_id, reason)
+
+
+@dataclass
+class SessionRows:
+    """The ids of a session's rows, set as they are created: shared by the runtime and its parts."""
+
+    session_id: int | None = None  # TutorSession, from the start
+    assessment_id: int | None = None  # Assessment (pending or not rated), once the placement is over

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 
-from tutor.runtime.delivery import AssessmentStore, TutorLink
+from tutor.runtime.handover import AssessmentStore, TutorLink
 from tutor import persona
 from tutor.realtime.client import RealtimeClient
 from tutor.realtime.playback import DEFAULT_MARGIN
@@ -25,7 +25,8 @@ from tutor.realtime import wire
 from tutor.realtime.audio import audio_ms
 from tutor.realtime.tasks import cancel_and_wait
 from tutor.realtime.wire import State
-from tutor.upstream import Upstream, open_narrator, relay_with_errors_logged
+from tutor.runtime.narrator import Narrator
+from tutor.upstream import Upstream, relay_with_errors_logged
 
 PROGRESS_MS = 500  # the page's playback worklet reports progress this often (PROGRESS_S)
 
@@ -180,7 +181,7 @@ class BareTutorLink(TutorLink):
         self.voice = voice
         self.step_timeout = step_timeout
         self.learner_audio_on = True
-        self.narrators: list[RealtimeClient] = []  # every narrator session opened (metrics)
+        self.narrator = Narrator(learner, upstream=upstream, step_timeout=step_timeout)
         self.client = upstream.client("tutor")
         self.relay = SpeechRelay(learner, role="tutor", voice=lambda: self.client.tracker.voice)
         self.client.handler = relay_with_errors_logged(self.relay, "tutor")
@@ -200,24 +201,19 @@ class BareTutorLink(TutorLink):
     def stop_learner_audio(self) -> None:
         self.learner_audio_on = False
 
-    async def open_narrator(self, voice: str) -> tuple[RealtimeClient, SpeechRelay]:
-        client, relay = await open_narrator(self.upstream, voice, self.learner, self.step_timeout)
-        self.narrators.append(client)
-        return client, relay
-
     async def set_state(self, state: State) -> None:
         await self.learner.send_event(wire.state(state))
 
     def error_counts(self) -> tuple[int, int]:
         """(server error events seen by the tutor and narrator sessions, of which tolerated by design)."""
-        clients = [self.client, *self.narrators]
+        clients = [self.client, *self.narrator.opened]
         return sum(len(c.tracker.error_codes) for c in clients), sum(c.tolerated_errors for c in clients)
 
     def error_codes(self) -> list[str]:
-        return [code for c in (self.client, *self.narrators) for code in c.tracker.error_codes]
+        return [code for c in (self.client, *self.narrator.opened) for code in c.tracker.error_codes]
 
     async def close(self) -> None:
-        await self.discard_narrator()
+        await self.narrator.discard()
         await self.client.close()
 
 

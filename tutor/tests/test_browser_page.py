@@ -312,7 +312,7 @@ def test_start_pressed_before_the_server_is_ready_starts_once(chromium, page_ser
 
 @pytest.mark.parametrize(
     "code,message",
-    [(4401, "Please log in"), (4403, "not a learner account"), (4409, "opened in another window")],
+    [(4401, "Please log in"), (4403, "not a learner account"), (4409, "started a session in another window")],
 )
 def test_refusals_are_explained_and_not_retried(page, page_server, code, message):
     tutor = open_tutor(page, page_server)

@@ -4,13 +4,19 @@ a later API version, a transcription configuration the API rejects. Against the 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
+from assessments.transcript import Transcript
 from tutor import persona
 from tutor.realtime import correlation
 from tutor.realtime.client import RealtimeClient, RealtimeRequestError
+from tutor.realtime.logs import bind
+from tutor.runtime.connection import TutorConnection
+from tutor.runtime.phase import SessionPhase
 from tutor.testing.realtime_client import start_simulator
+from tutor.upstream import Upstream
 
 
 async def connected(sim, **kwargs) -> RealtimeClient:
@@ -112,3 +118,34 @@ def test_the_fallback_steps_down_the_refused_part_only_and_stays():
     assert shape.apply(b1)["audio"]["input"]["turn_detection"]["type"] == "server_vad"
     assert not shape.step_down(TURN_DETECTION, shape.apply(b1))
     assert b1["audio"]["input"]["turn_detection"]["type"] == "semantic_vad"  # the original is left as it was
+
+
+async def test_a_resumed_session_is_configured_with_the_fallback_its_first_session_took():
+    """The fallback is the TutorConnection's (one object across resumes): the new upstream session is
+    configured with the transcription the API accepted, at once. Before the port, the shape was applied
+    twice on a resume and stepped past the accepted fallback (no transcription at all)."""
+    def configuration() -> dict:
+        return persona.tutor_session_config(
+            target_language="es", native_language="en", level="A2", voice="marin",
+            transcription_model="gpt-live-transcribe", speed_beginner=0.9, speed_default=1.0,
+        )
+
+    async with start_simulator(reject_transcription="gpt-live-transcribe") as sim:
+        connection = TutorConnection(
+            phase=SessionPhase(), transcript=Transcript(), log=bind(logging.getLogger(__name__)),
+            step_timeout=5, upstream=Upstream(sim.url, None, "gpt-realtime-2.1", "simulator"),
+            configuration=configuration,
+        )
+        try:
+            await connection.start()
+            first = connection.current
+            accepted = sim.connections[0].session.config.transcription
+            assert accepted["model"] == persona.TRANSCRIPTION_FALLBACK
+            resumed = asyncio.Event()
+            assert await connection.resume(on_resumed=lambda: asyncio.sleep(0, resumed.set()))
+            assert resumed.is_set() and connection.current is not first
+            assert sim.connections[-1].session.config.transcription == accepted
+            # every refusal came from the first session: the resumed one was configured at once
+            assert first.tracker.error_codes == ["invalid_value"] * 2 and connection.tracker.error_codes == []
+        finally:
+            await connection.close()

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tutor.runtime.delivery import AssessmentDelivery, HandoverConfig
+from tutor.runtime.delivery import AssessmentDelivery
+from tutor.runtime.handover import HandoverConfig
 from assessments.grading import GradeInput, RulesGrader
 from assessments.testing import TimedGrader
 from tutor.testing.loopback import MOMENTS, BareTutorLink, MemoryLearner, MemoryStore, drive_to
@@ -177,15 +178,15 @@ def test_a_narrator_prepared_before_the_ceiling_is_used_and_closed():
             try:
                 await link.connect()
                 await drive_to(link.client, "between_responses")
-                link.prepare_narrator(SUMMARY_VOICE)
-                link.prepare_narrator(SUMMARY_VOICE)  # idempotent: one narrator session
-                early = link._early_narrator
+                link.narrator.prepare(SUMMARY_VOICE)
+                link.narrator.prepare(SUMMARY_VOICE)  # idempotent: one narrator session
+                early = link.narrator.early
                 await early
                 outcome = await AssessmentDelivery(
                     assessment_id=3, grade_input=grade_input(), grader=RulesGrader(), tutor=link, learner=learner,
                     store=MemoryStore(), config=HandoverConfig(summary_voice=SUMMARY_VOICE),
                 ).run()
-                narrator_open = link.narrators[0].is_open
+                narrator_open = link.narrator.opened[0].is_open
                 for _ in range(100):
                     if len(sim.connections) == 1:
                         break
@@ -199,7 +200,7 @@ def test_a_narrator_prepared_before_the_ceiling_is_used_and_closed():
     outcome, link, early, connections, narrator_open = asyncio.run(scenario())
     assert not narrator_open
     assert outcome.status == "delivered" and outcome.speaker == "narrator"
-    assert len(link.narrators) == 1 and link.narrators[0] is early.result()[0]  # the prepared one spoke
+    assert len(link.narrator.opened) == 1 and link.narrator.opened[0] is early.result()[0]  # the prepared one spoke
     assert connections == 1  # after the handover only the tutor's session is open: the narrator was closed
 
 
@@ -210,8 +211,8 @@ def test_a_prepared_narrator_that_no_handover_took_is_closed_with_the_session():
             link = BareTutorLink(Upstream(sim.url, None, "gpt-realtime", "simulator"), learner)
             before = set(asyncio.all_tasks())
             await link.connect()
-            link.prepare_narrator(SUMMARY_VOICE)
-            await link._early_narrator
+            link.narrator.prepare(SUMMARY_VOICE)
+            await link.narrator.early
             assert len(sim.connections) == 2
             await link.close()
             await learner.close()
@@ -220,7 +221,7 @@ def test_a_prepared_narrator_that_no_handover_took_is_closed_with_the_session():
                     break
                 await asyncio.sleep(0.01)  # the test waits for the server side to notice
             leftover = [t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()]
-            return leftover, len(sim.connections), link.narrators[0].is_open
+            return leftover, len(sim.connections), link.narrator.opened[0].is_open
 
     leftover, connections, narrator_open = asyncio.run(scenario())
     assert leftover == [] and connections == 0 and not narrator_open

@@ -116,19 +116,32 @@ async def test_reload_before_any_answer_ends_not_rated(upstream, session_cookie_
     await sync_to_async(check_off_the_chart)(learner_user)
 
 
-async def test_a_second_tab_before_any_answer_ends_the_first_not_rated(upstream, session_cookie_headers, learner_user):
+async def test_start_in_a_second_tab_before_any_answer_ends_the_first_not_rated(upstream, session_cookie_headers, learner_user):
     headers = await sync_to_async(session_cookie_headers)(learner_user)
     first = await started(headers)
     second = WebsocketCommunicator(application, "/ws/tutor/", headers=headers)
     try:
         assert (await second.connect())[0]
+        ready = await second.receive_json_from()
+        assert ready["state"] == "ready" and ready["running_elsewhere"] is True  # the page says so
+        # Opening the page ends nothing: the first window's session goes on (its tutor still speaks).
+        meanwhile = []
+        while not await first.receive_nothing(timeout=0.3):
+            meanwhile.append(await first.receive_output())
+        assert all(m["type"] == "websocket.send" for m in meanwhile)
+        assert not [m for m in meanwhile if m.get("text") and json.loads(m["text"])["type"] == "error"]
+        await second.send_json_to({"type": "session.start"})  # Start does
         seen = await events_until(first, lambda e: e["type"] == "close")
         assert seen[-1]["code"] == 4409
+        assert [e["code"] for e in seen if e["type"] == "error"] == ["superseded"]
     finally:
         await first.disconnect()
         await second.disconnect()
-    check_not_rated(await assessment_of(learner_user), "learner_left")
-    await sync_to_async(check_off_the_chart)(learner_user)
+    first_session = await TutorSession.objects.filter(learner__user=learner_user).order_by("started_at").afirst()
+    async with asyncio.timeout(5):
+        while not await Assessment.objects.filter(session=first_session).aexists():
+            await asyncio.sleep(0.02)
+    check_not_rated(await Assessment.objects.select_related("session").aget(session=first_session), "learner_left")
 
 
 async def test_logout_before_any_answer_ends_the_session_not_rated(upstream, session_cookie_headers, learner_user):

@@ -18,6 +18,8 @@ from channels.testing import WebsocketCommunicator
 
 from assessments.models import Assessment
 from config.asgi import application
+from tutor.realtime import clock
+from tutor.realtime.clock import Clock
 from tutor.realtime.playback import ASSUMED, FLUSHED, REPORTED, Playback
 from tutor.realtime.simulator.knobs import SimulatorKnobs
 from tutor.testing.learners import written_answer
@@ -90,11 +92,11 @@ def learner_headers(session_cookie_headers, learner_user):
     return session_cookie_headers(learner_user)
 
 
-async def serve_upstream(settings, audio_ms: int):
+async def serve_upstream(settings, audio_ms: int, pace: float = SimulatorKnobs().pace):
     """A simulator at its default pace (faster than real time), every spoken response `audio_ms` long.
     Its tutor makes its record_probe call first, then speaks (one spoken item per reply: each item is
     `audio_ms` long, which the timings below count on)."""
-    async with start_simulator(pace=SimulatorKnobs().pace, audio_ms_per_response=audio_ms, probe_shape="call_answer") as sim:
+    async with start_simulator(pace=pace, audio_ms_per_response=audio_ms, probe_shape="call_answer") as sim:
         settings.PARLA_REALTIME_URL = sim.url
         yield sim
 
@@ -107,7 +109,8 @@ async def upstream(settings):
 
 @pytest.fixture
 async def short_upstream(settings):
-    async for sim in serve_upstream(settings, 2000):
+    """Audio generated at once (pace 0): faster than real time on any session clock."""
+    async for sim in serve_upstream(settings, 2000, pace=0):
         yield sim
 
 
@@ -340,18 +343,23 @@ async def test_the_summary_is_delivered_only_when_the_page_reports_it_played_to_
 async def test_a_page_that_never_reports_gets_the_summary_delivered_after_its_length_with_a_note(
     short_upstream, learner_headers, settings
 ):
+    """On a session clock 8 times as fast as the wall (tutor.realtime.clock): the server waits out the
+    summary's length plus the margin in its own time, so the test waits an eighth of it."""
     settings.PARLA_PLAYBACK_MARGIN = 0.5
-    page = await started(learner_headers)
-    try:
-        await page.until(is_type("audio.end"))  # the greeting; this page reports nothing
-        await answered_twice(page)
-        _item, began = await summary_generated(page, report=False)
-        card = await page.until(is_type("assessment", status="delivered"), timeout=10)
-        waited = time.monotonic() - began
-        length = 2 * 2.0  # the level and the feedback, 2 s each, played one after the other
-        assert length <= waited < length + 0.5 + 2.0  # the summary's length plus the margin (and some slack)
-        assessment = await Assessment.objects.aget(pk=card["id"])
-        assert assessment.status == Assessment.Status.DELIVERED
-        assert "did not report the end of the summary" in assessment.failure_reason
-    finally:
-        await page.communicator.disconnect()
+    speed = 8.0
+    with clock.installed(Clock(speed=speed)):
+        page = await started(learner_headers)
+        try:
+            await page.until(is_type("audio.end"))  # the greeting; this page reports nothing
+            await answered_twice(page)
+            _item, began = await summary_generated(page, report=False)
+            card = await page.until(is_type("assessment", status="delivered"), timeout=10)
+            waited = (time.monotonic() - began) * speed  # on the session clock
+            length = 2 * 2.0  # the level and the feedback, 2 s each, played one after the other
+            # the summary's length plus the margin (and some slack, in wall seconds)
+            assert length <= waited < length + 0.5 + 2.0 * speed / 4
+            assessment = await Assessment.objects.aget(pk=card["id"])
+            assert assessment.status == Assessment.Status.DELIVERED
+            assert "did not report the end of the summary" in assessment.failure_reason
+        finally:
+            await page.communicator.disconnect()

@@ -19,14 +19,22 @@ from tutor.realtime.logs import bind
 from tutor.realtime.relay import SpeechRelay
 from tutor.realtime.tasks import OwnedTasks
 from tutor.realtime.tracker import ResponseTracker
+from assessments.transcript import Transcript
 from tutor.runtime.answers import AnswerCollector, TutorOpinion
+from tutor.runtime.connection import TutorConnection
+from tutor.runtime.phase import SessionPhase
 from tutor.runtime.probes import ProbeHandler
 from tutor.runtime.responses import ResponseScheduler
-from tutor.runtime.session import INLINE_AUDIO_MS, audio_work
+from tutor.runtime.judge import INLINE_AUDIO_MS, audio_work
 from tutor.testing.loopback import MemoryLearner
 from tutor.testing.realtime_client import start_simulator
 
 log = bind(logging.getLogger("tests"), session_id=1)
+
+
+def connection_of(client, step_timeout=5.0):
+    """The tutor's connection around an upstream session the test opened itself."""
+    return TutorConnection(phase=SessionPhase(), transcript=Transcript(), log=log, step_timeout=step_timeout, client=client)
 
 
 @pytest.fixture
@@ -38,11 +46,11 @@ async def tutor():
         relay = SpeechRelay(learner, role="tutor", voice=lambda: client.tracker.voice)
         tasks = OwnedTasks("test")
         scheduler = ResponseScheduler(
-            client=lambda: client,
+            connection=connection_of(client),
+            phase=SessionPhase(),
             learner=learner,
             relay=relay,
             step_timeout=5.0,
-            may_respond=lambda: True,
             spawn=tasks.spawn,
             log=log,
         )
@@ -134,10 +142,8 @@ class FakeScheduler:
 
     def __init__(self, client):
         self._client = client
+        self.connection = connection_of(client)
         self.outputs = []
-
-    def client(self):
-        return self._client
 
     async def function_output(self, call_id, output):
         self.outputs.append((call_id, output))
@@ -260,8 +266,8 @@ async def plain():
     client, tasks = PlainClient(), OwnedTasks("plain")
     learner = MemoryLearner()
     scheduler = ResponseScheduler(
-        client=lambda: client, learner=learner, relay=SpeechRelay(learner, role="tutor", voice=lambda: "marin"),
-        step_timeout=0.2, may_respond=lambda: True, spawn=tasks.spawn, log=log,
+        connection=connection_of(client, step_timeout=0.2), phase=SessionPhase(), learner=learner,
+        relay=SpeechRelay(learner, role="tutor", voice=lambda: "marin"), step_timeout=0.2, spawn=tasks.spawn, log=log,
     )
 
     async def feed(type_, **fields):

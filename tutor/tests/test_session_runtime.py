@@ -12,6 +12,9 @@ from assessments.models import Assessment, TutorSession
 from tutor.persona import SILENCE_MS_BEGINNER
 from tutor.realtime.simulator.input import SEMANTIC_SILENCE_MS
 from tutor.testing.loopback import MemoryLearner
+from tutor.realtime import clock
+from tutor.realtime.clock import Clock
+from tutor.runtime.phase import Phase, SessionPhase
 from tutor.runtime.session import SessionConfig, TutorSessionRuntime
 from tutor.testing.realtime_client import start_simulator
 from tutor.upstream import Upstream
@@ -47,7 +50,7 @@ async def test_learner_leaving_mid_grading_keeps_the_assessment_and_leaves_nothi
                 answered += 1
                 await runtime.answer_text("Hola, me llamo Ana y vivo en Madrid.")
         await until(lambda: any(e["type"] == "assessing" for e in learner.events))
-        assert runtime.delivery is not None and runtime._tasks  # grading: the delivery task is running
+        assert runtime.outcome.delivery is not None and runtime._tasks  # grading: the delivery task is running
 
         await runtime.close("learner_left")  # the socket is gone while the grader still works
         await learner.close()  # and with it the browser's playback
@@ -76,6 +79,8 @@ async def test_a_resumed_session_neither_greets_again_nor_probes_an_answer_twice
         upstream = Upstream(sim.url, None, "gpt-realtime", "simulator")
         runtime = TutorSessionRuntime(learner, learner_profile.pk, config, upstream=upstream)
         runtime.launch()
+        await until(lambda: runtime.connection.current is not None)
+        first = runtime.connection.current
         answered = 0
         while runtime.assessment_id is None:
             await until(lambda: sum(e["type"] == "audio.end" for e in learner.events) > answered
@@ -87,7 +92,11 @@ async def test_a_resumed_session_neither_greets_again_nor_probes_an_answer_twice
                     await runtime.answer_text("Creo que sí, porque me gusta mucho leer y viajar.")
         await runtime.close("learner_left")
 
-    assert runtime.resumes >= 1
+    assert runtime.connection.resumes >= 1
+    # One connection across the resumes, a new upstream session under it; the parts hold the connection.
+    assert runtime.connection.current is not first
+    assert runtime.client is runtime.connection and runtime.responses.connection is runtime.connection
+    assert runtime.outcome.delivery.client is runtime.connection
     tutor_lines = runtime.transcript.texts("tutor")
     assert sum(line.startswith(GREETINGS["es"]) for line in tutor_lines) == 1
     assert len(runtime.placement.probes) == len(runtime.transcript.texts("learner"))
@@ -104,15 +113,16 @@ async def test_the_learner_is_heard_when_they_speak_while_the_upstream_session_i
         upstream = Upstream(sim.url, None, "gpt-realtime-2.1", "simulator")
         runtime = TutorSessionRuntime(learner, learner_profile.pk, config, upstream=upstream)
         gate, resuming = asyncio.Event(), asyncio.Event()
-        connect = runtime._connect_tutor
+        connection = runtime.connection
+        connect = connection.connect
 
         async def held_connect():
-            if runtime.client is not None:  # a resume (not the first connection): hold it open
+            if connection.current is not None:  # a resume (not the first connection): hold it open
                 resuming.set()
                 await gate.wait()
             await connect()
 
-        runtime._connect_tutor = held_connect
+        connection.connect = held_connect
         runtime.launch()
         await until(lambda: any(e == {"type": "state", "state": "listening"} for e in learner.events))
         await asyncio.wait_for(resuming.wait(), 10)  # the session expired; its replacement is opening
@@ -128,7 +138,7 @@ async def test_the_learner_is_heard_when_they_speak_while_the_upstream_session_i
         await until(lambda: any(e["type"] == "transcript" and e["role"] == "learner" and e["item_id"]
                                 for e in learner.events), timeout=10)
         await runtime.close("learner_left")
-    assert runtime.resumes >= 1
+    assert runtime.connection.resumes >= 1
 
 
 async def test_one_heartbeat_beats_for_all_sessions_of_the_process_and_stops_with_the_last(settings, make_user):
@@ -182,3 +192,43 @@ async def test_a_task_cancelled_before_it_started_leaves_no_coroutine_unawaited(
     assert runtime._tasks == set()
     assert inspect.getcoroutinestate(finished) == inspect.CORO_CLOSED
     assert inspect.getcoroutinestate(never_started) == inspect.CORO_CLOSED
+
+
+async def test_the_time_cap_is_measured_on_the_session_clock(learner_user):
+    """The session's time budget runs on the session clock (tutor.realtime.clock): on a clock 40 times
+    as fast as the wall, a 4 s cap ends the placement (not rated: nothing was answered) in a tenth of a
+    second of wall time."""
+    learner_profile = await sync_to_async(lambda: learner_user.learner)()
+    config = dataclasses.replace(await sync_to_async(SessionConfig.for_learner)(learner_profile), max_seconds=4.0)
+    loop = asyncio.get_running_loop()
+    async with start_simulator(true_level="A1", pace=0) as sim:
+        with clock.installed(Clock(speed=40)):
+            learner = MemoryLearner()
+            upstream = Upstream(sim.url, None, "gpt-realtime", "simulator")
+            runtime = TutorSessionRuntime(learner, learner_profile.pk, config, upstream=upstream)
+            began = loop.time()
+            runtime.launch()
+            await until(lambda: runtime.state == "ended", timeout=10)  # shown once the row has ended
+            took = loop.time() - began
+            await runtime.close("learner_left")
+            await learner.close()
+    session = await sync_to_async(TutorSession.objects.get)(pk=runtime.session_id)
+    assert session.end_reason == "time_cap"
+    assert runtime.outcome.not_rated
+    assert took < 2.0  # not the 4 s of the cap in wall time
+
+
+def test_the_session_phase_only_moves_forward_and_says_what_it_allows():
+    phase = SessionPhase()
+    assert phase.now is Phase.CONNECTING and phase.now.placing and not phase.now.takes_audio
+    assert phase.to(Phase.CONVERSING) is Phase.CONNECTING
+    assert phase.now.placing and phase.now.takes_audio
+    phase.to(Phase.ASSESSING)  # the assessment row: the tutor says no more, the learner's audio still counts
+    assert not phase.now.placing and phase.now.takes_audio and not phase.now.over
+    phase.to(Phase.DELIVERING)  # the handover froze the tutor
+    assert not phase.now.takes_audio
+    with pytest.raises(RuntimeError, match="from delivering to conversing"):
+        phase.to(Phase.CONVERSING)
+    phase.to(Phase.DELIVERING)  # staying is no move
+    phase.to(Phase.CLOSED)  # the socket may close in any phase
+    assert phase.now.over and not phase.now.placing

@@ -289,7 +289,7 @@ async def test_an_upstream_error_reaches_the_learner_in_parlas_words_and_the_log
             raw = {"type": "error", "event_id": "event_1", "error": {
                 "type": "server_error", "code": None, "message": "The server had an error while processing your request.",
                 "param": None, "event_id": None}}
-            await runtime.on_upstream_event(parse_server_event(json.dumps(raw)))
+            await runtime.events.handle(parse_server_event(json.dumps(raw)))
             events = await events_until(communicator, lambda e: e["type"] == "error")
         finally:
             await communicator.disconnect()

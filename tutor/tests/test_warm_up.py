@@ -22,39 +22,13 @@ async def placed(headers, self_assessment, true_level, settings):
     Placement follows the independent rater, which judges a written answer by its text: the learner
     stand-in writes answers of its true level (from the rater's reference set), as a real one would."""
     answer = written_answer(true_level)
+    start = {"type": "session.start"}
+    if self_assessment is not None:
+        start["self_assessment"] = self_assessment
     async with start_simulator(pace=0, true_level=true_level) as sim:
         settings.PARLA_REALTIME_URL = sim.url
-        communicator = WebsocketCommunicator(application, "/ws/tutor/", headers=headers)
-        assert (await communicator.connect())[0]
-        try:
-            await communicator.receive_json_from()  # ready
-            start = {"type": "session.start"}
-            if self_assessment is not None:
-                start["self_assessment"] = self_assessment
-            await communicator.send_json_to(start)
-            heard = False  # a tutor item played since the learner's last answer
-            while True:
-                seen = await events_until(communicator, lambda e: (
-                    e["type"] in ("audio.end", "playback.flush") or e["type"] == "state" and e["state"] == "listening"
-                    or e["type"] == "assessment" and e["status"] in ("delivered", "delivery_failed")), timeout=20)
-                event = seen[-1]
-                if event["type"] == "playback.flush":
-                    await communicator.send_json_to({"type": "playback.flushed", "request_id": event["request_id"],
-                                                     "item_id": None, "played_ms": 0})
-                elif event["type"] == "audio.end":
-                    # Like the page: the item has been played (the server takes what was heard from this).
-                    await communicator.send_json_to({"type": "playback.report", "item_id": event["item_id"],
-                                                     "kind": "end", "played_ms": 0})
-                    heard = True
-                elif event["type"] == "state":
-                    if heard:  # the tutor's turn is over (its preamble, call and question): answer it
-                        await communicator.send_json_to({"type": "answer.text", "text": answer})
-                        heard = False
-                else:
-                    card = event
-                    break
-        finally:
-            await communicator.disconnect()
+        events = await answered_in_writing(headers, start, lambda: answer)
+    card = events[-1]
     probes = [p.level async for p in Probe.objects.order_by("created_at", "pk")]
     return card, probes
 
@@ -89,5 +63,40 @@ async def test_a_bad_self_assessment_is_refused(settings, session_cookie_headers
         await communicator.send_to(text_data=json.dumps({"type": "session.start", "self_assessment": "fluent"}))
         error = await communicator.receive_json_from()
         assert error["type"] == "error" and error["code"] == "bad_field"
+    finally:
+        await communicator.disconnect()
+
+
+async def answered_in_writing(headers, start: dict, next_answer) -> list[dict]:
+    """Drives /ws/tutor/ as the page does (reports each tutor item played, answers each flush) and
+    answers every tutor turn in writing with `next_answer()`, until the assessment is delivered;
+    returns every JSON event the page was sent (the card last)."""
+    communicator = WebsocketCommunicator(application, "/ws/tutor/", headers=headers)
+    assert (await communicator.connect())[0]
+    events = []
+    try:
+        await communicator.receive_json_from()  # ready
+        await communicator.send_json_to(start)
+        heard = False  # a tutor item played since the learner's last answer
+        while True:
+            seen = await events_until(communicator, lambda e: (
+                e["type"] in ("audio.end", "playback.flush") or e["type"] == "state" and e["state"] == "listening"
+                or e["type"] == "assessment" and e["status"] in ("delivered", "delivery_failed")), timeout=20)
+            events += seen
+            event = seen[-1]
+            if event["type"] == "playback.flush":
+                await communicator.send_json_to({"type": "playback.flushed", "request_id": event["request_id"],
+                                                 "item_id": None, "played_ms": 0})
+            elif event["type"] == "audio.end":
+                # Like the page: the item has been played (the server takes what was heard from this).
+                await communicator.send_json_to({"type": "playback.report", "item_id": event["item_id"],
+                                                 "kind": "end", "played_ms": 0})
+                heard = True
+            elif event["type"] == "state":
+                if heard:  # the tutor's turn is over (its preamble, call and question): answer it
+                    await communicator.send_json_to({"type": "answer.text", "text": next_answer()})
+                    heard = False
+            else:
+                return events
     finally:
         await communicator.disconnect()

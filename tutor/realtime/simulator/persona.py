@@ -5,7 +5,8 @@ questions in the target language, and after each learner turn calls `record_prob
 simulated learner (`true_level`) decides each probe's outcome; without it a length heuristic
 judges a real human's answer. As a model can, it may skip the call (`skip_probe_every`), make it
 twice (`repeat_probe_every`) or reply in the wrong language (`wrong_language_every`). It cannot understand speech, and never claims to: the simulator has no
-learner words to offer (input.py fails every transcription).
+learner words to offer (input.py fails every transcription); so it asks the learner's name only when
+it greets, since any answer after that may have given it.
 """
 
 from __future__ import annotations
@@ -433,16 +434,22 @@ class ScriptedTutor:
             self.replies += 1
             if _every(self.wrong_language_every, self.replies):
                 language = wrong_language(language)
-        if self.spoken == 0:
-            opener = GREETINGS[language]
-        else:
-            opener = self.rng.choice(ACKNOWLEDGEMENTS[language])
+        greeting = self.spoken == 0
+        opener = GREETINGS[language] if greeting else self.rng.choice(ACKNOWLEDGEMENTS[language])
         self.spoken += 1
-        return f"{opener} {self._question(context, advance=True, language=language)}"
+        return f"{opener} {self._question(context, advance=True, language=language, greeting=greeting)}"
 
-    def _question(self, context: TutorContext, *, advance: bool, language: str | None = None) -> str:
+    def _question(
+        self, context: TutorContext, *, advance: bool, language: str | None = None, greeting: bool = False
+    ) -> str:
         language = language or _bank_language(context.language)
         bank = QUESTIONS[language][context.level]
+        if context.level == "A1":
+            # The A1 bank opens with the learner's name: asked when the tutor greets, never after an
+            # answer, which may well have given it (the simulator cannot hear what a spoken one said).
+            if greeting:
+                return bank[0]
+            bank = bank[1:]
         key = (language, context.level)
         if key not in self._next_question:
             self._next_question[key] = self.rng.randrange(len(bank))
