@@ -19,6 +19,16 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
             test["NAME"] = f"{test.get('NAME') or 'test_' + db['NAME']}_{os.getpid()}"
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """The test database, and before it is dropped, this process's lease (assessments.leases) given
+    up: its connection would keep PostgreSQL from dropping the database."""
+    yield
+    from assessments import leases
+
+    leases.release()
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     """Tests create and log in many users; the production hasher's slowness buys nothing here."""

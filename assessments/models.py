@@ -78,6 +78,8 @@ class TutorSession(models.Model):
     # Written periodically by the process running the session; a stale one means that process died
     # (assessments.recovery ends such sessions).
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The process running it (assessments.leases.process_id): once that process holds no lease, it died.
+    served_by = models.CharField(max_length=128, blank=True)
 
     class Meta:
         ordering = ["-started_at"]

@@ -1,10 +1,13 @@
 """What a dead server process left behind: sessions with no end, assessments nobody will deliver.
 
-A running session writes a heartbeat (`services.heartbeat`, every PARLA_HEARTBEAT_SECONDS) from the
-process that runs it. A session whose heartbeat is older than PARLA_STALE_SECONDS belongs to a process
-that is gone (`kill -9`, a crash, a lost machine): `sweep` ends it (`server_restart`), grades its
-pending assessment under a claim (`services.claim`: exactly one process grades it) and marks it
-delivery_failed, since nobody spoke the summary. Live sessions of other processes have fresh
+A running session names the process that runs it (`served_by`), which holds a lease for as long as it
+lives (assessments.leases), and writes a heartbeat (`services.heartbeat`, every PARLA_HEARTBEAT_SECONDS).
+A session whose process holds no lease, or (where leases cannot be seen) whose heartbeat is older than
+PARLA_STALE_SECONDS, belongs to a process that is gone (`kill -9`, a crash, a lost machine): `sweep`
+ends it (`server_restart`). A placement it cut short gets its assessment from the judgements stored as
+they were made (`keep_interrupted`: partial, or not_rated with the reason). Its pending assessment is
+graded under a claim (`services.claim`: exactly one process grades it) and marked delivery_failed,
+since nobody spoke the summary. Live sessions of other processes hold their leases and fresh
 heartbeats and are never touched. `grade_pending` (the operator's command) uses `grade_claimed` too.
 
 Each server process runs `sweep` when it starts serving and then periodically (tutor/recovery.py).
@@ -15,11 +18,13 @@ from __future__ import annotations
 import logging
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from assessments import services
+from assessments import leases, services
 from assessments.grading import GradeInput, Grader, GradeResult, fallback_grade, reconcile
 from assessments.models import Assessment, TutorSession
 
@@ -27,12 +32,30 @@ logger = logging.getLogger(__name__)
 
 db = database_sync_to_async
 RESTART_REASON = "server restarted before the summary was spoken"
+INTERRUPTED_REASON = "the server stopped during the placement"
+
+
+def _dead_processes() -> set[str]:
+    """Processes named on work not done (open sessions, undelivered assessments, placements the sweep
+    ended) that hold no lease: they died (assessments.leases)."""
+    named = (
+        TutorSession.objects.exclude(served_by="")
+        .filter(
+            Q(ended_at__isnull=True)
+            | Q(assessment__status__in=(Assessment.Status.PENDING, Assessment.Status.GRADED))
+            | Q(end_reason=TutorSession.EndReason.SERVER_RESTART, assessment__isnull=True)
+        )
+        .values_list("served_by", flat=True)
+        .distinct()
+    )
+    return leases.dead(named)
 
 
 def _silent_sessions():
-    """Sessions whose process stopped writing heartbeats (rows from before heartbeats: since they started)."""
+    """Sessions whose process died: it holds no lease, or (where leases cannot be seen, and for rows
+    from before them) it stopped writing heartbeats (rows from before heartbeats: since they started)."""
     return TutorSession.objects.alias(alive_at=Coalesce("heartbeat_at", "started_at")).filter(
-        alive_at__lt=services.stale_before()
+        Q(alive_at__lt=services.stale_before()) | Q(served_by__in=_dead_processes())
     )
 
 
@@ -49,6 +72,27 @@ def end_silent_sessions() -> list[int]:
             ended_at=timezone.now(), end_reason=TutorSession.EndReason.SERVER_RESTART
         )
     return ids
+
+
+def interrupted_placements() -> list[int]:
+    """Sessions ended by a sweep (their process died) before placement had made an assessment."""
+    return list(
+        TutorSession.objects.filter(end_reason=TutorSession.EndReason.SERVER_RESTART, assessment__isnull=True)
+        .values_list("pk", flat=True)
+    )
+
+
+def keep_interrupted(session_id: int) -> tuple[int, bool]:
+    """The assessment of a placement its process's death cut short, from the judgements stored as they
+    were made: `partial` ("at least" the floor) and pending, for the sweep to grade; or not_rated,
+    with the reason, when too few answers were rated. Returns (assessment id, rated)."""
+    session = TutorSession.objects.get(pk=session_id)
+    placement = services.stored_placement(session, TutorSession.EndReason.SERVER_RESTART)
+    minimum = settings.PARLA_MIN_RATED_ANSWERS
+    if placement.has_evidence(minimum):
+        return services.create_assessment(session_id, placement.rating, placement.partial, claim=False), True
+    reason = f"{INTERRUPTED_REASON}: {placement.rated_answers} rated answer(s), at least {minimum} needed for a level"
+    return services.create_unrated_assessment(session_id, placement.partial, reason), False
 
 
 def orphaned_assessments() -> list[int]:
@@ -102,10 +146,19 @@ async def sweep(grader: Grader, claimer: str | None = None) -> tuple[list[int], 
     ended = await db(end_silent_sessions)()
     for session_id in ended:
         logger.warning("session ended by recovery", extra={"session_id": session_id, "reason": "server_restart"})
+    interrupted = {}
+    for session_id in await db(interrupted_placements)():
+        assessment_id, rated = await db(keep_interrupted)(session_id)
+        interrupted[assessment_id] = rated
+        logger.warning(
+            "interrupted placement kept",
+            extra={"session_id": session_id, "assessment_id": assessment_id, "rated": rated},
+        )
     recovered = []
     for assessment_id in await db(orphaned_assessments)():
         await grade_claimed(assessment_id, grader, claimer)
-        if await db(services.mark_delivery_failed)(assessment_id, RESTART_REASON):
+        reason = f"{INTERRUPTED_REASON}; the level is from the answers judged before it" if assessment_id in interrupted else RESTART_REASON
+        if await db(services.mark_delivery_failed)(assessment_id, reason):
             recovered.append(assessment_id)
             logger.warning("assessment recovered", extra={"assessment_id": assessment_id, "claimer": claimer})
     return ended, recovered

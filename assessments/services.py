@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import socket
 import wave
 from collections.abc import Collection
 from datetime import datetime, timedelta
@@ -20,6 +18,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from assessments import leases
 from assessments.audio import BYTES_PER_SAMPLE, CHANNELS, SAMPLE_RATE
 from assessments.grading import GradeInput, GradeResult
 from assessments.grading.summary import NOT_RATED_SUMMARY
@@ -30,9 +29,7 @@ from assessments.transcript import Transcript, Utterance
 logger = logging.getLogger(__name__)
 
 
-def process_id() -> str:
-    """Who claims and heartbeats: this process (host:pid), so a forked worker is someone else."""
-    return f"{socket.gethostname()}:{os.getpid()}"[:128]
+process_id = leases.process_id  # who runs sessions and claims work: this process
 
 
 def stale_before() -> datetime:
@@ -44,6 +41,7 @@ def start_session(
     learner_id: int, *, upstream: str, model: str, target_language: str, self_assessment: str = "",
     start_level: str = "A1",
 ) -> int:
+    leases.hold()  # before the row names this process: its death is then seen at once
     return TutorSession.objects.create(
         learner_id=learner_id,
         upstream=upstream,
@@ -52,6 +50,7 @@ def start_session(
         self_assessment=self_assessment,
         start_level=start_level,
         heartbeat_at=timezone.now(),
+        served_by=process_id(),
     ).pk
 
 
@@ -163,21 +162,26 @@ def store_judged_answer(
     return turn_id
 
 
-def create_assessment(session_id: int, level: str, partial: bool) -> int:
+def create_assessment(session_id: int, level: str, partial: bool, *, claim: bool = True) -> int:
     """Persist the placement result (status pending) before anything else can fail.
 
-    This process claims it at once: the live handover grades it, nobody else.
+    This process claims it at once (`claim`): the live handover grades it, nobody else.
     """
+    if not claim:
+        return _create(session_id, {"level": level, "partial": partial})
+    leases.hold()
     return _create(session_id, {
         "level": level, "partial": partial, "claimed_by": process_id(), "claimed_at": timezone.now(),
     })
 
 
-def create_unrated_assessment(session_id: int, partial: bool) -> int:
+def create_unrated_assessment(session_id: int, partial: bool, reason: str = "") -> int:
     """The session gave too little evidence for a level: an assessment `not_rated`, with no level and
-    the learner's explanation as its summary (nothing to grade, nothing to claim)."""
+    the learner's explanation as its summary (nothing to grade, nothing to claim); `reason`, when the
+    session did not end by itself (a server restart), says why for the teacher."""
     return _create(session_id, {
         "level": "", "partial": partial, "status": Assessment.Status.NOT_RATED, "summary": NOT_RATED_SUMMARY,
+        "failure_reason": reason,
     })
 
 
@@ -190,20 +194,28 @@ def _create(session_id: int, fields: dict) -> int:
     return assessment.pk
 
 
-def _unclaimed() -> Q:
-    return Q(claimed_by="") | Q(claimed_at__isnull=True) | Q(claimed_at__lt=stale_before())
+def _unclaimed(assessment_id: int) -> Q:
+    """Nobody holds the assessment: no claim, a claim not renewed for PARLA_STALE_SECONDS, or the claim
+    of a process that holds no lease (it died: assessments.leases)."""
+    holder = Assessment.objects.filter(pk=assessment_id).values_list("claimed_by", flat=True).first()
+    return (
+        Q(claimed_by="") | Q(claimed_at__isnull=True) | Q(claimed_at__lt=stale_before())
+        | Q(claimed_by__in=leases.dead([holder or ""]))
+    )
 
 
 def claim(assessment_id: int, claimer: str) -> bool:
-    """Claim a pending assessment for grading: True for exactly one caller while the claim is fresh.
+    """Claim a pending assessment for grading: True for exactly one caller while the claim holds.
 
     One conditional UPDATE: PostgreSQL re-checks the condition on the locked row, so of two
-    concurrent claims the second finds it taken. A claim not renewed (by `heartbeat`) for
-    PARLA_STALE_SECONDS is taken over: its process died.
+    concurrent claims the second finds it taken. The claim of a process that died is taken over at
+    once (its lease is gone); where leases cannot be seen, once not renewed (by `heartbeat`) for
+    PARLA_STALE_SECONDS.
     """
+    leases.hold()  # the claim dies with this process
     return bool(
         Assessment.objects.filter(pk=assessment_id, status=Assessment.Status.PENDING)
-        .filter(_unclaimed())
+        .filter(_unclaimed(assessment_id))
         .update(claimed_by=claimer, claimed_at=timezone.now())
     )
 
@@ -216,7 +228,7 @@ def save_grade(assessment_id: int, result: GradeResult, claimer: str | None = No
     """
     return bool(
         Assessment.objects.filter(pk=assessment_id, status=Assessment.Status.PENDING)
-        .filter(Q(claimed_by=claimer or process_id()) | _unclaimed())
+        .filter(Q(claimed_by=claimer or process_id()) | _unclaimed(assessment_id))
         .update(
             level=result.level,
             criteria=result.criteria,
@@ -283,6 +295,18 @@ def grade_input_from_db(assessment: Assessment) -> GradeInput:
         placement, target_language=session.target_language, native_language=assessment.learner.native_language,
         feedback_language=feedback_language(assessment.learner),
     )
+
+
+def stored_placement(session: TutorSession, end_reason: str) -> Placement:
+    """The placement of a stored session: its judgements replayed in order, ended early with
+    `end_reason` if they did not finish it (what a session interrupted by a crash had reached)."""
+    placement = Placement(session.start_level)
+    for probe in session.probes.order_by("created_at", "pk"):
+        if placement.finished:
+            break
+        placement.record(probe.level, probe.outcome, probe.evidence, probe.rater)
+    placement.finish_early(end_reason)
+    return placement
 
 
 def feedback_language(learner) -> str:

@@ -18,7 +18,10 @@ socket timeout is set (always, above), and 3.11's `wait_for` swallows a cancella
 just as the awaited write or read completes (python/cpython#86296, bpo-42130; fixed in 3.12, whose
 `wait_for` is built on `asyncio.timeout`). A session task cancelled during a `group_send` (a live-view
 announce) then ran on, and the learner's disconnect waited for it until Daphne killed the handler,
-before the session's end was written. `keeps_cancellation` gives every layer call the 3.12 semantics.
+before the session's end was written. `keeps_cancellation` gives every layer call the 3.12 semantics,
+and each blocking pop of `receive()` too: channels-redis loops on the pop until a message comes, so a
+cancel swallowed as an empty pop returned blocked a consumer's receive for good (a handler Daphne killed
+at shutdown instead of cancelling it).
 """
 
 from __future__ import annotations
@@ -159,6 +162,7 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
 
     # --- receive: outlive an outage -----------------------------------------------------------
 
+    @keeps_cancellation  # channels-redis loops on this until a message comes: a swallowed cancel would block for good
     async def _brpop_with_clean(self, index, channel, timeout):
         try:
             member = await super()._brpop_with_clean(index, channel, timeout)

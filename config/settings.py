@@ -11,6 +11,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.checks.security.base import (
+    SECRET_KEY_INSECURE_PREFIX,
+    SECRET_KEY_MIN_LENGTH,
+    SECRET_KEY_MIN_UNIQUE_CHARACTERS,
+)
 from django.core.exceptions import ImproperlyConfigured
 
 from config.channel_layer import redis_channel_layer
@@ -27,10 +32,18 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 if not DEBUG:
-    # Refuse to start rather than run a production server with a public key or no host check.
-    if SECRET_KEY == _DEV_SECRET_KEY or len(SECRET_KEY) < 32:
+    # Refuse to start rather than run a production server with a public key or no host check. The key
+    # must pass what `check --deploy` asks of it (security.W009: 50+ characters, 5+ different ones, not
+    # Django's insecure prefix), so that a server that starts also checks clean.
+    if (
+        SECRET_KEY == _DEV_SECRET_KEY
+        or len(SECRET_KEY) < SECRET_KEY_MIN_LENGTH
+        or len(set(SECRET_KEY)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS
+        or SECRET_KEY.startswith(SECRET_KEY_INSECURE_PREFIX)
+    ):
         raise ImproperlyConfigured(
-            "DEBUG is off: set SECRET_KEY to a random string of at least 32 characters "
+            f"DEBUG is off: set SECRET_KEY to a random string of at least {SECRET_KEY_MIN_LENGTH} characters, "
+            f"{SECRET_KEY_MIN_UNIQUE_CHARACTERS} or more of them different "
             "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(50))')."
         )
     if not ALLOWED_HOSTS:
@@ -69,16 +82,17 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "config.middleware.PermissionsPolicyMiddleware",  # above WhiteNoise: static responses get it too
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Above WhiteNoise, which answers /static/ itself: static responses get these headers too.
+    "config.middleware.PermissionsPolicyMiddleware",
     "csp.middleware.CSPMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "config.middleware.ErrorPagesMiddleware",  # Parla's 404/403 pages under DEBUG too
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",  # last, as django-axes requires
 ]
 
@@ -252,6 +266,9 @@ PARLA_RATER = env("PARLA_RATER", "openai" if OPENAI_API_KEY else "offline")
 PARLA_RATER_MODEL = env("PARLA_RATER_MODEL", "gpt-5.4-mini")
 PARLA_RATER_TIMEOUT = env_float("PARLA_RATER_TIMEOUT", 8.0)
 PARLA_STEP_TIMEOUT = env_float("PARLA_STEP_TIMEOUT", 5.0)
+# Websocket keepalive of every upstream session (tutor/realtime/client.py): a ping this often; an upstream
+# that answers none for this long is taken as gone (noticed within 2x this), and the session resumes or ends.
+PARLA_UPSTREAM_KEEPALIVE_SECONDS = env_float("PARLA_UPSTREAM_KEEPALIVE_SECONDS", 5.0)
 # The bundled simulator generates audio at this multiple of real time; 4.0 like the real API, which
 # produces audio faster than real time (tutor/realtime/simulator/knobs.py DEFAULT_PACE says where).
 PARLA_SIMULATOR_PACE = env_float("PARLA_SIMULATOR_PACE", 4.0)

@@ -107,6 +107,13 @@ class DaphneSocket:
             self._channel.unregisterProducer()
             self._channel = None
 
+    def close_on_failure(self) -> None:
+        """A frame autobahn refuses (over Daphne's 1 MiB limit: code 1009; invalid UTF-8: 1007; a
+        protocol error: 1002) closes the connection with a close frame the browser sees, instead of
+        autobahn's default `failByDrop`, which drops the TCP connection (the browser sees only 1006).
+        The close handshake is bounded by autobahn's closeHandshakeTimeout, then the TCP is dropped."""
+        self.protocol.failByDrop = False
+
     def abort_unanswered_close(self, grace: float) -> None:
         """A close from now on drops the connection if the browser has not answered it within
         `grace` seconds (autobahn's closeHandshakeTimeout, default 1 s, then `abortConnection`):
@@ -136,6 +143,7 @@ class TransportMiddleware:
         if scope["type"] == "websocket":
             socket = daphne_socket(send)
             if socket is not None:
+                socket.close_on_failure()
                 scope = {**scope, SCOPE_KEY: socket}
         return await self.inner(scope, receive, send)
 

@@ -32,8 +32,6 @@ from tutor.runtime.session import SessionConfig, TutorSessionRuntime
 
 logger = logging.getLogger(__name__)
 
-CLOSE_SERVER_ERROR = 1011  # RFC 6455: the server met an unexpected condition
-
 
 def _queue_of(receive) -> asyncio.Queue | None:
     """The queue behind an ASGI `receive` callable, when it is an asyncio.Queue's `get` (Daphne's
@@ -56,9 +54,12 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         self.outbox: backpressure.SendQueue | None = None
         self.socket: backpressure.DaphneSocket | None = scope.get(backpressure.SCOPE_KEY)
         self.inbox = _queue_of(receive)
+        self.failing: asyncio.Task | None = None  # ending the session after one of its tasks failed
         try:
             await super().__call__(scope, receive, send)
         finally:
+            if self.failing is not None:
+                await asyncio.shield(self.failing)  # it ends the session: it must not be cut short
             await self._end_runtime("server_error")
             if self.outbox is not None:
                 await self.outbox.aclose()
@@ -146,12 +147,18 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         except ClientError as exc:
             await self._refuse(exc)
         except Exception:
-            # Not the browser's fault: say so, end the session cleanly, close the socket.
             logger.exception("socket handler failed", extra={"learner_id": self.learner.pk})
-            await self.send_event(wire.error("session_error", "Something went wrong on our side; the session has ended."))
-            self.open = False
-            await self._end_runtime("server_error")
-            await self.close(code=CLOSE_SERVER_ERROR)
+            await self._fail()
+
+    async def _fail(self) -> None:
+        """Not the browser's fault: say so, end the session cleanly, close the socket with a code
+        Daphne sends (wire.CLOSE_SERVER_ERROR)."""
+        if not self.open:
+            return
+        await self.send_event(wire.error("session_error", "Something went wrong on our side; the session has ended."))
+        self.open = False
+        await self._end_runtime("server_error")
+        await self.close(code=wire.CLOSE_SERVER_ERROR)
 
     async def disconnect(self, code):
         self.open = False
@@ -275,6 +282,11 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
     async def send_audio(self, pcm: bytes) -> None:
         if self.open:
             await self.outbox.put({"type": "websocket.send", "bytes": pcm})
+
+    def session_failed(self) -> None:
+        # In a task of the consumer's own: ending the runtime cancels and awaits the failed task.
+        if self.open and self.failing is None:
+            self.failing = asyncio.create_task(self._fail(), name="learner-session-failed")
 
     async def request_flush(self):
         self.playback.flushed()  # what was queued will not be heard

@@ -35,6 +35,7 @@ class Upstream:
             name=name,
             handler=handler,
             validate_sent=settings.PARLA_VALIDATE_EVENTS,
+            keepalive=settings.PARLA_UPSTREAM_KEEPALIVE_SECONDS,
         )
         if settings.PARLA_UPSTREAM_LOG:  # each session's traffic as JSON lines (tutor.realtime.record)
             client.recorder = UpstreamRecorder(settings.PARLA_UPSTREAM_LOG, name)

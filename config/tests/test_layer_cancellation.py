@@ -74,3 +74,30 @@ async def test_a_timeout_around_a_layer_call_still_fires():
     finally:
         await redis_layer.close_pools()
     assert timed_out == ITERATIONS
+
+
+async def test_a_receive_cancelled_as_its_blocking_pop_times_out_ends():
+    """A consumer's `receive()` (channels-redis loops on BZPOPMIN until a message comes): a cancel that
+    arrives as one pop returns empty was swallowed, and the loop blocked again, for good (Daphne then
+    killed the handler at shutdown). Receivers on empty channels, each cancelled at a moment spread
+    around its pops' end (every 0.2 s here), all end."""
+    require_service("REDIS_URL", "redis")
+    redis_layer = layer()
+    redis_layer.brpop_timeout = 0.2  # the pop returns empty this often (channels-redis: 5 s)
+
+    async def receiver(n: int) -> bool:
+        channel = await redis_layer.new_channel()
+        task = asyncio.create_task(redis_layer.receive(channel))
+        await asyncio.sleep(0.15 + n * 0.004)  # cancel points across 0.15..0.35 s: one pop's end among them
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=2)
+        while not task.done():  # swallowed: end it for good, and report it
+            task.cancel()
+            await asyncio.wait([task], timeout=0.5)
+        return bool(done)
+
+    try:
+        ended = await asyncio.gather(*(receiver(n) for n in range(ITERATIONS + 10)))
+    finally:
+        await redis_layer.close_pools()
+    assert [n for n, done in enumerate(ended) if not done] == []

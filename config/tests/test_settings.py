@@ -6,7 +6,7 @@ from config.tests.helpers import clean_env, read_settings, run_manage
 
 NAMES = ("DEBUG", "DATABASES", "CHANNEL_LAYERS", "ALLOWED_HOSTS", "INSTALLED_APPS", "ASGI_APPLICATION",
          "PARLA_DEMO_MODE", "PARLA_REALTIME_URL", "PARLA_GRADER", "OPENAI_API_KEY")
-GOOD_KEY = "k" * 50
+GOOD_KEY = "parla-settings-test-key-" + "k" * 26  # 50 characters, more than 5 of them different
 
 
 def test_defaults_are_sqlite_in_memory_layer_and_demo_mode():
@@ -98,6 +98,9 @@ def test_openai_api_key_selects_the_real_upstream():
     [
         ({}, "DEBUG is off: set SECRET_KEY"),
         ({"SECRET_KEY": "short"}, "DEBUG is off: set SECRET_KEY"),
+        ({"SECRET_KEY": "x" * 40 + "abcdefghi"}, "DEBUG is off: set SECRET_KEY"),  # 49: check --deploy's W009
+        ({"SECRET_KEY": "abcd" * 20}, "DEBUG is off: set SECRET_KEY"),  # 4 different characters: W009 too
+        ({"SECRET_KEY": "django-insecure-" + "abcdefghij" * 4}, "DEBUG is off: set SECRET_KEY"),
         ({"SECRET_KEY": GOOD_KEY}, "DEBUG is off: set ALLOWED_HOSTS"),
         ({"SECRET_KEY": GOOD_KEY, "ALLOWED_HOSTS": ""}, "DEBUG is off: set ALLOWED_HOSTS"),
     ],
@@ -166,3 +169,14 @@ def test_reasoning_effort_takes_the_apis_values_or_empty():
     result = run_manage("check", env=clean_env(PARLA_REASONING_EFFORT="max"))
     assert result.returncode != 0
     assert "PARLA_REASONING_EFFORT must be one of minimal, low, medium, high, xhigh" in result.stderr
+
+
+def test_the_shortest_key_debug_off_accepts_is_one_check_deploy_accepts():
+    """The settings refuse what `check --deploy` would warn about (security.W009), and no more."""
+    shortest = "abcde" * 10  # 50 characters, 5 different
+    env = clean_env(DEBUG="false", SECRET_KEY=shortest, ALLOWED_HOSTS="parla.example.org")
+    result = run_manage("check", "--deploy", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "security.W009" not in result.stdout + result.stderr
+    refused = run_manage("check", env={**env, "SECRET_KEY": shortest[:-1]})
+    assert "DEBUG is off: set SECRET_KEY" in refused.stderr

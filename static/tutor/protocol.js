@@ -29,8 +29,11 @@ export const CLOSE_SUPERSEDED = 4409; // opened in another tab: reconnecting wou
 export const REFUSAL_CODES = [CLOSE_NOT_AUTHENTICATED, CLOSE_FORBIDDEN, CLOSE_SUPERSEDED];
 // Closes after which reconnecting is fine (Python's counterparts: tutor/realtime/wire.py):
 export const CLOSE_NOT_READING = 4008; // the page read nothing it was sent for too long (a frozen tab)
-export const CLOSE_TRY_AGAIN_LATER = 1013; // the server was at capacity; `state: ended` and `at_capacity` came first
+// Daphne sends only 1000 and 3000-4999 from an application: RFC 6455's 1011 and 1013 take these instead.
+export const CLOSE_TRY_AGAIN_LATER = 4503; // the server was at capacity; `state: ended` and `at_capacity` came first
+export const CLOSE_SERVER_ERROR = 4500; // a server bug ended the session (cleanly); `session_error` came first
 export const CLOSE_TOO_MANY = 4429; // the page sent far more (or far more bad) messages than it ever does
+export const CLOSE_MESSAGE_TOO_BIG = 1009; // a frame over 1 MiB (sent by Daphne itself; the page never sends one)
 
 // -- server events the page treats specially ----------------------------------------------------
 // Python's counterpart: tutor/realtime/wire.py (busy).

@@ -36,6 +36,7 @@ from tutor.realtime.tracker import ResponseTracker
 logger = logging.getLogger(__name__)
 
 CANCEL_NOT_ACTIVE = "response_cancel_not_active"
+DEFAULT_KEEPALIVE = 5.0  # seconds between pings, and for a pong (see RealtimeClient._keepalive)
 
 EventHandler = Callable[[Any], Awaitable[None]]
 Predicate = Callable[[Any], bool]
@@ -155,6 +156,7 @@ class RealtimeClient:
         validate_sent: bool = False,
         strict_read: bool | None = None,
         open_timeout: float = 10.0,
+        keepalive: float = DEFAULT_KEEPALIVE,
     ):
         self.url = with_model(url, model)
         self.name = name
@@ -172,12 +174,15 @@ class RealtimeClient:
         self.recorder: Any = None  # an UpstreamRecorder (PARLA_UPSTREAM_LOG): the session's traffic, audio as counts
         self.lenient_reads: list[LenientRead] = []
         self.open_timeout = open_timeout
+        self.keepalive = keepalive
+        self.went_silent = False  # the upstream stopped answering pings: the connection was failed
         self.close_code: int | None = None
         self.close_reason = ""
         self.session_created = False
         self.last_error: Any = None  # the last `error` event's error (a refusal comes as one, then the close)
         self._ws: Any = None
         self._reader: asyncio.Task | None = None
+        self._pinger: asyncio.Task | None = None
         self._waiters: list[_Waiter] = []
         # event_id -> error codes that mean success for that request even after it was answered
         # (e.g. a cancel that raced the response's own completion).
@@ -200,7 +205,8 @@ class RealtimeClient:
                 # No permessage-deflate: the traffic is base64 PCM, which deflate shrinks by about a quarter
                 # at a CPU cost per frame that dominated the relay's profile (bench/hotpath.py).
                 compression=None,
-                ping_interval=None,  # the handover's keepalive pings while grading; the API does not need more
+                ping_interval=None,  # Parla's own keepalive (_keepalive), timed as the loop keeps up
+                close_timeout=self.keepalive,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -211,6 +217,7 @@ class RealtimeClient:
         created = asyncio.get_running_loop().create_future()
         self._waiters.append(_Waiter(lambda e: e.type == "session.created", created))
         self._reader = asyncio.create_task(self._read(), name=f"realtime-reader-{self.name}")
+        self._pinger = asyncio.create_task(self._keepalive(), name=f"realtime-keepalive-{self.name}")
         try:
             event = await self._wait(created, self.open_timeout)
         except RealtimeClosed as exc:
@@ -239,6 +246,8 @@ class RealtimeClient:
 
     async def close(self) -> None:
         """Close the socket and cancel and await the reader task (idempotent)."""
+        await cancel_and_wait(self._pinger)
+        self._pinger = None
         if self._ws is not None:
             await self._ws.close()
         await cancel_and_wait(self._reader)
@@ -385,6 +394,27 @@ class RealtimeClient:
         # arrives as the awaited future completes, and then the caller's task never stops.
         async with asyncio.timeout(timeout):
             return await pong
+
+    async def _keepalive(self) -> None:
+        """Notice an upstream that stopped answering (a hung process; a network path that drops packets
+        without a reset): its socket stays open and silent, in any phase of the session. A websocket
+        ping every `keepalive` seconds; no pong within `keepalive` seconds of the loop keeping up
+        (tasks.wait_responsive: a server whose own loop stalls does not blame the upstream for it;
+        websockets' ping_timeout counts wall-clock time) and the connection is aborted, `went_silent`
+        set, and the reader ends as on any close: silence is noticed within 2 x `keepalive` (at most
+        MAX_STRETCH times that on a loaded server)."""
+        while True:
+            await asyncio.sleep(self.keepalive)  # the ping period, not a settle wait
+            try:
+                pong = await self._ws.ping()
+                await wait_responsive(pong, self.keepalive)
+            except websockets.ConnectionClosed:
+                return
+            except TimeoutError:
+                self.went_silent = True
+                self.log.warning("upstream stopped answering", extra={"keepalive": self.keepalive})
+                self._ws.transport.abort()  # no close handshake with a peer that answers nothing
+                return
 
     # --- receiving -------------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ AUTH_CODES = frozenset({"invalid_api_key"})
 class UpstreamFailure:
     """One kind of failure: what the learner is told, what the session records, whether to retry."""
 
-    kind: str  # auth | busy | quota | model | error
+    kind: str  # auth | busy | silent | quota | model | error
     code: str  # the learner-facing error code (README "JSON from the server")
     message: str  # Parla's words for the learner
     end_reason: str  # TutorSession.EndReason when the session ends of it
@@ -53,6 +53,13 @@ BUSY = UpstreamFailure(
     "The tutor service is too busy right now. Please try again in a minute.",
     "upstream_busy",
     retry=True,
+)
+SILENT = UpstreamFailure(
+    "silent",
+    "upstream_silent",
+    "The tutor service stopped answering and could not be reached again, so the session has ended. "
+    "Your answers so far are kept.",
+    "upstream_error",
 )
 QUOTA = UpstreamFailure(
     "quota",

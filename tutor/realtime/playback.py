@@ -43,6 +43,10 @@ class PlayedItem:
     def over(self) -> bool:
         return self.end is not None
 
+    def within(self, played_ms: int) -> int:
+        """A reported position, never past what was sent: a page cannot have played more than that."""
+        return min(played_ms, round(self.sent_ms))
+
 
 class Playback:
     """One learner's playback: fed with `sent`, `complete`, `report`, `flushed`; asked `audible`."""
@@ -72,7 +76,7 @@ class Playback:
         if item is None or kind not in REPORT_KINDS:
             return False
         item.started = True
-        item.played_ms = max(item.played_ms, played_ms)
+        item.played_ms = max(item.played_ms, item.within(played_ms))
         item.reported_at = now
         if kind == "end" and item.end is None:
             item.end = REPORTED
@@ -94,7 +98,7 @@ class Playback:
         """The page's answer to a flush: how much of the item it was playing it had played."""
         item = self.items.get(item_id) if item_id else None
         if item is not None:
-            item.played_ms = max(item.played_ms, played_ms)
+            item.played_ms = max(item.played_ms, item.within(played_ms))
 
     # --- questions ------------------------------------------------------------------------------------
 

@@ -119,6 +119,11 @@ class LearnerPort:
     async def send_audio(self, pcm: bytes) -> None:
         raise NotImplementedError("LearnerPort subclasses must implement send_audio()")
 
+    def session_failed(self) -> None:
+        """A task of the session raised: the learner is told in Parla's words, the session is ended and
+        the socket closed. Returns at once: ending the session cancels and awaits the failed task."""
+        raise NotImplementedError("LearnerPort subclasses must implement session_failed()")
+
     async def request_flush(self) -> asyncio.Future:
         """Tell the browser to drop queued assistant audio at once.
 

@@ -23,7 +23,15 @@ CLOSE_FORBIDDEN = 4403  # logged in, but not allowed here (no Learner profile; n
 CLOSE_SUPERSEDED = 4409  # the same learner opened the tutor in another window
 CLOSE_TOO_MANY = 4429  # the browser sent far more (or far more bad) messages than the page ever does
 CLOSE_NOT_READING = 4008  # the browser read nothing of what it was sent for too long (tutor.backpressure)
-CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455 "Try Again Later": this server process runs all the sessions it may
+# Daphne (autobahn's sendClose) sends only 1000 or a code from 3000-4999: "invalid close code (must be
+# 1000 or from [3000, 4999])"; RFC 6455's 1011 and 1013 never reach the browser from an application.
+# So the server's own conditions take their RFC code's meaning in the private range.
+CLOSE_TRY_AGAIN_LATER = 4503  # like HTTP 503 / RFC 6455 1013: this server process runs all the sessions it may
+CLOSE_SERVER_ERROR = 4500  # like HTTP 500 / RFC 6455 1011: a server bug; the session was ended cleanly first
+# Closed by Daphne itself (autobahn), not by Parla: a frame or message over MAX_FRAME_BYTES, with RFC 6455's
+# "Message Too Big" (tutor.backpressure makes autobahn send the close frame instead of dropping the TCP).
+CLOSE_MESSAGE_TOO_BIG = 1009
+MAX_FRAME_BYTES = 1024 * 1024  # Daphne's websocket_max_message_size and _frame_size defaults
 # A browser that does not read may never receive its close frame: the connection is dropped this long
 # after the close was sent (autobahn's close handshake timeout), whatever the browser does.
 NOT_READING_CLOSE_GRACE_SECONDS = 5.0
@@ -65,6 +73,10 @@ MAX_AUDIO_FRAME_BYTES = 32 * 1024  # ~680 ms of audio; the page sends 100 ms fra
 MAX_CONTROL_BYTES = 8 * 1024
 MAX_TEXT_ANSWER_CHARS = 2000
 MAX_ID_CHARS = 64
+# No item plays longer than the upstream session that made it (60 minutes, DESIGN section 2): a played
+# position past this is not a position. One within it but past what was sent is taken as the item's
+# length (tutor.realtime.playback).
+MAX_PLAYED_MS = 60 * 60 * 1000
 
 # message type -> {field: (python type, required)}
 CONTROL_MESSAGES: dict[str, dict[str, tuple[type, bool]]] = {
@@ -158,8 +170,8 @@ def _check(kind: str, name: str, value):
             raise ClientError("bad_field", f"session.start.self_assessment must be one of {', '.join(SELF_ASSESSMENTS)} or ''.")
     elif name == "kind" and value not in REPORT_KINDS:
         raise ClientError("bad_field", f"{kind}.kind must be one of {', '.join(REPORT_KINDS)}.")
-    elif name == "played_ms" and value < 0:
-        raise ClientError("bad_field", f"{kind}.played_ms must be >= 0.")
+    elif name == "played_ms" and not 0 <= value <= MAX_PLAYED_MS:
+        raise ClientError("bad_field", f"{kind}.played_ms must be from 0 to {MAX_PLAYED_MS}.")
     elif isinstance(value, str) and len(value) > MAX_ID_CHARS:
         raise ClientError("bad_field", f"{kind}.{name} may be at most {MAX_ID_CHARS} characters.")
     return value

@@ -150,27 +150,28 @@ class TutorConnection:
         self._held.append(pcm)
 
     async def watch(
-        self, *, on_resumed: Callable[[], Awaitable[None]], on_lost: Callable[[bool], Awaitable[None]]
+        self, *, on_resumed: Callable[[], Awaitable[None]], on_lost: Callable[[bool, bool], Awaitable[None]]
     ) -> None:
         """Until the session ends: resume an expired upstream session while the placement is open, or
-        report it lost (`on_lost(expired)`). Once the assessment began the handover has its own
+        report it lost (`on_lost(expired, silent)`). An upstream that stopped answering (the client's
+        keepalive, `went_silent`) is resumed as an expired one: a new session may answer. Once the assessment began the handover has its own
         timeouts and falls back to text."""
         while True:
             await self.current.closed.wait()
             if self.phase.now.over:
                 return
             client = self.current
-            expired = client.close_code == EXPIRED_CLOSE_CODE
+            expired, silent = client.close_code == EXPIRED_CLOSE_CODE, client.went_silent
             self.log.warning("upstream session ended", extra={"code": client.close_code, "reason": client.close_reason})
             if not self.phase.now.placing:
                 return
-            if expired and self.resumes < MAX_RESUMES and await self.resume(on_resumed):
+            if (expired or silent) and self.resumes < MAX_RESUMES and await self.resume(on_resumed):
                 continue
-            await on_lost(expired)
+            await on_lost(expired, silent)
             return
 
     async def resume(self, on_resumed: Callable[[], Awaitable[None]]) -> bool:
-        """A new upstream session after the old one expired, with the conversation replayed.
+        """A new upstream session after the old one expired (or went silent), with the conversation replayed.
 
         Nothing else is sent meanwhile: `lock` is held and learner audio is held until `ready`, so the
         new session is configured before it can say anything. False (the old session stays current,

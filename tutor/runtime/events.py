@@ -18,6 +18,7 @@ from typing import Any
 
 from assessments.placement import Placement
 from tutor.realtime import wire
+from tutor.realtime.client import RealtimeClosed
 from tutor.realtime.failures import UNCLAIMED_ERROR_MESSAGE
 from tutor.realtime.logs import BoundLogger
 from tutor.realtime.relay import LearnerPort, SpeechRelay
@@ -28,7 +29,7 @@ from tutor.runtime.contact import FatalErrors, SilentReplies
 from tutor.runtime.handover import TutorLink
 from tutor.runtime.judge import AnswerJudge
 from tutor.runtime.outcome import SessionOutcome
-from tutor.runtime.phase import SessionPhase
+from tutor.runtime.phase import Phase, SessionPhase
 from tutor.runtime.probes import ProbeHandler
 from tutor.runtime.responses import ResponseScheduler
 from tutor.runtime.retries import FailedResponses
@@ -84,6 +85,18 @@ class TutorEvents:
         }
 
     async def handle(self, event: Any) -> None:
+        """The reader task's handler: an exception in it ends the session, as in any task (the runtime's
+        `_guard`)."""
+        try:
+            await self._dispatch(event)
+        except RealtimeClosed:
+            self.log.info("upstream event handler stopped: upstream closed", extra={"type": event.type})
+        except Exception:
+            self.log.exception("upstream event handler failed", extra={"type": event.type})
+            if self.phase.now is not Phase.CLOSED:
+                self.learner.session_failed()
+
+    async def _dispatch(self, event: Any) -> None:
         if self.connection.is_open:
             self.responses.observe(event)  # first: the turn-taking state every decision below reads
         if await self.relay.handle(event):

@@ -29,7 +29,7 @@ from assessments.placement import Placement
 from assessments.transcript import Transcript
 from tutor import recovery
 from tutor.realtime import clock, wire
-from tutor.realtime.failures import UpstreamFailure
+from tutor.realtime.failures import SILENT, UpstreamFailure
 from tutor.realtime.logs import BoundLogger
 from tutor.realtime.relay import LearnerPort, SpeechRelay
 from tutor.realtime.wire import State
@@ -111,8 +111,11 @@ class SessionOutcome:
         await self.learner.send_event(wire.error(failure.code, failure.message))
         await self.end_placement(failure.end_reason)
 
-    async def upstream_lost(self, expired: bool) -> None:
-        """No upstream session to resume: the delivery falls back to text when the tutor is gone."""
+    async def upstream_lost(self, expired: bool, silent: bool = False) -> None:
+        """No upstream session to resume: the delivery falls back to text when the tutor is gone. An
+        upstream that stopped answering is named to the learner (otherwise they would see nothing)."""
+        if silent:
+            await self.learner.send_event(wire.error(SILENT.code, SILENT.message))
         await self.end_placement("upstream_expired" if expired else "upstream_error")
 
     async def end_placement(self, reason: str) -> None:

@@ -227,9 +227,12 @@ class TutorSessionRuntime(TutorLink):
             raise ClientError("placement_ended", "The placement has ended; this answer was not recorded.")
         self.responses.learner_answered()
         await self.judge.show(self.answers.written(text, self.placement.current_level))
-        async with self.responses.lock:  # not while a resumed session is being configured
-            await self.responses.add_item(user_text_item(text))
-        await self.responses.answer_written()
+        try:
+            async with self.responses.lock:  # not while a resumed session is being configured
+                await self.responses.add_item(user_text_item(text))
+            await self.responses.answer_written()
+        except RealtimeClosed:
+            pass  # the upstream went away: the connection's watch resumes (replaying this answer) or ends it
 
     # --- TutorLink (used by the handover) -------------------------------------------------------------
 
@@ -294,7 +297,4 @@ class TutorSessionRuntime(TutorLink):
                 return  # the `error` event that refused it ends the session, told once (tutor.runtime.contact)
             self.log.exception("session task failed", extra={"task": name})
             if self.phase.now is not Phase.CLOSED:
-                # The exception's text is in the log; the learner gets Parla's words.
-                await self.learner.send_event(
-                    wire.error("session_error", "Something went wrong on our side; please try again.")
-                )
+                self.learner.session_failed()  # the exception's text is in the log; the session ends

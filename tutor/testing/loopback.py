@@ -58,6 +58,7 @@ class MemoryLearner(LearnerPort):
         self.current: HeardItem | None = None
         self.flush_delay = flush_delay  # browser round trip; the answer comes back after it
         self.reports_enabled = reports
+        self.failed = False  # a task of the session raised (session_failed)
         self.reports: list[tuple[str, str, int]] = []  # (kind, item_id, played_ms) as sent to the server
         self.playback = PlaybackWatch(margin)
         self._loop = asyncio.get_running_loop()
@@ -85,6 +86,11 @@ class MemoryLearner(LearnerPort):
             return
         item.audio += pcm
         self._wake()
+
+    def session_failed(self) -> None:
+        """As the page sees it: one `session_error` (a test that owns the session closes it)."""
+        self.failed = True
+        self.events.append(wire.error("session_error", "Something went wrong on our side; the session has ended."))
 
     async def request_flush(self) -> asyncio.Future:
         self.playback.flushed()

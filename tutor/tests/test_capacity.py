@@ -30,7 +30,7 @@ async def connected(headers):
     return communicator
 
 
-async def test_past_the_maximum_a_new_session_is_refused_with_a_message_and_1013(
+async def test_past_the_maximum_a_new_session_is_refused_with_a_message_and_try_again_later(
     upstream, settings, make_user, session_cookie_headers
 ):
     settings.PARLA_MAX_SESSIONS_PER_PROCESS = 1

@@ -91,12 +91,17 @@ async def test_an_unexpected_exception_in_a_handler_ends_the_session_cleanly(
     monkeypatch.setattr(TutorSessionRuntime, "answer_text", broken)
     communicator = await started(learner_headers)
     await communicator.send_json_to({"type": "answer.text", "text": "hola"})
+    await ended_by_a_server_error(communicator, upstream)
+
+
+async def ended_by_a_server_error(communicator, upstream):
+    """Parla's words, then close 4500; the upstream session closed and the session row ended."""
     error = await next_of_type(communicator, "error")
     assert error["code"] == "session_error" and "a bug" not in error["message"]
     closed = await communicator.receive_output(timeout=5)
     while closed["type"] != "websocket.close":
         closed = await communicator.receive_output(timeout=5)
-    assert closed["code"] == 1011
+    assert closed["code"] == wire.CLOSE_SERVER_ERROR
     async with asyncio.timeout(5):
         while upstream.connections:  # no upstream session outlives its learner
             await asyncio.sleep(0.02)
