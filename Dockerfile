@@ -1,4 +1,5 @@
-# Parla web image: Daphne serving HTTP and websockets (config.asgi). See docker-compose.yml.
+# Parla's image: Daphne serving HTTP and websockets (config.asgi); the compose file also runs it as the
+# one-shot migration and the worker. The runtime only: the test tools (requirements-test.txt) stay out.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -15,4 +16,6 @@ RUN DEBUG=true python manage.py collectstatic --noinput -v 0
 RUN useradd --create-home parla && chown -R parla /app
 USER parla
 EXPOSE 8000
-CMD ["sh", "-c", "python manage.py migrate --noinput && exec daphne -b 0.0.0.0 -p 8000 config.asgi:application"]
+# Daphne is PID 1 and receives SIGTERM itself: it drains (tutor/drain.py). No migration here: one
+# process migrates before the web processes start (docker-compose.yml's `migrate`).
+CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "config.asgi:application"]

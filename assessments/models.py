@@ -58,6 +58,7 @@ class TutorSession(models.Model):
         UPSTREAM_EXPIRED = "upstream_expired", "Upstream session expired"
         SERVER_ERROR = "server_error", "Server error"
         SERVER_RESTART = "server_restart", "Server stopped (ended by the recovery sweep)"
+        SERVER_DRAIN = "server_drain", "Server drained for a deploy (placement ended with what was known)"
         UPSTREAM_AUTH = "upstream_auth", "Upstream refused Parla's API key or access"
         UPSTREAM_BUSY = "upstream_busy", "Upstream busy (rate limited or unavailable)"
         UPSTREAM_QUOTA = "upstream_quota", "Upstream quota exhausted"

@@ -53,6 +53,7 @@ BREAKDOWNS_FOR_CEILING = 2
 NATURAL_END_REASONS = ("ceiling", "top")
 EARLY_END_REASONS = (
     "time_cap", "learner_left", "learner_stopped", "upstream_error", "upstream_expired", "server_error", "server_restart",
+    "server_drain",  # the process drained for a deploy and the placement had not ended (tutor/drain.py)
     # the upstream refused or kept failing (tutor.realtime.failures): key, busy, quota, model access
     "upstream_auth", "upstream_busy", "upstream_quota", "upstream_model",
 )

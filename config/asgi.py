@@ -13,12 +13,16 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from config.websocket_origin import SameOriginValidator  # noqa: E402
+from tutor import drain  # noqa: E402
 from tutor.backpressure import TransportMiddleware  # noqa: E402
+from tutor.health import HealthEndpoints  # noqa: E402
+from tutor.metrics import MetricsServer  # noqa: E402
 from tutor.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # /healthz and /readyz answered before Django's middleware (tutor/health.py says why).
+        "http": HealthEndpoints(django_asgi_app),
         # Origin must be this server's own, port included (config/websocket_origin.py). Outermost, the
         # connection's Daphne transport for the send queue's limit (tutor/backpressure.py).
         "websocket": TransportMiddleware(SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
@@ -30,9 +34,10 @@ from tutor.recovery import Sweeper  # noqa: E402
 from tutor.serving import start_with_daphne  # noqa: E402
 
 # While this Daphne process serves (tutor/serving.py says why this, and not ASGI lifespan): crash
-# recovery, which ends the sessions of dead processes and grades what they left, and the loop watch,
-# which logs the event loop's stalls.
-start_with_daphne(Sweeper(), LoopWatch())
+# recovery, which ends the sessions of dead processes and grades what they left, the loop watch,
+# which logs the event loop's stalls, the metrics port (tutor/metrics.py), and the drain on SIGTERM
+# (tutor/drain.py).
+start_with_daphne(Sweeper(), LoopWatch(), MetricsServer(), drain.current)
 
 import gc  # noqa: E402
 import sys  # noqa: E402

@@ -306,3 +306,11 @@ PARLA_LOOP_STALL_MS = env_float("PARLA_LOOP_STALL_MS", 100.0)
 # this share of it, in at least 10 stalls; 0 turns it off. At 25 % a learner's audio stood still a
 # quarter of the time: the process cannot take more learners on this machine (tutor/loopwatch.py).
 PARLA_SHED_STALLED_PERCENT = env_float("PARLA_SHED_STALLED_PERCENT", 25.0)
+# Operations (README "Production"): this process's metrics in the Prometheus text format on their own
+# port (0: none), never the public one; and on SIGTERM, how long running placements may go on before
+# they end with what is known and their assessments are delivered (tutor/drain.py). 1200 s is a
+# placement's time cap (PARLA_SESSION_MAX_MINUTES): a deploy cuts no placement short, at the price of
+# a slow one; a placement cannot yet move to another process (no resume), so a shorter drain ends some.
+PARLA_METRICS_PORT = env_int("PARLA_METRICS_PORT", 0)
+PARLA_METRICS_ADDRESS = env("PARLA_METRICS_ADDRESS", "127.0.0.1")
+PARLA_DRAIN_SECONDS = env_float("PARLA_DRAIN_SECONDS", 1200.0)

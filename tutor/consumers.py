@@ -21,7 +21,7 @@ from django.conf import settings
 
 from assessments import services
 from assessments.roles import learner_for
-from tutor import backpressure, loopwatch
+from tutor import backpressure, drain, loopwatch, metrics
 from tutor.realtime import wire
 from tutor.auth import refusal_code
 from tutor.realtime.wire import ClientError, State
@@ -54,10 +54,13 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         self.outbox: backpressure.SendQueue | None = None
         self.socket: backpressure.DaphneSocket | None = scope.get(backpressure.SCOPE_KEY)
         self.inbox = _queue_of(receive)
+        self.closed_for_drain = False
+        self.session_over = False  # the learner was told `state: ended` (one session per connection)
         self.failing: asyncio.Task | None = None  # ending the session after one of its tasks failed
         try:
             await super().__call__(scope, receive, send)
         finally:
+            drain.current.leave(self)
             if self.failing is not None:
                 await asyncio.shield(self.failing)  # it ends the session: it must not be cut short
             await self._end_runtime("server_error")
@@ -120,8 +123,12 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         if self.learner is None:
             await self.close(code=refusal_code(user))
             return
-        self.open = True
         self.group = learner_group(self.learner.pk)
+        if drain.current.draining:  # this process is going away: the page reconnects, through the proxy
+            await self.close_for_drain()
+            return
+        self.open = True
+        drain.current.join(self)
         await self.channel_layer.group_add(self.group, self.channel_name)
         # Opening the page takes nothing over: only Start does (command_session_start); until then
         # the page says that a session runs elsewhere, and that Start would end it there.
@@ -184,6 +191,7 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         """The send queue's verdict: the browser reads nothing. End the session, then close with 4008;
         the connection is dropped if the close frame is not answered within a short grace."""
         logger.warning("learner not reading", extra={"learner_id": self.learner.pk, "reason": reason})
+        metrics.send_queue_closed()
         self.open = False
         await self._end_runtime("learner_left")
         if self.socket is not None:
@@ -211,12 +219,16 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
     async def command_session_start(self, message):
         if self.runtime is not None:
             raise ClientError("already_started", "The session has already started.")
+        if drain.current.draining:
+            metrics.refused("draining")
+            await self.close_for_drain()
+            return
         stalled = loopwatch.overloaded()
         if stalled is not None:
-            await self._at_capacity("event loop stalled", stalled_percent=round(100 * stalled))
+            await self._at_capacity("event loop stalled", "stalls", stalled_percent=round(100 * stalled))
             return
         if not capacity.sessions.take(settings.PARLA_MAX_SESSIONS_PER_PROCESS):
-            await self._at_capacity("maximum sessions", max_sessions=settings.PARLA_MAX_SESSIONS_PER_PROCESS)
+            await self._at_capacity("maximum sessions", "capacity", max_sessions=settings.PARLA_MAX_SESSIONS_PER_PROCESS)
             return
         try:
             # One session per learner: Start here ends the one running in another window.
@@ -229,11 +241,12 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
             raise
         self.runtime.launch()
 
-    async def _at_capacity(self, why: str, **figures) -> None:
+    async def _at_capacity(self, why: str, cause: str, **figures) -> None:
         """Refused, not slowed: the page shows the session as ended with the message, Start tries again."""
         logger.warning(
             "session refused at capacity", extra={"learner_id": self.learner.pk, "why": why, **figures}
         )
+        metrics.refused(cause)
         await self.send_event(wire.state(State.ENDED))
         await self.send_event(
             wire.error("at_capacity", "Parla is busy right now and cannot start your session. Please try again in a few minutes.")
@@ -260,6 +273,30 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         # A report of an item this connection never sent changes nothing.
         self.playback.report(message["item_id"], message.get("kind", "progress"), message["played_ms"])
 
+    # --- the drain (tutor/drain.py) ------------------------------------------------------------------------
+
+    def in_session(self) -> bool:
+        """A session runs on this socket until the learner has been told it ended (send_event): the
+        drain's last close must not overtake that last event."""
+        return self.runtime is not None and not self.session_over
+
+    async def end_for_drain(self) -> None:
+        """The drain's deadline: the placement ends with what is known, its assessment delivered."""
+        if self.runtime is not None:
+            await self.runtime.stop("server_drain")
+
+    async def close_for_drain(self) -> None:
+        """4012 (RFC 6455's 1012 "Service Restart"): the page reconnects, and starts there a session it
+        was starting."""
+        if self.closed_for_drain:
+            return
+        self.closed_for_drain = True
+        logger.info("learner socket closed by the drain", extra={
+            "learner_id": self.learner.pk if self.learner else None,
+            "session": self.runtime.state if self.runtime is not None else None})
+        self.open = False
+        await self.close(code=wire.CLOSE_SERVICE_RESTART)
+
     commands = {
         "session.start": command_session_start,
         "session.stop": command_session_stop,
@@ -278,6 +315,9 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
     async def send_event(self, event: dict) -> None:
         if self.open:
             await self.outbox.put({"type": "websocket.send", "text": json.dumps(event)})
+        if event["type"] == "state" and event["state"] == State.ENDED and self.runtime is not None:
+            self.session_over = True  # queued above: a close from now on sends it first
+            drain.current.changed()
 
     async def send_audio(self, pcm: bytes) -> None:
         if self.open:

@@ -28,6 +28,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from tutor import metrics
 from tutor.realtime.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -160,6 +161,7 @@ class LoopWatch:
         self.window.record(lag_ms)
         if lag_ms >= self.total.stall_ms:
             self._recent.append((now, lag_ms))
+            metrics.loop_stalled()
         while self._recent and self._recent[0][0] < now - self.recent_seconds:
             self._recent.popleft()
 

@@ -83,7 +83,8 @@ def test_readme_has_the_sections_others_fill_in():
 
 def test_every_requirement_is_explained_in_dependencies():
     explained = section("Dependencies").lower()
-    for line in (REPO / "requirements.txt").read_text().splitlines():
+    lines = [*(REPO / "requirements.txt").read_text().splitlines(), *(REPO / "requirements-test.txt").read_text().splitlines()]
+    for line in lines:
         line = line.split("#")[0].strip()
         if line:
             name = re.split(r"[\[=<>~ ]", line)[0].lower()

@@ -32,6 +32,7 @@ export const CLOSE_NOT_READING = 4008; // the page read nothing it was sent for 
 // Daphne sends only 1000 and 3000-4999 from an application: RFC 6455's 1011 and 1013 take these instead.
 export const CLOSE_TRY_AGAIN_LATER = 4503; // the server was at capacity; `state: ended` and `at_capacity` came first
 export const CLOSE_SERVER_ERROR = 4500; // a server bug ended the session (cleanly); `session_error` came first
+export const CLOSE_SERVICE_RESTART = 4012; // like RFC 6455 1012: the server process drains for a deploy; a session being started starts again elsewhere
 export const CLOSE_TOO_MANY = 4429; // the page sent far more (or far more bad) messages than it ever does
 export const CLOSE_MESSAGE_TOO_BIG = 1009; // a frame over 1 MiB (sent by Daphne itself; the page never sends one)
 

@@ -2,7 +2,7 @@
 // Wire protocol: docs/internal-contracts.md ("Browser wire protocol").
 
 import { AudioEngine, MicrophoneError } from "./audio.js";
-import { CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED, CLOSE_SUPERSEDED, EVENT_BUSY } from "./protocol.js";
+import { CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED, CLOSE_SERVICE_RESTART, CLOSE_SUPERSEDED, EVENT_BUSY } from "./protocol.js";
 import { ReconnectingSocket, socketUrl } from "./socket.js";
 import { SessionView } from "./ui.js";
 
@@ -11,6 +11,7 @@ import { SessionView } from "./ui.js";
 //   idle --Start--> starting --session.start sent--> running --Stop--> stopping
 //   running|stopping --`state: ended`, or the socket closed for good--> ended
 //   running|stopping --connection lost, reconnecting--> interrupted
+//   running --start refused by a draining server (4012)--> starting (again, on the next connection)
 //   interrupted|ended --Start--> starting          any --refusal close code--> refused
 const PHASE = Object.freeze({
   idle: "idle", // no session yet on this page
@@ -24,7 +25,7 @@ const PHASE = Object.freeze({
 const TRANSITIONS = {
   idle: ["starting", "refused"],
   starting: ["running", "refused"],
-  running: ["stopping", "interrupted", "ended", "refused"],
+  running: ["starting", "stopping", "interrupted", "ended", "refused"],
   stopping: ["interrupted", "ended", "refused"],
   interrupted: ["starting", "refused"],
   ended: ["starting", "refused"],
@@ -295,6 +296,15 @@ class TutorPage {
         });
       }
       this.setPhase(PHASE.refused);
+      return;
+    }
+    if (code === CLOSE_SERVICE_RESTART && willRetry && this.phase === PHASE.running && this.state === "connecting") {
+      // The process was draining for a deploy and refused the start: the next connection (through the
+      // proxy, another process) starts it again, as if Start had been pressed then.
+      this.link = LINK.waiting;
+      this.setPhase(PHASE.starting);
+      this.view.setConnection("reconnecting", "Moving to another server…");
+      this.render();
       return;
     }
     if (willRetry) {

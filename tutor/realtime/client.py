@@ -26,6 +26,7 @@ import websockets
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 from pydantic import BaseModel
 
+from tutor import metrics
 from tutor.realtime import correlation
 from tutor.realtime.failures import UpstreamFailure, fatal_error, refused_at_upgrade, refused_in_band
 from tutor.realtime.logs import bind
@@ -435,6 +436,7 @@ class RealtimeClient:
                 if event.type == "error" and not event.error.event_id:
                     self._attribute(event.error)
                 self.tracker.feed(event)
+                metrics.upstream_event(event)
                 if event.type == "session.created":
                     self.session_created = True
                 elif event.type == "error":

@@ -28,6 +28,7 @@ CLOSE_NOT_READING = 4008  # the browser read nothing of what it was sent for too
 # So the server's own conditions take their RFC code's meaning in the private range.
 CLOSE_TRY_AGAIN_LATER = 4503  # like HTTP 503 / RFC 6455 1013: this server process runs all the sessions it may
 CLOSE_SERVER_ERROR = 4500  # like HTTP 500 / RFC 6455 1011: a server bug; the session was ended cleanly first
+CLOSE_SERVICE_RESTART = 4012  # like RFC 6455 1012 "Service Restart": this process drains (tutor/drain.py); reconnect
 # Closed by Daphne itself (autobahn), not by Parla: a frame or message over MAX_FRAME_BYTES, with RFC 6455's
 # "Message Too Big" (tutor.backpressure makes autobahn send the close frame instead of dropping the TCP).
 CLOSE_MESSAGE_TOO_BIG = 1009

@@ -32,7 +32,7 @@ from typing import Any
 
 from assessments.grading import Grader, GradeInput, GradeResult, fallback_grade, grade_by_rules, reconcile
 from assessments.grading.summary import feedback_after, opening
-from tutor import persona
+from tutor import metrics, persona
 from tutor.realtime.client import RealtimeClient, RealtimeError
 from tutor.realtime.relay import LearnerPort, PlaybackPosition
 from tutor.realtime import clock, wire
@@ -160,8 +160,9 @@ class AssessmentDelivery:
     async def grade(self) -> GradeResult:
         """The grader's result held to the level and the evidence (grading.reconcile); the rules' on failure."""
         try:
-            async with asyncio.timeout(self.config.grade_timeout):
-                return reconcile(self.grade_input, await self.grader.grade(self.grade_input))
+            with metrics.GRADING.time():  # a grader that timed out counts with its timeout
+                async with asyncio.timeout(self.config.grade_timeout):
+                    return reconcile(self.grade_input, await self.grader.grade(self.grade_input))
         except Exception as exc:  # the rules grader is pure and always has an answer
             self._problem(StepFailed("grade", exc))
             return fallback_grade(self.grade_input, exc)

@@ -27,7 +27,7 @@ from assessments.grading import GradeInput, grade_by_rules
 from assessments.grading.summary import NOT_RATED_SUMMARY
 from assessments.placement import Placement
 from assessments.transcript import Transcript
-from tutor import recovery
+from tutor import metrics, recovery
 from tutor.realtime import clock, wire
 from tutor.realtime.failures import SILENT, UpstreamFailure
 from tutor.realtime.logs import BoundLogger
@@ -142,6 +142,7 @@ class SessionOutcome:
         self.phase.to(Phase.ASSESSING)
         await self._create(services.create_assessment, self.placement.rating, self.placement.partial)
         self.log.info("assessment created", extra={"level": self.placement.rating})
+        metrics.assessment("pending")
         await self.tutor.set_state(State.ASSESSING)
         self.delivery = AssessmentDelivery(
             assessment_id=self.rows.assessment_id,
@@ -157,6 +158,7 @@ class SessionOutcome:
     async def _deliver(self) -> None:
         outcome = self.delivered = await self.delivery.run()
         self.log.info("handover finished", extra={"status": outcome.status, "speaker": outcome.speaker})
+        metrics.handover_finished(outcome.timings)
         await self.end(self.placement.end_reason or "ceiling")
         await self.ended()  # time cap, upstream watch: the session has ended
 
@@ -179,6 +181,7 @@ class SessionOutcome:
     async def _not_rated(self) -> None:
         """Too little evidence for a level: the assessment is stored `not_rated` and the learner told so."""
         self.not_rated = True
+        metrics.assessment("not_rated")
         await self._create(services.create_unrated_assessment, self.placement.partial)
         self.log.info(
             "session not rated",
@@ -194,6 +197,7 @@ class SessionOutcome:
         if self.phase.now.over:
             return
         self.phase.to(Phase.ENDED)
+        metrics.session_ended(reason)  # before the learner is told (a scrape after that sees it)
         if self.rows.session_id is not None:
             await db(services.end_session)(self.rows.session_id, reason)
             await recovery.heartbeats.leave(self.rows.session_id)

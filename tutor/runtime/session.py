@@ -33,7 +33,7 @@ from channels.db import database_sync_to_async
 from assessments import services
 from assessments.placement import Placement, PlacementUpdate, starting_level
 from assessments.transcript import Transcript
-from tutor import live, recovery
+from tutor import live, metrics, recovery
 from tutor.realtime import wire
 from tutor.realtime.client import RealtimeClosed, RealtimeError, RealtimeRefused
 from tutor.realtime.logs import bind
@@ -172,8 +172,8 @@ class TutorSessionRuntime(TutorLink):
         await self.responses.create()
         self._spawn(self.events.follow_playback(), "follow-playback")
 
-    async def stop(self) -> None:
-        """The learner pressed Stop: assess what is known (not rated when too little is known)."""
+    async def stop(self, reason: str = "learner_stopped") -> None:
+        """The learner pressed Stop (or the process drains, tutor/drain.py): assess what is known, or not rated."""
         if not self.phase.now.placing:
             return
         if self._start_task is not None and not self._start_task.done():
@@ -183,10 +183,10 @@ class TutorSessionRuntime(TutorLink):
                 self.rows.session_id = await self._session_row
                 self.log.bind(session_id=self.session_id)
             await self.connection.close()
-            self.placement.finish_early("learner_stopped")
-            await self.outcome.end_unrated("learner_stopped")
+            self.placement.finish_early(reason)
+            await self.outcome.end_unrated(reason)
             return
-        await self.outcome.end_placement("learner_stopped")
+        await self.outcome.end_placement(reason)
 
     async def close(self, reason: str = "learner_left") -> None:
         """The learner's socket is gone: cancel and await every task, keep what was learned."""
@@ -201,6 +201,7 @@ class TutorSessionRuntime(TutorLink):
             finally:
                 await recovery.heartbeats.leave(self.session_id)
             if self.state != State.ENDED:
+                metrics.session_ended(reason)
                 self.state = State.ENDED
                 await live.announce_session(self)  # teachers see sessions that end by the learner leaving, too
         self.log.info("tutor session closed", extra={"reason": reason})
@@ -276,8 +277,7 @@ class TutorSessionRuntime(TutorLink):
 
     def _spawn(self, coro: Coroutine, name: str) -> asyncio.Task:
         task = self.tasks.spawn(self._guard(coro, name), name)
-        # A task cancelled before its first step never starts `_guard`, so `coro` was never awaited:
-        # closed here rather than left to the garbage collector's "never awaited" warning.
+        # A task cancelled before its first step never starts `_guard`: `coro` is closed here ("never awaited").
         task.add_done_callback(lambda _: coro.close())
         return task
 

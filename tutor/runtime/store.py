@@ -10,6 +10,7 @@ from channels.db import database_sync_to_async
 
 from assessments import services
 from assessments.grading import GradeResult
+from tutor import metrics
 from tutor.runtime.handover import AssessmentStore
 
 logger = logging.getLogger(__name__)
@@ -26,12 +27,16 @@ class DjangoAssessmentStore(AssessmentStore):
     async def graded(self, assessment_id: int, result: GradeResult) -> None:
         if not await database_sync_to_async(services.save_grade)(assessment_id, result):
             logger.warning("grade not stored: graded by another process", extra={"assessment_id": assessment_id})
+            return
+        metrics.assessment("graded")
 
     async def delivered(self, assessment_id: int, notes: str) -> None:
         await database_sync_to_async(services.mark_delivered)(assessment_id, notes)
+        metrics.assessment("delivered")
 
     async def failed(self, assessment_id: int, reason: str) -> None:
-        await database_sync_to_async(services.mark_delivery_failed)(assessment_id, reason)
+        if await database_sync_to_async(services.mark_delivery_failed)(assessment_id, reason):
+            metrics.assessment("delivery_failed")
 
 
 @dataclass

@@ -123,6 +123,9 @@ def parla_server(*, realtime_url: str, redis_url: str | None = None, extra_env: 
         # A test server shares 2 cores with Chromium, the simulator and the test: it must not refuse a
         # session because the machine was busy (the refusal is tested in test_capacity).
         PARLA_SHED_STALLED_PERCENT="0",
+        # A test server stopped at the end of a test (SIGTERM: the drain, tutor/drain.py) does not wait
+        # for placements still running; the drain's own tests set this.
+        PARLA_DRAIN_SECONDS="0",
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",  # the test reads the log while the server runs
         # Learners' recordings of test sessions go to a scratch folder, never into the checkout.
@@ -165,12 +168,14 @@ def daphne_server(*, realtime_url: str, redis_url: str | None, extra_env: dict |
     with parla_server(realtime_url=realtime_url, redis_url=redis_url, extra_env=extra_env) as server:
         url = ServerURL(server.url)
         url.pid = server.process.pid
+        url.process = server.process
         url.log_path = server.log_path
         yield url
 
 
 class ServerURL(str):
-    """The base URL of a live server, carrying its process id and the path of its log."""
+    """The base URL of a live server, carrying its process (and id) and the path of its log."""
 
     pid: int
+    process: subprocess.Popen
     log_path: Path

@@ -284,6 +284,21 @@ def test_unexpected_close_reconnects_with_a_message(page, page_server):
     assert page.locator("#transcript .utterance").count() == 0
 
 
+def test_a_start_refused_by_a_draining_server_starts_again_on_the_next_connection(page, page_server):
+    """4012 (tutor/drain.py): the process refused the start because it is going away; the page
+    reconnects (through the proxy, to another process) and sends the start there by itself."""
+    tutor = open_tutor(page, page_server)
+    page.get_by_role("button", name="Start").click()
+    tutor.wait(lambda: tutor.received("session.start"), what="session.start")
+    tutor.ws.close(code=4012, reason="draining")
+    tutor.wait(lambda: len(tutor.sockets) == 2, what="a second connection")
+    tutor.wait(lambda: len(tutor.received("session.start")) == 2, what="session.start on the new connection")
+    tutor.send({"type": "state", "state": "connecting"}, {"type": "state", "state": "listening"})
+    page.wait_for_selector("#tutor[data-state='listening']")
+    assert "interrupted" not in (page.text_content("#notice") or "")
+    assert page.get_attribute("#tutor", "data-phase") == "running"
+
+
 def test_start_pressed_before_the_server_is_ready_starts_once(chromium, page_server):
     """The first `state` arrives while the microphone prompt is open: one session, on that connection."""
     context = chromium.new_context()

@@ -101,6 +101,17 @@ class PagePlayback:
             self.current = None
             self.free_at = 0.0
 
+    async def receive(self, deadline: float) -> str | bytes | None:
+        """The socket's next frame, or None when an item played to its end first (or at `deadline`);
+        either way the items that played to their end are reported."""
+        wait = deadline - time.monotonic()
+        try:
+            raw = await asyncio.wait_for(self.ws.recv(), min(wait, self.wait() if self.due else wait))
+        except TimeoutError:
+            raw = None
+        await self.ended()  # the page reports what it played to its end
+        return raw
+
     def on_audio(self, pcm: bytes) -> None:
         if self.current is not None:
             self.received[self.current] += len(pcm)
@@ -155,12 +166,7 @@ async def run_learner(
         page = PagePlayback(ws)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            wait = deadline - time.monotonic()
-            try:
-                raw = await asyncio.wait_for(ws.recv(), min(wait, page.wait() if page.due else wait))
-            except TimeoutError:
-                raw = None
-            await page.ended()  # the page reports what it played to its end
+            raw = await page.receive(deadline)
             kind = None
             if isinstance(raw, bytes):
                 run.audio[run.current_item] += raw
