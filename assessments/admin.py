@@ -15,7 +15,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Case, Count, IntegerField, Q, Value, When
 from django.db.models.functions import Abs
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -25,6 +25,7 @@ from django.utils.html import format_html
 from assessments import review
 from assessments.agreement import FURTHER, ONE_APART, SAME, agreement, agreement_label, distance
 from assessments.cefr import LEVELS
+from assessments.exports import reviewed_answers_csv
 from assessments.grading import criteria_rows
 from assessments.models import Assessment, Language, Learner, Probe, TutorSession, Turn
 from assessments.placement import BREAKDOWNS_FOR_CEILING, PROBES_TO_SUSTAIN
@@ -232,7 +233,7 @@ class AssessmentAdmin(admin.ModelAdmin):
     )
     ordering = ("-created_at", "-pk")
     list_select_related = ("learner__user", "session")
-    actions = ("mark_reviewed_in_agreement", "export_csv")
+    actions = ("mark_reviewed_in_agreement", "export_csv", "export_reviewed_answers")
     form = ReviewForm
     fieldsets = (
         ("The machine's rating", {"fields": ("learner", "session_link", "level", "status", "rating", "grader",
@@ -374,6 +375,13 @@ class AssessmentAdmin(admin.ModelAdmin):
         for reason, text in review.LEFT_ALONE.items():
             if verdicts[reason]:
                 self.message_user(request, text.format(n=verdicts[reason]), messages.WARNING)
+
+    @admin.action(description="Export reviewed answers for rater_eval (CSV)")
+    def export_reviewed_answers(self, request, queryset):
+        response = HttpResponse(reviewed_answers_csv(queryset.select_related("session")),
+                                content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="parla-reviewed-answers.csv"'
+        return response
 
     @admin.action(description="Export selected as CSV")
     def export_csv(self, request, queryset):

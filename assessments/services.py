@@ -175,12 +175,15 @@ def create_assessment(session_id: int, level: str, partial: bool, *, claim: bool
     })
 
 
-def create_unrated_assessment(session_id: int, partial: bool, reason: str = "") -> int:
+def create_unrated_assessment(
+    session_id: int, partial: bool, reason: str = "", summary: str = NOT_RATED_SUMMARY
+) -> int:
     """The session gave too little evidence for a level: an assessment `not_rated`, with no level and
     the learner's explanation as its summary (nothing to grade, nothing to claim); `reason`, when the
-    session did not end by itself (a server restart), says why for the teacher."""
+    session did not end by itself (a server restart), says why for the teacher; `summary`, what the
+    learner reads (grading.summary.not_rated_summary)."""
     return _create(session_id, {
-        "level": "", "partial": partial, "status": Assessment.Status.NOT_RATED, "summary": NOT_RATED_SUMMARY,
+        "level": "", "partial": partial, "status": Assessment.Status.NOT_RATED, "summary": summary,
         "failure_reason": reason,
     })
 

@@ -78,7 +78,10 @@ Rules:
   interaction, coherence. For each give a CEFR level, an evidence quote copied word for word from
   the learner's answers (at most 15 words), and your confidence (low, medium, high). If the
   conversation does not show an aspect, give level null and an empty quote. A criterion cannot be
-  at or above the ceiling level.
+  at or above the ceiling level, nor above the highest level any answer was judged to sustain.
+- Quote, for each aspect, the answer that best shows it at the level you give: never an answer judged
+  "breakdown" or "not_ratable" as evidence of a strength, and a different answer for each aspect
+  when there are several. Timing measures (pauses, speaking time) are evidence of fluency only.
 - The feedback is read aloud to the learner by a text-to-speech voice right after a sentence that
   already states their level: do not state the level again. Write it in {feedback_language},
   addressed to the learner as "you", 2 to 3 short sentences, no lists or symbols: one strength and

@@ -11,10 +11,14 @@ from dataclasses import dataclass, replace
 
 from assessments.cefr import LEVEL_NAMES, LEVELS, level_index, next_level
 from assessments.grading import consistency
-from assessments.grading.consistency import band, criterion, not_assessed
+from assessments.fluency import FluencyMeasures
+from assessments.grading.consistency import QUOTE_CHARS, band, criterion, not_assessed
+from assessments.grading.evidence import Source, pick, placed, sources
 from assessments.grading.summary import compose, opening
 from assessments.grading.types import CRITERIA, GradeInput, GradeResult, Grader
 from assessments.placement import SUSTAINED
+from assessments.quotes import quote
+from assessments.rating.offline import spoken_level
 
 # The value of a transcript statistic at which each level (A1..C2) is met. Deliberately coarse:
 # they only nudge a criterion one step around the placement rating, never the rating itself.
@@ -70,58 +74,88 @@ def _probe_score(data: GradeInput, rating: int) -> int:
     return 1 if share > 0.55 else -1 if share < 0.45 else 0
 
 
-def _quote(turn: str, words: int = 14) -> str:
-    """The start of what the learner said, as said (whitespace normalised): a quote for the evidence."""
-    return " ".join(turn.split()[:words])
-
-
 def _confidence(n: int, medium: int, high: int) -> str:
     return "high" if n >= high else "medium" if n >= medium else "low"
 
 
+def _words(source: Source) -> int:
+    return len(_WORD.findall(source.text.lower()))
+
+
+def _spoken_fluency(source: Source) -> FluencyMeasures | None:
+    if source.mode != "spoken" or not source.fluency:
+        return None
+    try:
+        return FluencyMeasures(**{k: v for k, v in source.fluency.items() if k in FluencyMeasures.__dataclass_fields__})
+    except TypeError:  # an older record without every measure
+        return None
+
+
 def rules_criteria(data: GradeInput) -> dict[str, dict]:
     """Each criterion within the band the placement allows (consistency.band), from probes and
-    transcript statistics, each with a quote of the learner's words (or a judgement) and a confidence.
-    Without the learner's words there is nothing to quote: those criteria are "not assessed"."""
+    transcript statistics, each quoting the answer that shows it best at its level (grading.evidence:
+    never one the learner broke down on at that level, no answer quoted twice while another could be)
+    and a confidence. Without the learner's words there is nothing to quote: those criteria are "not
+    assessed"; fluency alone can rest on the timing of spoken answers."""
     r = level_index(data.level)
     low, high = (level_index(x) for x in band(data))
-    stats = TranscriptStats.of(data.learner_turns)
-    turns = [t for t in data.learner_turns if t.strip()]
+    answers = sources(data)
+    worded = tuple(s.text for s in answers if s.text)
+    stats = TranscriptStats.of(worded)
+    used: set[int] = set()
 
     def near(i: int) -> str:
         return LEVELS[min(max(i, low), high)]
 
+    def cite(name: str, level: str, key, confidence: str, missing: str, among=lambda s: True) -> dict:
+        chosen = pick(answers, name, level, used, key, placed(data), among)
+        if chosen is None:
+            return not_assessed(missing)
+        used.add(chosen)
+        source = answers[chosen]
+        if source.text:
+            return criterion(level, quote(source.text, QUOTE_CHARS), confidence)
+        return criterion(level, source.judgement.evidence if source.judgement else "", confidence)
+
+    nothing = "no words of the learner were transcribed"
     judged = [p for p in data.probes if p.level in {data.level, next_level(data.level)}]
-    judgement = next((p.evidence for p in judged if p.evidence), "") or next((p.evidence for p in data.probes if p.evidence), "")
-    if judgement or turns:
-        accuracy = criterion(
-            near(r + _probe_score(data, r)), judgement or _quote(max(turns, key=len)), _confidence(len(judged), 2, 4)
-        )
+    criteria = {"accuracy": cite(
+        "accuracy", near(r + _probe_score(data, r)), _words, _confidence(len(judged), 2, 4),
+        "no answer in words that the rater judged" if worded else nothing,
+    )}
+    if stats.words:
+        sure = _confidence(stats.words, 20, 60)
+        if stats.minimal_share > 0.5:
+            interaction = r - 1
+        elif stats.minimal_share <= 0.2 and stats.questions >= 2:
+            interaction = r + 1
+        else:
+            interaction = r
+        criteria["range"] = cite("range", near(_met(stats.guiraud, GUIRAUD)),
+                                 lambda s: len(set(_WORD.findall(s.text.lower()))), sure, nothing)
+        criteria["coherence"] = cite("coherence", near(_met(stats.longest_turn, LONGEST_TURN)), _words, sure, nothing)
+        criteria["interaction"] = cite("interaction", near(interaction),
+                                       lambda s: ("?" in s.text) * 1000 - _words(s), _confidence(stats.turns, 3, 6),
+                                       nothing)
     else:
-        accuracy = not_assessed("no answer was judged or transcribed")
-    if not stats.words:
-        nothing = "no words of the learner were transcribed"
-        return {"range": not_assessed(nothing), "accuracy": accuracy, "fluency": not_assessed(nothing),
-                "interaction": not_assessed(nothing), "coherence": not_assessed(nothing),
-                "phonology": not_assessed("a transcript cannot show pronunciation")}
-    sure = _confidence(stats.words, 20, 60)
-    if stats.minimal_share > 0.5:
-        interaction = r - 1
-    elif stats.minimal_share <= 0.2 and stats.questions >= 2:
-        interaction = r + 1
+        criteria.update({c: not_assessed(nothing) for c in ("range", "coherence", "interaction")})
+    spoken = [(m, s) for s in answers if (m := _spoken_fluency(s)) is not None and not m.silent]
+    if spoken:
+        # Fluency from what the audio of the spoken answers shows (the written ones show none of it).
+        measured = max(spoken, key=lambda pair: pair[0].speaking_ms)[0]
+        level = spoken_level(measured)
+        criteria["fluency"] = cite("fluency", near(level_index(level) if level else 0),
+                                   lambda s: _spoken_fluency(s).speaking_ms, _confidence(len(spoken), 2, 4),
+                                   "no spoken answer", among=lambda s: _spoken_fluency(s) is not None)
+    elif answers and all(s.mode == "written" for s in answers):
+        criteria["fluency"] = not_assessed("written answers show no spoken fluency")
+    elif stats.words:
+        criteria["fluency"] = cite("fluency", near(_met(stats.words_per_turn, WORDS_PER_TURN)), _words,
+                                   _confidence(stats.words, 20, 60), nothing)
     else:
-        interaction = r
-    longest = max(turns, key=lambda t: len(t.split()))
-    richest = max(turns, key=lambda t: len(set(t.lower().split())))
-    asked = next((t for t in turns if "?" in t), min(turns, key=len))
-    return {
-        "range": criterion(near(_met(stats.guiraud, GUIRAUD)), _quote(richest), sure),
-        "accuracy": accuracy,
-        "fluency": criterion(near(_met(stats.words_per_turn, WORDS_PER_TURN)), _quote(longest), sure),
-        "interaction": criterion(near(interaction), _quote(asked), _confidence(stats.turns, 3, 6)),
-        "coherence": criterion(near(_met(stats.longest_turn, LONGEST_TURN)), _quote(longest), sure),
-        "phonology": not_assessed("a transcript cannot show pronunciation"),
-    }
+        criteria["fluency"] = not_assessed(nothing)
+    criteria["phonology"] = not_assessed("a transcript cannot show pronunciation")
+    return {name: criteria[name] for name in (*CRITERIA, "phonology")}
 
 
 STRENGTHS = {

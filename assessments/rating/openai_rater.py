@@ -41,8 +41,10 @@ the learner's words, and for spoken answers the fluency measures.
 Answer with:
 - outcome "sustained" if the answer handles the task as a learner at the probed level would
   (CEFR Companion Volume descriptors of that level), "breakdown" if it does not (fragments, meaning
-  lost, far below the task), "not_ratable" if it is not an answer to judge: silence, off-task, in
-  another language than the target language, or too little to tell.
+  lost, far below the task), "not_ratable" if it is not an answer to judge: silence, in another
+  language than the target language, too little to tell, or not an answer to the task (off-topic,
+  a prepared text that ignores the question, the question repeated), however good its language: an
+  answer that does not address the task never sustains a level.
 - evidence: a short verbatim quote from the learner's words that justifies the outcome, or, when
   there are no words, the measure you relied on. Never invent words the learner did not say.
 

@@ -130,7 +130,9 @@ def test_no_transcript_leaves_transcript_criteria_not_assessed():
     # No words, no evidence: "not assessed", never a level guessed from the rating.
     result = grade_by_rules(grade_input(learner_turns=()))
     assert all(result.criteria[c]["level"] is None for c in ("range", "fluency", "coherence", "interaction"))
-    assert levels(result) == {"accuracy": "B1"}  # judged from the answers' judgements
+    # Accuracy too (issue 28): the only judgement with evidence here is a breakdown's "long pause", which
+    # shows no accuracy at any level (before, it was quoted as the evidence of "accuracy B1").
+    assert levels(result) == {}
     assert "Your strength" not in result.summary
 
 
@@ -327,7 +329,8 @@ async def test_openai_grader_success_sends_a_structured_output_request(fake_api)
     assert "Long fluent answers at B1." in result.flag
     assert levels(result) == {**criteria, "fluency": "B1"}  # B2 is the ceiling: shown as B1, and flagged
     assert "fluency B2" in result.flag
-    assert result.criteria["range"] == {"level": "B1", "evidence": QUOTE, "confidence": "medium"}
+    # The model's quote as every quote is shown: in one pair of quotation marks (issue 28).
+    assert result.criteria["range"] == {"level": "B1", "evidence": f"\u201c{QUOTE}\u201d", "confidence": "medium"}
     assert result.criteria["phonology"]["level"] is None
     assert result.summary == "Your speaking level is B1, Threshold. Great stories. Keep going."
     assert result.grader == "openai:gpt-test"

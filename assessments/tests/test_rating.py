@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from assessments.cefr import LEVELS, level_index
 from assessments.fluency import MIN_RUN_MS, PAUSE_MS, analyse, measure, speech_span
 from assessments.placement import Placement
 from assessments.rating import Answer, OfflineRater, rate_offline
-from assessments.rating import offline
+from assessments.rating import derive, offline, openai_rater
 from assessments.rating.offline import text_features, warm, written_level
 from assessments.rating.openai_rater import AnswerJudgement, OpenAIRater, rater_prompt
 
@@ -126,29 +128,105 @@ def test_the_reference_set_covers_every_level_in_at_least_two_languages():
     assert all(seen[(language, level)] >= 3 for language in languages for level in LEVELS)
 
 
-def test_the_offline_rater_places_the_written_reference_answers():
-    """Measured: 35 of 36 placed exactly (es 18/18, fr 17/18: a C2 text with few of the listed
-    connectors is placed B2). The thresholds were set on this same set, so this is a consistency
-    check, not a validation: asserted 90% exact, every text within two levels, and the levels in order."""
+def test_the_written_rule_beats_both_baselines_on_the_held_out_merlin_texts():
+    """The written rule was derived from rated learner texts (MERLIN German, training part) by
+    assessments.rating.derive; here it is measured on the held-out 30 % (their measures, committed:
+    no words of the texts), beside the two baselines fit on the training part. Measured: exact 64.4 %,
+    within one 100 %, kappa 0.809; length alone 63.1 %, 99.7 %, 0.804; always B1 30.9 %, kappa 0."""
+    rows = derive.read_measures()
+    train = [t for part, t in rows if part == "training"]
+    test = [t for part, t in rows if part == "held_out"]
+    assert len(train) + len(test) == 1029 and all(derive.held_out(t.name) for t in test)
+    assert not any(derive.held_out(t.name) for t in train)
+    truth = [t.level for t in test]
+    majority, length_cuts = derive.baselines(train)
+    rule = derive.figures(derive.shipped_levels(test), truth)
+    always = derive.figures([majority] * len(test), truth)
+    length = derive.figures(derive.predict(derive.word_counts(test), length_cuts), truth)
+    assert rule[0] > always[0] and rule[0] > length[0], (rule, always, length)  # exact agreement
+    assert rule[2] > always[2] and rule[2] > length[2], (rule, always, length)  # quadratic weighted kappa
+    assert rule[1] >= 0.95  # within one level
+
+
+MERLIN = Path(os.environ.get("PARLA_MERLIN_DATASETS", "/work/merlin/Datasets"))
+
+
+@pytest.mark.skipif(not (MERLIN / "DE").is_dir(), reason="the MERLIN corpus is not here (README: where to get it)")
+def test_the_committed_measures_are_those_of_the_merlin_texts():
+    """The measures the test above reads are what text_features gives for the corpus's texts today."""
+    committed = {t.name: (part, t) for part, t in derive.read_measures()}
+    texts = derive.load(MERLIN, "DE")
+    assert len(texts) == len(committed)
+    for text in texts:
+        part, saved = committed[text.name]
+        assert part == ("held_out" if derive.held_out(text.name) else "training")
+        assert saved.level == text.level
+        f, g = text.features, saved.features
+        assert (f.words, f.sentences, f.connectors) == (g.words, g.sentences, g.connectors), text.name
+        assert abs(f.letters_per_word - g.letters_per_word) < 1e-3 and abs(f.unknown_share - g.unknown_share) < 1e-3
+
+
+def test_the_written_rule_orders_parlas_own_texts_by_level_and_places_them_lower():
+    """Parla's own set (written by its developers to the CEFR descriptors, short chat answers) was what
+    the old thresholds were fit to (35 of 36 exact). The rule derived from rated learner letters, where
+    a level goes with length, places these short texts one or two levels lower: that assertion no
+    longer holds and is gone (the held-out measurement above replaces it). What still holds, and is
+    asserted: higher levels score higher on average, and no text is placed above its level."""
     results = []
     for language, answer in reference_set():
-        estimate = written_level(text_features(answer["text"], language))
-        results.append((answer["level"], estimate))
-    exact = sum(true == est for true, est in results) / len(results)
-    assert exact >= 0.9, results
-    assert all(abs(level_index(true) - level_index(est)) <= 2 for true, est in results)
-    means = [np.mean([level_index(e) for t, e in results if t == level]) for level in LEVELS]
+        features = text_features(answer["text"], language)
+        results.append((answer["level"], written_level(features), offline.written_score(features)))
+    means = [np.mean([score for level, _e, score in results if level == target]) for target in LEVELS]
     assert means == sorted(means)
+    assert all(level_index(estimate) <= level_index(level) for level, estimate, _s in results)
 
 
-def test_a_written_answer_is_judged_at_the_level_probed_with_a_quote():
-    text = json.loads((DATA / "es.json").read_text())["answers"][6]["text"]  # a B1 answer
-    sustained = rate_offline(Answer("es", "B1", "¿Qué harías...?", "written", text, True))
-    above = rate_offline(Answer("es", "B2", "...", "written", text, True))
+def test_a_written_answer_is_judged_at_the_level_probed_with_a_quote_and_its_measures():
+    text = json.loads((DATA / "es.json").read_text())["answers"][6]["text"]  # a B1 answer, 31 words: A2
+    sustained = rate_offline(Answer("es", "A2", "¿Qué harías...?", "written", text, True))
+    above = rate_offline(Answer("es", "B1", "...", "written", text, True))
     assert (sustained.outcome, above.outcome) == ("sustained", "breakdown")
     assert sustained.evidence.startswith("\u201cSi ganara un viaje") and "written" in sustained.evidence
+    assert "31 words" in sustained.evidence and "score 0.7" in sustained.evidence
+    assert sustained.evidence.count("\u201c") == 1  # one pair of quotation marks
     assert sustained.rater == "offline" and sustained.mode == "written"
-    assert sustained.measures["basis"] == "written text" and sustained.measures["text_level"] == "B1"
+    assert sustained.measures["basis"] == "written text" and sustained.measures["text_level"] == "A2"
+
+
+def test_an_answer_that_repeats_the_question_is_not_ratable_and_says_why():
+    task = "¿Qué hiciste el fin de semana pasado con tus amigos?"
+    echo = rate_offline(Answer("es", "A1", task, "written", "Qué hiciste el fin de semana pasado", True))
+    assert echo.outcome == "not_ratable" and echo.evidence.startswith("repeats the question")
+    assert echo.measures["relevance"] == "repeats the question"
+    answer = rate_offline(Answer("es", "A1", task, "written", "El sábado fui al parque con mis amigos.", True))
+    assert answer.outcome == "sustained"  # sharing a few of the question's words is answering it
+    tea = rate_offline(Answer("es", "A1", "¿Te gusta el café o el té?", "written", "Me gusta el té", True))
+    assert tea.outcome == "sustained"  # three of its four words are the question's: still an answer
+    long_echo = "Qué hiciste el fin de semana pasado con tus amigos pues"
+    assert rate_offline(Answer("es", "A1", task, "written", long_echo, True)).outcome == "not_ratable"
+    placement = Placement()
+    for _ in range(3):
+        placement.record(echo.level, echo.outcome, echo.evidence, echo.rater)
+    assert placement.floor is None and placement.rated_answers == 0  # it never sustains a level
+
+
+def test_rating_a_typical_answer_takes_well_under_a_millisecond():
+    """The rule runs on the event loop: measured here, the best of 200 ratings of a 60-word answer."""
+    warm("es")
+    answer = Answer("es", "B1", "¿Qué harías si ganaras un viaje?", "written", written_text(60), True)
+    best = min(_timed(lambda: rate_offline(answer)) for _ in range(200))
+    assert best < 0.001, best
+
+
+def written_text(words: int) -> str:
+    texts = [a["text"] for language, a in reference_set() if language == "es"]
+    return " ".join(" ".join(texts).split()[:words])
+
+
+def _timed(call) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
 
 
 @pytest.mark.parametrize(
@@ -170,18 +248,20 @@ def test_not_ratable_answers_move_nothing_in_placement():
 # --- the offline rater: spoken answers ---------------------------------------------------------------
 
 
-def test_spoken_answers_are_judged_by_their_audio_only():
+def test_a_spoken_answer_without_words_gets_its_fluency_and_no_level():
+    """Timing shows fluency, not what was said: no level is sustained or broken by it."""
     halting = measure(pcm(("v", 400), ("s", 1200), ("v", 400), ("s", 1200), ("v", 500)))
     fluent = measure(pcm(*[p for _ in range(5) for p in (("v", 2600), ("s", 400))]))
-    for level, fluency, outcome in [
-        ("A1", halting, "sustained"), ("A2", halting, "breakdown"), ("C1", fluent, "sustained"),
-        ("C2", fluent, "breakdown"),
-    ]:
+    for level, fluency, fluency_level in [("A1", halting, "A1"), ("B2", fluent, "C1"), ("A1", fluent, "C1")]:
         judgement = rate_offline(Answer("es", level, "", "spoken", fluency=fluency))
-        assert judgement.outcome == outcome, (level, judgement)
+        assert judgement.outcome == "not_ratable", (level, judgement)
         assert "audio only" in judgement.evidence and judgement.measures["basis"] == "audio only"
+        assert judgement.measures["fluency_level"] == fluency_level
     silent = rate_offline(Answer("es", "A1", "", "spoken", fluency=measure(pcm(("s", 2000)))))
     assert silent.outcome == "not_ratable"
+    # With words from a recognizer (an API key), the words are rated, as a written answer's are.
+    heard = rate_offline(Answer("es", "A1", "", "spoken", "Me llamo Ana y vivo en Lima.", True, fluent))
+    assert heard.outcome == "sustained" and heard.measures["basis"] == "transcript"
 
 
 def test_the_model_rater_is_not_asked_without_words_and_falls_back_offline_when_it_fails():
@@ -193,6 +273,8 @@ def test_the_model_rater_is_not_asked_without_words_and_falls_back_offline_when_
     assert judgement.rater.startswith("offline (fallback:") and judgement.outcome == "sustained"
     prompt = json.loads(rater_prompt(written))
     assert prompt["learner_words"] == "Me llamo Ana." and prompt["level_probed"] == "A1"
+    assert prompt["task"] == "¿Cómo te llamas?"  # the model judges whether the answer addresses it
+    assert "not an answer to the task" in openai_rater.RATER_INSTRUCTIONS
     schema = AnswerJudgement.model_json_schema()
     assert set(schema["required"]) == {"outcome", "evidence"} and schema["additionalProperties"] is False
     assert asyncio.run(OfflineRater().rate(written)).rater == "offline"

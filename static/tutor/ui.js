@@ -35,7 +35,7 @@ const STATUS_TEXT = {
   graded: "Graded. The spoken summary is on its way.",
   delivered: "Graded and read aloud to you.",
   delivery_failed: "Graded. The spoken summary could not be played, so here it is in writing.",
-  not_rated: "Not rated: there was not enough speaking in this session to place you.",
+  not_rated: "Not rated: this session gave no level (the summary says why).",
 };
 
 // A criterion's label is its key, capitalised: the server's criteria (assessments/grading.py

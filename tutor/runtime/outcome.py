@@ -24,7 +24,7 @@ from channels.db import database_sync_to_async
 
 from assessments import services
 from assessments.grading import GradeInput, grade_by_rules
-from assessments.grading.summary import NOT_RATED_SUMMARY
+from assessments.grading.summary import not_rated_summary
 from assessments.placement import Placement
 from assessments.transcript import Transcript
 from tutor import metrics, recovery
@@ -182,14 +182,17 @@ class SessionOutcome:
         """Too little evidence for a level: the assessment is stored `not_rated` and the learner told so."""
         self.not_rated = True
         metrics.assessment("not_rated")
-        await self._create(services.create_unrated_assessment, self.placement.partial)
+        # Voice without words: says the demo cannot understand speech (or, with the API, that it was not transcribed).
+        recognizer = getattr(self.connection.upstream, "kind", "") == "openai"
+        summary = not_rated_summary(self.grade_input(), recognizer=recognizer)
+        await self._create(services.create_unrated_assessment, self.placement.partial, "", summary)
         self.log.info(
             "session not rated",
             extra={"rated_answers": self.placement.rated_answers, "end_reason": self.placement.end_reason},
         )
         self.relay.mute()  # the tutor says nothing more; the page shows why there is no level
         await self.learner.send_event(
-            wire.assessment(self.rows.assessment_id, None, {}, NOT_RATED_SUMMARY, "", "not_rated", self.placement.partial)
+            wire.assessment(self.rows.assessment_id, None, {}, summary, "", "not_rated", self.placement.partial)
         )
 
     async def end(self, reason: str) -> None:

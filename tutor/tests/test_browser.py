@@ -1,11 +1,13 @@
-"""End to end in a real browser: a learner speaks with the tutor and gets assessed.
+"""End to end in a real browser: a learner speaks with the tutor in demo mode and is told the truth.
 
 Debian's headless Chromium with a fake microphone (a WAV of speech-like bursts) opens the tutor page
 of a live Parla server (Daphne, subprocess) whose upstream is `manage.py realtime_simulator` with a
 simulated learner of true level B1. The learner logs in through the login page and presses Start;
-nothing else is scripted: the page's audio worklet streams the fake microphone, the simulator's VAD
-hears the bursts as turns, the tutor probes up the ladder until B2 breaks down, and the summary is
-graded and delivered. Screenshots go to test-output/browser/.
+the page's audio worklet streams the fake microphone, the simulator's VAD hears the bursts as turns,
+and the tutor answers each. The demo has no speech recognizer: timing shows fluency, not what was
+said, so no spoken answer sustains a level (issue 28; before, the bursts' fluency alone climbed the
+ladder to B1). After a few answers the learner presses Stop: the card says "Not rated" and why, and
+that written answers can be placed. Screenshots go to test-output/browser/.
 
 Skip it locally with `-m "not browser"`; CI runs it (scripts/test installs Chromium).
 """
@@ -36,9 +38,8 @@ ASSESSMENT_TIMEOUT_MS = 150_000
 
 @pytest.fixture(scope="module")
 def fake_mic_wav(tmp_path_factory):
-    """The microphone of a learner of TRUE_LEVEL: the independent rater judges spoken answers by the
-    fluency it measures in their audio (in demo mode no words are known), so each answer has that
-    level's fluency; 3 s of silence after each is longer than turn detection waits at any level (1.2 s
+    """The microphone of a learner of TRUE_LEVEL: each answer has that level's fluency (in demo mode no
+    words are known: the rater measures the fluency and rates no level); 3 s of silence after each is longer than turn detection waits at any level (1.2 s
     at A1-A2; from B1 semantic VAD with low eagerness, 2 s in the simulator), so each is one turn."""
     return make_answers_wav(tmp_path_factory.mktemp("mic") / "answers.wav", TRUE_LEVEL)
 
@@ -64,7 +65,7 @@ def level_reached(page) -> int:
     return LEVELS.index(page.get_attribute("#tutor", "data-level"))
 
 
-def test_learner_speaks_climbs_the_ladder_and_gets_assessed(chromium, server, browser_output):
+def test_learner_who_only_speaks_in_demo_mode_gets_no_level_and_is_told_why(chromium, server, browser_output):
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     console = []
@@ -87,20 +88,19 @@ def test_learner_speaks_climbs_the_ladder_and_gets_assessed(chromium, server, br
         # whose transcript comes back to the page.
         page.wait_for_selector(".utterance-learner .utterance-text:not(:empty)", timeout=STEP_TIMEOUT_MS)
 
-        # The ladder climbs beyond A1.
-        wait_for_js(page, "document.querySelector('#tutor').dataset.level !== 'A1'", timeout=STEP_TIMEOUT_MS)
-        assert level_reached(page) >= 1
-        assert page.get_attribute("#ladder li[data-level='A1']", "data-state") == "sustained"
+        # Several spoken answers are heard and answered; none sustains a level.
+        wait_for_js(page, "document.querySelectorAll('.utterance-learner').length >= 3", timeout=ASSESSMENT_TIMEOUT_MS)
+        assert level_reached(page) == 0
+        assert page.get_attribute("#ladder li[data-level='A1']", "data-state") == "current"
         page.screenshot(path=str(browser_output / "session.png"), full_page=True)
 
-        # Grading, then the assessment card with the simulated learner's level.
-        page.wait_for_selector("#assessment:not([hidden])", timeout=ASSESSMENT_TIMEOUT_MS)
-        assert page.text_content("#assessment-level") == TRUE_LEVEL
-        assert page.get_attribute("#assessment", "data-level") == TRUE_LEVEL
-        assert page.text_content("#assessment-summary").strip()
-        assert page.locator("#assessment-criteria .criterion").count() >= 1
-        assert page.get_attribute("#ladder li[data-level='B1']", "data-state") == "sustained"
-        assert page.get_attribute("#ladder li[data-level='B2']", "data-state") == "breakdown"
+        # Stop: no level, and the learner is told the demo cannot understand speech.
+        page.locator("#stop-button").click()
+        page.wait_for_selector("#assessment:not([hidden])", timeout=STEP_TIMEOUT_MS)
+        assert page.get_attribute("#assessment", "data-level") == ""
+        assert page.text_content("#assessment-level-name") == "Not rated"
+        summary = page.text_content("#assessment-summary")
+        assert "cannot understand speech" in summary and "Written answers can be placed" in summary
         page.locator("#assessment").scroll_into_view_if_needed()
         page.screenshot(path=str(browser_output / "assessment.png"), full_page=True)
         page.locator("#assessment").screenshot(path=str(browser_output / "assessment-card.png"))
@@ -124,7 +124,6 @@ def test_learner_speaks_climbs_the_ladder_and_gets_assessed(chromium, server, br
     )
     assert audio_turns >= 1
     stored = server.query(
-        "from assessments.models import Assessment; a = Assessment.objects.get(); print(a.level, a.status)"
+        "from assessments.models import Assessment; a = Assessment.objects.get(); print(repr(a.level), a.status)"
     )
-    assert stored.split()[0] == TRUE_LEVEL
-    assert stored.split()[1] in ("delivered", "delivery_failed", "graded")
+    assert stored.split() == ["''", "not_rated"]

@@ -1,8 +1,9 @@
 """The independent rater through a real server, as a learner meets it (demo mode: the simulator
 upstream, the offline rater).
 
-- Placement follows the rater, not the tutor's tool: simulated learners of every true level are
-  placed exactly when the simulated model skips its `record_probe` call or makes it twice.
+- Placement follows the rater, not the tutor's tool: simulated learners of every level a written
+  answer can show (A1-B2: tutor.testing.learners) are placed exactly when the simulated model skips
+  its `record_probe` call or makes it twice.
 - A learner's transcript holds only what they said or typed: spoken answers (the simulator has no
   recognizer) show as spoken, with their length; written ones verbatim.
 - Each spoken answer's audio is measured, saved and served to the teacher.
@@ -17,9 +18,8 @@ import json
 import pytest
 from django.test import Client
 
-from assessments.cefr import LEVELS
 from assessments.models import Assessment, Probe, TutorSession, Turn
-from tutor.testing.learners import frames, spoken_answer, written_answer
+from tutor.testing.learners import WRITTEN_LEVELS, frames, spoken_answer, written_answer
 from tutor.tests.live import ThreadedSimulator, daphne_server
 from tutor.tests.test_end_to_end import FRAME_GAP, login_cookie, next_json, run_learner, tutor_socket
 
@@ -44,12 +44,13 @@ def test_every_true_level_is_placed_exactly_whatever_the_tutor_does_with_its_too
     simulator.set_knobs(**{misbehaviour: 1})
     try:
         with daphne_server(realtime_url=simulator.url, redis_url=None) as base_url:
-            for level in LEVELS:
+            for level in WRITTEN_LEVELS:
                 simulator.set_knobs(true_level=level)
                 user = make_user(f"{misbehaviour}-{level.lower()}", learner=True)
-                # A C2 learner climbs from A1 (no warm-up answer): with a tutor that never calls its tool,
-                # each answer is judged at the end of the reply after it, and every reply is heard in real
-                # time (the page reports playback): about 16 turns of ~6 s, longer than the default 90 s.
+                # A B2 learner climbs from A1 (no warm-up answer), placed by its written answers only (the
+                # spoken ones have no words): with a tutor that never calls its tool, each answer is judged
+                # at the end of the reply after it, and every reply is heard in real time (the page
+                # reports playback): about 20 turns of ~6 s, longer than the default 90 s.
                 run = asyncio.run(run_learner(base_url, login_cookie(user), level=level, timeout=240))
 
                 assert run.of_type("error") == []

@@ -33,14 +33,16 @@ async def placed(headers, self_assessment, true_level, settings):
     return card, probes
 
 
-async def test_a_c1_speaker_who_says_so_reaches_the_ceiling_in_four_answers(
+async def test_a_b2_writer_who_says_so_reaches_the_ceiling_in_four_answers(
     settings, session_cookie_headers, learner_user
 ):
-    card, probes = await placed(await sync_to_async(session_cookie_headers)(learner_user), "C1", "C1", settings)
-    assert card["level"] == "C1" and card["status"] == "delivered"
-    assert probes == ["C1", "C1", "C2", "C2"]
+    # B2, not C1 as before: the written rule derived from learner texts needs more words for C1 than
+    # one answer holds (tutor.testing.learners.WRITTEN_LEVELS); the warm-up's logic is the same.
+    card, probes = await placed(await sync_to_async(session_cookie_headers)(learner_user), "B2", "B2", settings)
+    assert card["level"] == "B2" and card["status"] == "delivered"
+    assert probes == ["B2", "B2", "C1", "C1"]
     session = await TutorSession.objects.aget()
-    assert (session.self_assessment, session.start_level) == ("C1", "C1")
+    assert (session.self_assessment, session.start_level) == ("B2", "B2")
 
 
 async def test_a_learner_who_over_rates_themself_is_stepped_down_and_placed_correctly(
@@ -68,9 +70,19 @@ async def test_a_bad_self_assessment_is_refused(settings, session_cookie_headers
 
 
 async def answered_in_writing(headers, start: dict, next_answer) -> list[dict]:
+    """Drives /ws/tutor/ as the page does and answers every tutor turn in writing with `next_answer()`
+    (`answered`); returns every JSON event the page was sent (the card last)."""
+
+    async def write(communicator):
+        await communicator.send_json_to({"type": "answer.text", "text": next_answer()})
+
+    return await answered(headers, start, write)
+
+
+async def answered(headers, start: dict, answer) -> list[dict]:
     """Drives /ws/tutor/ as the page does (reports each tutor item played, answers each flush) and
-    answers every tutor turn in writing with `next_answer()`, until the assessment is delivered;
-    returns every JSON event the page was sent (the card last)."""
+    answers every tutor turn with `answer(communicator)`, until the assessment is delivered (or the
+    session ends not rated); returns every JSON event the page was sent (the card last)."""
     communicator = WebsocketCommunicator(application, "/ws/tutor/", headers=headers)
     assert (await communicator.connect())[0]
     events = []
@@ -81,7 +93,8 @@ async def answered_in_writing(headers, start: dict, next_answer) -> list[dict]:
         while True:
             seen = await events_until(communicator, lambda e: (
                 e["type"] in ("audio.end", "playback.flush") or e["type"] == "state" and e["state"] == "listening"
-                or e["type"] == "assessment" and e["status"] in ("delivered", "delivery_failed")), timeout=20)
+                or e["type"] == "assessment" and e["status"] in ("delivered", "delivery_failed", "not_rated")),
+                timeout=20)
             events += seen
             event = seen[-1]
             if event["type"] == "playback.flush":
@@ -94,7 +107,7 @@ async def answered_in_writing(headers, start: dict, next_answer) -> list[dict]:
                 heard = True
             elif event["type"] == "state":
                 if heard:  # the tutor's turn is over (its preamble, call and question): answer it
-                    await communicator.send_json_to({"type": "answer.text", "text": next_answer()})
+                    await answer(communicator)
                     heard = False
             else:
                 return events

@@ -1,5 +1,6 @@
 """run_worker, the compose file's `worker`: grade_pending and delete_expired_audio on their schedule, in
-a real process on the test database, until SIGTERM ends it at once."""
+a real process on the test database, until SIGTERM ends it at once. Here, not in
+assessments/tests: it uses tutor's live-process helpers, and `assessments` imports nothing from `tutor`."""
 
 import signal
 import subprocess
