@@ -36,21 +36,27 @@ def simulator():
     [{"later_version": True}, {"error_event_ids": False}],
     ids=["later-version", "errors-without-event-id"],
 )
-def test_a_b1_learner_by_voice_is_placed_and_delivered_against_a_later_api_version(simulator, make_user, knobs):
+def test_a_b1_learner_is_placed_and_delivered_against_a_later_api_version(simulator, make_user, knobs):
     """Before: the reasoning item in `response.done` made it unparsable, the response stayed active for
-    good and the tutor never spoke again (issue 25, finding 2)."""
+    good and the tutor never spoke again (issue 25, finding 2).
+
+    The learner answers by voice and in writing, in turn: every spoken turn runs the input-audio, VAD and
+    failed-transcription events in their later-version shape, and the written answers are what places
+    them, since in demo mode a spoken answer without words places nobody (issue 28; the simulator has no
+    speech recognizer, so a voice-only learner ends not rated there by design)."""
     simulator.set_knobs(true_level="B1", **knobs)
     try:
         user = make_user("later-" + "-".join(sorted(knobs)).replace("_", "-"), learner=True)
         with daphne_server(realtime_url=simulator.url, redis_url=None) as base_url:
-            run = asyncio.run(run_learner(base_url, login_cookie(user), level="B1", writes=False, timeout=120))
+            run = asyncio.run(run_learner(base_url, login_cookie(user), level="B1", timeout=120))
         assert run.of_type("error") == []
         final = run.of_type("assessment")[-1]
         assert final["level"] == "B1" and final["status"] == "delivered"
         assessment = Assessment.objects.get(learner__user=user)
         assert assessment.level == "B1" and assessment.status == "delivered"
         session = TutorSession.objects.get(learner__user=user)
-        assert session.turns.filter(role="learner", mode="written").count() == 0  # by voice only
+        assert session.turns.filter(role="learner", mode="spoken").count() >= 2  # spoken turns went through
+        assert session.turns.filter(role="learner", mode="written").count() >= 2
         assert simulator.wait_all_closed(10) == 0
     finally:
         simulator.set_knobs(true_level=None, later_version=False, error_event_ids=True)
