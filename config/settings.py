@@ -241,10 +241,12 @@ if PARLA_REASONING_EFFORT and PARLA_REASONING_EFFORT not in REASONING_EFFORTS:
     )
 PARLA_TUTOR_VOICE = env("PARLA_TUTOR_VOICE", "marin")
 PARLA_SUMMARY_VOICE = env("PARLA_SUMMARY_VOICE", "alloy")
-# The current live transcription model: "Transcribe live audio into streaming text: gpt-live-transcribe"
-# (developers.openai.com/api/docs/guides/realtime); listed for `audio.input.transcription` by
-# openai/types/realtime/audio_transcription.py, which announces the older models' shutdown.
-PARLA_TRANSCRIPTION_MODEL = env("PARLA_TRANSCRIPTION_MODEL", "gpt-live-transcribe")
+# The learner's speech is transcribed per committed turn of a conversation session with VAD on, which is
+# what gpt-transcribe is documented for ("committed turns in Realtime sessions over WebSocket":
+# developers.openai.com/api/docs/models/gpt-transcribe); gpt-live-transcribe and gpt-realtime-whisper
+# require turn detection off (tutor/persona.py, per model family, with the sources). Not on the
+# announced-shutdown list (openai/types/realtime/audio_transcription.py).
+PARLA_TRANSCRIPTION_MODEL = env("PARLA_TRANSCRIPTION_MODEL", "gpt-transcribe")
 # Output speech speed by level: slower for beginners (0.25..1.5, applied between turns).
 PARLA_SPEED_BEGINNER = env_float("PARLA_SPEED_BEGINNER", 0.85)
 PARLA_SPEED_DEFAULT = env_float("PARLA_SPEED_DEFAULT", 1.0)
@@ -274,6 +276,9 @@ PARLA_SIMULATOR_PACE = env_float("PARLA_SIMULATOR_PACE", 4.0)
 # last report) after which the item is taken as over when the page does not report its end.
 PARLA_PLAYBACK_MARGIN = env_float("PARLA_PLAYBACK_MARGIN", 2.0)
 PARLA_VALIDATE_EVENTS = env_bool("PARLA_VALIDATE_EVENTS", DEBUG)
+# A folder: each upstream session's events are written there as JSON lines (audio as byte counts, never
+# the learner's audio or the key), for an operator to read or replay (tutor/realtime/record.py). Empty: off.
+PARLA_UPSTREAM_LOG = env("PARLA_UPSTREAM_LOG", "")
 # Crash recovery (assessments/recovery.py): a running session writes a heartbeat this often, and each
 # server process sweeps as often; a session (or grading claim) silent for PARLA_STALE_SECONDS belongs
 # to a process that died. Keep the stale time several heartbeats long and above the grader's timeout.

@@ -34,3 +34,26 @@ def models_not_shutting_down(app_configs=None, **kwargs) -> list[checks.CheckMes
                 )
             )
     return warnings
+
+
+TRANSCRIPTION_WARNING = "parla.W002"
+
+
+@checks.register()
+def transcription_takes_turn_detection(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """A Warning when the transcription model is one documented to require turn detection off: the
+    tutor session needs it on (tutor/persona.py has the sources), so the API may refuse it."""
+    from tutor import persona  # the persona module imports the assessments app's models' helpers
+
+    model = settings.PARLA_TRANSCRIPTION_MODEL
+    if persona.takes_turn_detection(model):
+        return []
+    return [
+        checks.Warning(
+            f"PARLA_TRANSCRIPTION_MODEL={model!r} is documented to require turn detection off; the tutor "
+            "session uses it on, so the API may refuse it (sessions then fall back to "
+            f"{persona.TRANSCRIPTION_FALLBACK!r}).",
+            hint="Use gpt-transcribe, and run `python manage.py realtime_check` (README 'Deployment').",
+            id=TRANSCRIPTION_WARNING,
+        )
+    ]

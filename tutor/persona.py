@@ -15,6 +15,54 @@ from tutor.realtime.audio import API_FORMAT
 BEGINNER_LEVELS = ("A1", "A2")
 
 
+# --- input transcription, per model family ----------------------------------------------------------
+# The learner's speech is transcribed by a model of its own, configured in `audio.input.transcription`.
+# The families differ in how the language is given and in whether they work with turn detection on,
+# which a tutor session needs (each spoken answer is a turn the server detects and commits):
+#
+# - gpt-transcribe: "speech-to-text model for completed audio files, streamed file transcripts, and
+#   committed turns in Realtime sessions over WebSocket ... multiple language hints"
+#   (developers.openai.com/api/docs/models/gpt-transcribe): committed turns are what server VAD makes.
+#   The language goes as the plural `languages` ("Supported by `gpt-transcribe` and
+#   `gpt-live-transcribe`": openai/types/realtime/audio_transcription.py; openai/openai-agents-python#4616:
+#   "`languages: [language]` for the `gpt-transcribe` family, `language` otherwise"; goodroot/hyprwhspr#228
+#   sends the scalar setting "as a single-entry `languages` hint" and not the singular field).
+# - gpt-live-transcribe, gpt-realtime-whisper: streaming models for transcription sessions, which
+#   "require turn detection to be omitted or set to null" (the voice-activity guide); the API answers a
+#   turn detection config with "Turn detection is not supported for this transcription model"
+#   (OpenWhispr/openwhispr#2077); openai/openai-agents-python#4616: "`gpt-realtime-whisper` requires
+#   `turn_detection: null`". No source shows either as the input transcription of a conversation session
+#   with VAD on: a deployment that configures one gets the fallback below when the API refuses it.
+#   gpt-live-transcribe takes `languages`; gpt-realtime-whisper the singular `language` (#4616).
+# - whisper-1, gpt-4o-transcribe, gpt-4o-mini-transcribe: the singular `language`, with VAD (the
+#   conversation guides' long-standing setup); shutdown announced for 2027-02-26 (config/openai_models.py).
+#
+# If the API refuses the transcription part of the tutor's `session.update`, the session goes on with
+# `TRANSCRIPTION_FALLBACK` and, refused again, without transcription (tutor.realtime.fallback).
+TRANSCRIPTION_FALLBACK = "gpt-transcribe"
+PLURAL_LANGUAGE_FAMILIES = ("gpt-transcribe", "gpt-live-transcribe")
+NO_TURN_DETECTION_FAMILIES = ("gpt-live-transcribe", "gpt-realtime-whisper")
+
+
+def _family(model: str, families: tuple[str, ...]) -> bool:
+    """`model` is one of `families` or a dated snapshot of one (`gpt-transcribe-2026-...`)."""
+    return any(model == name or model.startswith(f"{name}-2") for name in families)
+
+
+def transcription_config(model: str, language: str) -> dict:
+    """The `audio.input.transcription` object for `model`, pinned to `language` in the field shape its
+    family takes (see above). Pinned: unpinned, short or accented learner speech is often transcribed
+    as another language."""
+    if _family(model, PLURAL_LANGUAGE_FAMILIES):
+        return {"model": model, "languages": [language]}
+    return {"model": model, "language": language}
+
+
+def takes_turn_detection(model: str) -> bool:
+    """False for the transcription models documented to require turn detection omitted or null."""
+    return not _family(model, NO_TURN_DETECTION_FAMILIES)
+
+
 # Turn-taking that lets learners think. A pause to find a word or plan the next sentence must not end
 # the learner's answer (each end makes the tutor reply, and a fragment would be judged alone).
 # - A1-A2: short answers, pauses mid-sentence: server VAD with a long silence (the API's default is
@@ -194,8 +242,7 @@ def tutor_session_config(
         "audio": {
             "input": {
                 "format": API_FORMAT,
-                # Pinned: unpinned, short or accented learner speech is often transcribed as another language.
-                "transcription": {"model": transcription_model, "language": target_language},
+                "transcription": transcription_config(transcription_model, target_language),
                 "turn_detection": turn_detection_for(level) if turn_detection else None,
             },
             "output": {

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from tutor.realtime.client import RealtimeClient
+from tutor.realtime.record import UpstreamRecorder
 from tutor.realtime.relay import SpeechRelay
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ class Upstream:
     kind: str  # "openai" | "simulator" (TutorSession.Upstream values)
 
     def client(self, name: str, handler=None) -> RealtimeClient:
-        return RealtimeClient(
+        client = RealtimeClient(
             self.url,
             api_key=self.api_key,
             model=self.model,
@@ -36,6 +37,9 @@ class Upstream:
             validate_sent=settings.PARLA_VALIDATE_EVENTS,
             keepalive=settings.PARLA_UPSTREAM_KEEPALIVE_SECONDS,
         )
+        if settings.PARLA_UPSTREAM_LOG:  # each session's traffic as JSON lines (tutor.realtime.record)
+            client.recorder = UpstreamRecorder(settings.PARLA_UPSTREAM_LOG, name)
+        return client
 
 
 # One bundled simulator per event loop (the server's), started by the first session that needs it.

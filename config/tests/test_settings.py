@@ -130,11 +130,20 @@ def test_current_models_are_the_defaults_and_manage_check_is_clean_with_them():
     env = clean_env()
     s = read_settings(env, "PARLA_REALTIME_MODEL", "PARLA_TRANSCRIPTION_MODEL", "PARLA_GRADER_MODEL",
                       "PARLA_REASONING_EFFORT")
-    assert s == {"PARLA_REALTIME_MODEL": "gpt-realtime-2.1", "PARLA_TRANSCRIPTION_MODEL": "gpt-live-transcribe",
+    assert s == {"PARLA_REALTIME_MODEL": "gpt-realtime-2.1", "PARLA_TRANSCRIPTION_MODEL": "gpt-transcribe",
                  "PARLA_GRADER_MODEL": "gpt-6-luna", "PARLA_REASONING_EFFORT": "low"}
     result = run_manage("check", env=env)
     assert result.returncode == 0, result.stderr
     assert "parla.W001" not in result.stdout + result.stderr
+    assert "parla.W002" not in result.stdout + result.stderr
+
+
+def test_manage_check_warns_about_a_transcription_model_that_needs_turn_detection_off():
+    """gpt-live-transcribe was the default before issue 25; no source shows it with VAD on."""
+    result = run_manage("check", env=clean_env(PARLA_TRANSCRIPTION_MODEL="gpt-live-transcribe"))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    assert "parla.W002" in out and "PARLA_TRANSCRIPTION_MODEL='gpt-live-transcribe'" in out and "realtime_check" in out
 
 
 def test_manage_check_warns_about_each_model_with_an_announced_shutdown():

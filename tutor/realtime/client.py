@@ -24,12 +24,13 @@ from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
 
 import websockets
 from websockets.exceptions import InvalidHandshake, InvalidStatus
-from pydantic import ValidationError
+from pydantic import BaseModel
 
 from tutor import metrics
-from tutor.realtime.failures import UpstreamFailure, refused_at_upgrade, refused_in_band
+from tutor.realtime import correlation
+from tutor.realtime.failures import UpstreamFailure, fatal_error, refused_at_upgrade, refused_in_band
 from tutor.realtime.logs import bind
-from tutor.realtime.schemas import parse_server_event, validate_client_event
+from tutor.realtime.schemas import LenientRead, Loose, parse_server_event, read_server_event, validate_client_event
 from tutor.realtime.tasks import cancel_and_wait, wait_responsive
 from tutor.realtime.tracker import ResponseTracker
 
@@ -100,11 +101,39 @@ def _error_body(body: bytes | None) -> tuple[str | None, str]:
         return None, text[:200]
 
 
+# What this process has logged of events the installed `openai` models do not know in full: once per event
+# type and place of the first difference; and the event types whose unknown fields were looked for.
+_lenient_logged: set[tuple[str, str]] = set()
+_seen_types: set[str] = set()
+
+
+def _note_unknown_fields(event: Any, log: Any) -> None:
+    """The first event of each type in this process: fields the models do not know (extras, allowed by
+    `openai`'s models and ignored by Parla) are logged once, by path. Only once per type: never on the
+    hot path."""
+    _seen_types.add(event.type)
+    paths = _extra_paths(event, "")
+    if paths:
+        log.info("upstream event has fields Parla does not know", extra={"type": event.type, "fields": paths[:10]})
+
+
+def _extra_paths(value: Any, prefix: str) -> list[str]:
+    if isinstance(value, BaseModel):
+        found = [f"{prefix}{name}" for name in (value.model_extra or {})]
+        for name in type(value).model_fields:
+            found += _extra_paths(getattr(value, name), f"{prefix}{name}.")
+        return found
+    if isinstance(value, list):
+        return [path for entry in value[:3] for path in _extra_paths(entry, f"{prefix}0.")]
+    return []
+
+
 @dataclass
 class _Waiter:
     predicate: Predicate
     future: asyncio.Future
     event_id: str | None = None  # an error carrying this event_id fails the waiter
+    event_type: str | None = None  # the type of that client event (an error without event_id: correlation)
 
 
 def audio_append_json(event_id: str, pcm: bytes) -> str:
@@ -126,6 +155,7 @@ class RealtimeClient:
         name: str = "tutor",
         handler: EventHandler | None = None,
         validate_sent: bool = False,
+        strict_read: bool | None = None,
         open_timeout: float = 10.0,
         keepalive: float = DEFAULT_KEEPALIVE,
     ):
@@ -139,6 +169,11 @@ class RealtimeClient:
         # before the API does; tutor.upstream turns it on in DEBUG and in the tests (PARLA_VALIDATE_EVENTS).
         self.validate_sent = validate_sent
         self._append_validated = False  # an audio append's shape never varies: validate only the first
+        # Server events the models do not know in full are read, never dropped (schemas.read_server_event);
+        # strict: each is logged as an error and kept in `lenient_reads` (tests, DEBUG).
+        self.strict_read = validate_sent if strict_read is None else strict_read
+        self.recorder: Any = None  # an UpstreamRecorder (PARLA_UPSTREAM_LOG): the session's traffic, audio as counts
+        self.lenient_reads: list[LenientRead] = []
         self.open_timeout = open_timeout
         self.keepalive = keepalive
         self.went_silent = False  # the upstream stopped answering pings: the connection was failed
@@ -219,6 +254,8 @@ class RealtimeClient:
         await cancel_and_wait(self._reader)
         self._reader = None
         self._fail_waiters(RealtimeClosed(self.close_code, self.close_reason))
+        if self.recorder is not None:
+            self.recorder.closed(self.close_code, self.close_reason)  # also when it never connected
         self.closed.set()
 
     async def __aenter__(self) -> "RealtimeClient":
@@ -248,6 +285,8 @@ class RealtimeClient:
         if self.closed.is_set():
             raise RealtimeClosed(self.close_code, self.close_reason)
         self.tracker.sent(event)
+        if self.recorder is not None:
+            self.recorder.sent(event)
         await self._write(json.dumps(event))
         return event["event_id"]
 
@@ -264,6 +303,8 @@ class RealtimeClient:
         if self.closed.is_set():
             raise RealtimeClosed(self.close_code, self.close_reason)
         event_id = self.next_event_id()
+        if self.recorder is not None:  # the learner's audio is never recorded: its length only
+            self.recorder.sent({"type": "input_audio_buffer.append", "event_id": event_id, "audio_bytes": len(pcm)})
         await self._write(audio_append_json(event_id, pcm))
         return event_id
 
@@ -284,7 +325,7 @@ class RealtimeClient:
         """
         event = {**event}
         event_id = event.setdefault("event_id", self.next_event_id())
-        future = self._expect(expect, event_id)
+        future = self._expect(expect, event_id, event.get("type"))
         if tolerate:
             self._tolerated[event_id] = tolerate
         try:
@@ -338,6 +379,15 @@ class RealtimeClient:
         self.log.info("item truncated", extra={"item_id": item_id, "audio_end_ms": played_ms})
         return True
 
+    async def delete_item(self, item_id: str, timeout: float) -> None:
+        """Remove an item from the upstream conversation (confirmed by `conversation.item.deleted`)."""
+        await self.request(
+            {"type": "conversation.item.delete", "item_id": item_id},
+            expect=lambda e: e.type == "conversation.item.deleted" and e.item_id == item_id,
+            timeout=timeout,
+        )
+        self.log.info("item deleted", extra={"item_id": item_id})
+
     async def ping(self, timeout: float) -> float:
         """Websocket ping upstream; returns the round trip in seconds once the pong arrives."""
         pong = await self._ws.ping()
@@ -372,13 +422,19 @@ class RealtimeClient:
     async def _read(self) -> None:
         try:
             async for raw in self._ws:
+                if self.recorder is not None:
+                    self.recorder.read(raw)
                 try:
-                    event = parse_server_event(raw)
-                except ValidationError as exc:
-                    self.log.warning(
-                        "unparsable upstream event", extra={"error": str(exc).splitlines()[0], "raw": str(raw)[:200]}
-                    )
+                    event, lenient = read_server_event(raw)
+                except ValueError as exc:  # not even a JSON object with a type: nothing to act on
+                    self.log.warning("unreadable upstream event", extra={"error": str(exc), "raw": str(raw)[:200]})
                     continue
+                if lenient is not None:
+                    self._read_leniently(lenient)
+                elif event.type not in _seen_types:
+                    _note_unknown_fields(event, self.log)
+                if event.type == "error" and not event.error.event_id:
+                    self._attribute(event.error)
                 self.tracker.feed(event)
                 metrics.upstream_event(event)
                 if event.type == "session.created":
@@ -401,16 +457,50 @@ class RealtimeClient:
             self.close_reason = getattr(self._ws, "close_reason", "") or ""
             self.closed.set()
             self._fail_waiters(RealtimeClosed(self.close_code, self.close_reason))
+            if self.recorder is not None:
+                self.recorder.closed(self.close_code, self.close_reason)
             self.log.info("upstream closed", extra={"code": self.close_code, "reason": self.close_reason})
 
-    def _expect(self, expect: str | Predicate, event_id: str | None) -> asyncio.Future:
+    def _read_leniently(self, lenient: LenientRead) -> None:
+        """An event the `openai` models do not know in full was read as `Loose` (schemas.read_server_event):
+        logged once per event type and place in this process; in strict mode (PARLA_VALIDATE_EVENTS: tests,
+        DEBUG) every time, as an error, and kept in `lenient_reads`, so that a test sees it."""
+        self.lenient_reads.append(lenient)
+        extra = {"type": lenient.event_type, "where": lenient.where}
+        if self.strict_read:
+            self.log.error("upstream event does not match the openai models", extra=extra)
+        elif (lenient.event_type, lenient.where) not in _lenient_logged:
+            _lenient_logged.add((lenient.event_type, lenient.where))
+            self.log.warning("upstream event read leniently (a newer API version?)", extra=extra)
+
+    def _expect(self, expect: str | Predicate, event_id: str | None, event_type: str | None = None) -> asyncio.Future:
         predicate = (lambda e, t=expect: e.type == t) if isinstance(expect, str) else expect
         future = asyncio.get_running_loop().create_future()
         if self.closed.is_set():
             future.set_exception(RealtimeClosed(self.close_code, self.close_reason))
         else:
-            self._waiters.append(_Waiter(predicate, future, event_id))
+            self._waiters.append(_Waiter(predicate, future, event_id, event_type))
         return future
+
+    def _attribute(self, error: Any) -> None:
+        """An `error` that names no client event: the oldest unanswered one of the kind it is about is
+        taken as its cause (tutor/realtime/correlation.py), and its `event_id` written into the error, so
+        the tracker, the waiters and the log read it as if the API had sent it."""
+        types = correlation.answered_types(error.code, error.param, error.message)
+        if not types:
+            return
+        unanswered = [(w.event_id, w.event_type) for w in self._waiters if w.event_id and not w.future.done()]
+        unanswered += [(event_id, "response.create") for event_id in self.tracker.pending_create_ids]
+        unanswered += [(item.truncate_event_id, "conversation.item.truncate")
+                       for item in self.tracker.items.values() if item.truncate_event_id]
+        event_id = correlation.attribute(types, unanswered)
+        if event_id is None:
+            return
+        if isinstance(error, Loose):
+            error.to_dict()["event_id"] = event_id
+        else:
+            error.event_id = event_id
+        self.log.info("error attributed to a client event", extra={"code": error.code, "event_id": event_id})
 
     def _resolve(self, event: Any) -> bool:
         """Hand `event` to the waiters it answers; True if it was an error a request claimed."""
@@ -424,7 +514,8 @@ class RealtimeClient:
                 continue
             if event.type == "error" and waiter.event_id and event.error.event_id == waiter.event_id:
                 waiter.future.set_exception(RealtimeRequestError(event.error))
-                claimed = True
+                # A fatal error (key, quota, model access) is also the session's business: not claimed.
+                claimed = fatal_error(event.error.code, event.error.type) is None
             elif waiter.predicate(event):
                 waiter.future.set_result(event)
             else:

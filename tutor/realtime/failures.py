@@ -112,6 +112,14 @@ def failed_response(code: str | None, error_type: str | None) -> UpstreamFailure
     return ERROR  # server_error and anything unknown: retried, then the session ends
 
 
+def fatal_error(code: str | None, error_type: str | None) -> UpstreamFailure | None:
+    """An `error` event mid-session that ends it (a key revoked, quota spent, model access withdrawn):
+    retrying cannot help, so the session ends with what is known (issue 25). None for the errors a
+    session lives on after (a refused client event, a rate limit, a server error)."""
+    found = _by_code(code) or _by_code(error_type)
+    return found if found is not None and found.kind in ("auth", "quota", "model") else None
+
+
 def _by_code(code: str | None) -> UpstreamFailure | None:
     if code in RATE_LIMIT_CODES:
         return BUSY

@@ -22,15 +22,17 @@ classes it re-annotates (Parla sends dicts).
 
 from __future__ import annotations
 
+import json
 import types
 import typing
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
 # `PropertyInfo` is where the `openai` models mark their unions' discriminators (openai/_utils/_transform.py);
 # not public API, so a release that moves it fails this import at start-up, not silently (openai is pinned).
 from openai._utils import PropertyInfo
 from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
-from pydantic import BaseModel, ConfigDict, Discriminator, TypeAdapter, create_model
+from pydantic import BaseModel, ConfigDict, Discriminator, TypeAdapter, ValidationError, create_model
 
 _rebuilt: dict[type, type] = {}
 _UNIONS = (Union, types.UnionType)
@@ -152,3 +154,73 @@ def parse_server_event(raw: str | bytes) -> Any:
 def validate_client_event(event: dict) -> Any:
     """The `openai.types.realtime` model of a client event we are about to send."""
     return _client_events.validate_python(event)
+
+
+# --- the tolerant reader ------------------------------------------------------------------------
+#
+# The API adds fields, enum values, output item types and event types over time. An extra field is
+# already harmless (`openai`'s models allow extras), but a new value of a Literal (a `status_details.reason`),
+# a new member of a discriminated union (a "reasoning" output item in `response.done`) or a new event type
+# fails validation, and an event Parla acts on would be lost: a `response.done` dropped for its reasoning
+# item left the response "in progress" for good (issue 25). LiveKit reads server events without
+# validating them for this reason ("so a field added by a later API version changes nothing":
+# livekit-plugins-openai realtime_model.py constructs its events with `model_construct`).
+#
+# So reading goes: the strict, fast parse first (every event of the current API, above all the audio
+# deltas of the hot path, costs exactly what it did); only an event that fails it is read as `Loose`:
+# the JSON as sent, read by attribute like the models (a missing field is None), with nothing dropped.
+# The fields Parla uses are read from it; the rest are ignored.
+
+
+class Loose:
+    """A server event (or a part of one) that the `openai` models do not know in full, read by attribute
+    as the models are: `event.response.output[0].id`; a field that is not there reads as None."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: dict):
+        self._data = data
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _loose(self._data.get(name))
+
+    def __repr__(self) -> str:
+        return f"Loose({self._data!r})"
+
+    def to_dict(self) -> dict:
+        """The JSON object as the server sent it."""
+        return self._data
+
+
+def _loose(value: Any) -> Any:
+    if isinstance(value, dict):
+        return Loose(value)
+    if isinstance(value, list):
+        return [_loose(entry) for entry in value]
+    return value
+
+
+@dataclass(frozen=True)
+class LenientRead:
+    """An event read as `Loose`: its type, and where the `openai` models first disagreed with it."""
+
+    event_type: str
+    where: str  # e.g. "response.output.0: union_tag_invalid" (the first error of the strict parse)
+
+
+def read_server_event(raw: str | bytes) -> tuple[Any, LenientRead | None]:
+    """A server event for Parla to act on: the `openai` model when it validates (the fast path), else the
+    event as `Loose` with what did not validate. Raises ValueError only when `raw` is not a JSON object
+    with a string `type` (nothing can be read from it)."""
+    try:
+        return _server_events.validate_json(raw), None
+    except ValidationError as exc:
+        data = json.loads(raw)
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+            raise ValueError("not a server event: no JSON object with a string type") from exc
+        first = exc.errors(include_url=False, include_input=False)[0]
+        # The union's member tag is noise in the location ("response.done" appears once per level).
+        where = ".".join(str(part) for part in first["loc"] if part != data["type"])
+        return Loose(data), LenientRead(data["type"], f"{where or '(event)'}: {first['type']}")

@@ -3,7 +3,8 @@
 An upstream session ends on its own (the API's 60-minute limit closes it with 1001 "going away", or the
 network drops it). This part owns what that takes, as LiveKit's realtime model owns its reconnect:
 
-    connect   open a new upstream session and configure it (`session.updated` confirms the config)
+    connect   open a new upstream session and configure it (`session.updated` confirms the config); a
+              refused transcription or turn detection steps down (`shape`, kept for every later update)
     watch     wait for the current session to close; while the placement is open, resume after an
               expiry (up to MAX_RESUMES), else tell the runtime the upstream is lost
     resume    close the old session, open a new one, replay the conversation as text (audio items
@@ -29,6 +30,7 @@ from typing import Any
 
 from assessments.transcript import LEARNER, Transcript
 from tutor.realtime.client import RealtimeClient, RealtimeClosed, RealtimeError
+from tutor.realtime.fallback import SessionShape
 from tutor.realtime.logs import BoundLogger
 from tutor.runtime.phase import SessionPhase
 from tutor.runtime.responses import assistant_text_item, user_text_item
@@ -66,6 +68,7 @@ class TutorConnection:
         self.current = client  # the session of the moment (None before the first connect)
         self.ready = client is not None  # configured and, after a resume, replayed
         self.resumes = 0
+        self.shape = SessionShape()  # what the API refused of the configuration stepped down: kept across resumes
         self.lock = asyncio.Lock()
         self._held: deque[bytes] = deque(maxlen=HELD_AUDIO_FRAMES)
 
@@ -108,6 +111,9 @@ class TutorConnection:
     async def truncate_played(self, item_id: str | None, played_ms: int, timeout: float) -> bool:
         return await self.current.truncate_played(item_id, played_ms, timeout)
 
+    async def delete_item(self, item_id: str, timeout: float) -> None:
+        await self.current.delete_item(item_id, timeout)
+
     async def ping(self, timeout: float) -> float:
         return await self.current.ping(timeout)
 
@@ -121,7 +127,8 @@ class TutorConnection:
     async def connect(self) -> None:
         """Open and configure a new upstream session; it is current from its first event on."""
         self.current = self.upstream.client("tutor", handler=self.handler)
-        created = await self.current.open(self.configuration(), self.step_timeout)
+        # What the API refuses of the transcription or turn detection steps down (tutor.realtime.fallback).
+        created = await self.shape.open(self.current, self.configuration(), self.step_timeout)
         if self.on_opened is not None:
             await self.on_opened(created)
 

@@ -18,15 +18,18 @@ from typing import Any
 
 from assessments.placement import Placement
 from tutor.realtime import wire
+from tutor.realtime.client import RealtimeClosed
 from tutor.realtime.failures import UNCLAIMED_ERROR_MESSAGE
 from tutor.realtime.logs import BoundLogger
 from tutor.realtime.relay import LearnerPort, SpeechRelay
 from tutor.realtime.wire import State
 from tutor.runtime.answers import AnswerCollector, OpenAnswer
 from tutor.runtime.connection import TutorConnection
+from tutor.runtime.contact import FatalErrors, SilentReplies
 from tutor.runtime.handover import TutorLink
 from tutor.runtime.judge import AnswerJudge
-from tutor.runtime.phase import SessionPhase
+from tutor.runtime.outcome import SessionOutcome
+from tutor.runtime.phase import Phase, SessionPhase
 from tutor.runtime.probes import ProbeHandler
 from tutor.runtime.responses import ResponseScheduler
 from tutor.runtime.retries import FailedResponses
@@ -47,6 +50,7 @@ class TutorEvents:
         answers: AnswerCollector,
         placement: Placement,
         learner: LearnerPort,
+        outcome: SessionOutcome,
         spawn: Callable[[Coroutine, str], asyncio.Task],
         log: BoundLogger,
     ):
@@ -63,6 +67,12 @@ class TutorEvents:
         self.learner = learner
         self.spawn = spawn
         self.log = log
+        # First contact with the real API (tutor.runtime.contact): a reply without audio is asked again
+        # once; a fatal error (key, quota, model access) ends the session.
+        self.silent = SilentReplies(
+            phase=phase, connection=connection, responses=responses, learner=learner, spawn=spawn, log=log
+        )
+        self.fatal = FatalErrors(phase=phase, give_up=outcome.upstream_failed, ended=outcome.ended, spawn=spawn, log=log)
         self._handlers = {
             "response.created": self.on_response_created,
             "response.done": self.on_response_done,
@@ -75,6 +85,18 @@ class TutorEvents:
         }
 
     async def handle(self, event: Any) -> None:
+        """The reader task's handler: an exception in it ends the session, as in any task (the runtime's
+        `_guard`)."""
+        try:
+            await self._dispatch(event)
+        except RealtimeClosed:
+            self.log.info("upstream event handler stopped: upstream closed", extra={"type": event.type})
+        except Exception:
+            self.log.exception("upstream event handler failed", extra={"type": event.type})
+            if self.phase.now is not Phase.CLOSED:
+                self.learner.session_failed()
+
+    async def _dispatch(self, event: Any) -> None:
         if self.connection.is_open:
             self.responses.observe(event)  # first: the turn-taking state every decision below reads
         if await self.relay.handle(event):
@@ -89,6 +111,7 @@ class TutorEvents:
 
     async def on_response_done(self, event: Any) -> None:
         self._tutor_spoke(event.response)
+        self.silent.on_response_done(event.response)  # no audio: asked again once
         await self.failures.on_response_done(event)
         await self.show_state()
 
@@ -138,6 +161,8 @@ class TutorEvents:
         error = event.error
         if error.code == "session_expired":
             return  # announced before the 1001 close; the connection's watch resumes the session
+        if self.fatal.on_error(error):
+            return  # the session ends of it (the learner told once, the cause logged once)
         self.log.warning(
             "upstream error", extra={"code": error.code, "error_message": error.message, "event_id": error.event_id}
         )

@@ -121,6 +121,7 @@ class SessionOutcome:
     async def end_placement(self, reason: str) -> None:
         """Placement ends early: the answer in progress is judged first, then the assessment begins."""
         await self.judge.close(then_assess=False)
+        await self.judge.settled()  # a rating in flight (a reply's end) finishes first: else it finds placement over
         self.placement.finish_early(reason)
         await self.begin()
 

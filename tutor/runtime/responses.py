@@ -37,6 +37,7 @@ from tutor.realtime.client import RealtimeClient, RealtimeRequestError
 from tutor.realtime.logs import BoundLogger
 from tutor.realtime.relay import LearnerPort, PlaybackPosition, SpeechRelay
 from tutor.realtime.tasks import wait_responsive
+from tutor.runtime.contact import match_what_was_heard
 from tutor.runtime.phase import SessionPhase
 
 if TYPE_CHECKING:  # the connection replays with this module's items: imported for types only
@@ -168,7 +169,9 @@ class ResponseScheduler:
             await asyncio.shield(self._worker)
 
     def update_session(self, session: dict) -> None:
-        """Send `session` (speed, instructions...) between responses, before the next one starts."""
+        """Send `session` (speed, instructions...) between responses, before the next one starts; with
+        the fallbacks the API's refusals made when the session was opened (tutor.realtime.fallback)."""
+        session = self.connection.shape.apply(session)
         self.pending_session = {**(self.pending_session or {}), **session}
         self._update_attempts = 0
         self._poke()
@@ -346,4 +349,5 @@ class ResponseScheduler:
             await client.wait_for(
                 lambda e: e.type == "response.done" and e.response.id == item.response_id, self.step_timeout
             )
-        await client.truncate_played(position.item_id, position.played_ms, self.step_timeout)
+        # Cut where the learner stopped hearing it, and delete what they never heard (tutor.runtime.contact).
+        await match_what_was_heard(client, position.item_id, position.played_ms, self.step_timeout, self.log)

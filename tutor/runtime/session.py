@@ -43,6 +43,7 @@ from tutor.realtime.wire import ClientError, State
 from tutor.runtime.answers import AnswerCollector
 from tutor.runtime.config import SessionConfig
 from tutor.runtime.connection import TutorConnection
+from tutor.runtime.contact import is_fatal_request_error
 from tutor.runtime.events import TutorEvents
 from tutor.runtime.handover import TutorLink
 from tutor.runtime.judge import AnswerJudge
@@ -105,9 +106,9 @@ class TutorSessionRuntime(TutorLink):
         self.events = TutorEvents(
             tutor=self, connection=self.connection, responses=self.responses, relay=self.relay, failures=self.failures,
             probes=self.probes, judge=self.judge, answers=self.answers, placement=self.placement, learner=learner,
-            **parts,
+            outcome=self.outcome, **parts,
         )
-        self.connection.handler = self._handle_upstream_event  # every event of every upstream session it opens
+        self.connection.handler = self.events.handle  # every event of every upstream session it opens
         self.judge.on_finished = self.outcome.begin  # the placement is over: the assessment begins
         self._start_task: asyncio.Task | None = None  # connecting: until the tutor is configured
         self._session_row: asyncio.Future | None = None  # the session row's creation (its id)
@@ -166,15 +167,13 @@ class TutorSessionRuntime(TutorLink):
         if self.phase.now is not Phase.CONNECTING:
             return  # the upstream was lost meanwhile, and the session ended
         self.phase.to(Phase.CONVERSING)
-        # The tutor greets and asks the first question: the state goes from connecting to
-        # tutor_speaking, never to "your turn" just before the tutor speaks; then it follows playback.
+        # The tutor greets and asks: connecting -> tutor_speaking (never "your turn" first), then playback's.
         await self.set_state(State.TUTOR_SPEAKING)
         await self.responses.create()
         self._spawn(self.events.follow_playback(), "follow-playback")
 
     async def stop(self, reason: str = "learner_stopped") -> None:
-        """The learner pressed Stop (or the process drains, tutor/drain.py): assess what is known (not
-        rated when too little is known)."""
+        """The learner pressed Stop (or the process drains, tutor/drain.py): assess what is known, or not rated."""
         if not self.phase.now.placing:
             return
         if self._start_task is not None and not self._start_task.done():
@@ -274,23 +273,11 @@ class TutorSessionRuntime(TutorLink):
     async def _opened(self, created: Any) -> None:
         await db(services.set_upstream_session_id)(self.session_id, created.session.id or "")
 
-    async def _handle_upstream_event(self, event: Any) -> None:
-        """The reader task's handler: an exception in it ends the session, as in any task (`_guard`)."""
-        try:
-            await self.events.handle(event)
-        except RealtimeClosed:
-            self.log.info("upstream event handler stopped: upstream closed", extra={"type": event.type})
-        except Exception:
-            self.log.exception("upstream event handler failed", extra={"type": event.type})
-            if self.phase.now is not Phase.CLOSED:
-                self.learner.session_failed()
-
     # --- owned tasks ------------------------------------------------------------------------------------
 
     def _spawn(self, coro: Coroutine, name: str) -> asyncio.Task:
         task = self.tasks.spawn(self._guard(coro, name), name)
-        # A task cancelled before its first step never starts `_guard`, so `coro` was never awaited:
-        # closed here rather than left to the garbage collector's "never awaited" warning.
+        # A task cancelled before its first step never starts `_guard`: `coro` is closed here ("never awaited").
         task.add_done_callback(lambda _: coro.close())
         return task
 
@@ -305,7 +292,9 @@ class TutorSessionRuntime(TutorLink):
         except RealtimeClosed:
             # The upstream went away under this task; the connection's watch resumes it or ends the session.
             self.log.info("session task stopped: upstream closed", extra={"task": name})
-        except Exception:
+        except Exception as exc:
+            if is_fatal_request_error(exc):
+                return  # the `error` event that refused it ends the session, told once (tutor.runtime.contact)
             self.log.exception("session task failed", extra={"task": name})
             if self.phase.now is not Phase.CLOSED:
                 self.learner.session_failed()  # the exception's text is in the log; the session ends

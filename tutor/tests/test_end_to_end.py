@@ -215,7 +215,7 @@ class LearnerRun:
 
 
 async def run_learner(
-    base_url: str, cookie: str, *, level: str, timeout: float = 90, think: float = 0.0, speaks: bool = True
+    base_url: str, cookie: str, *, level: str, timeout: float = 90, think: float = 0.0, speaks: bool = True,
 ) -> LearnerRun:
     """A learner of true level `level`: its spoken answers have that level's fluency and its written
     ones are texts of that level (tutor.testing.learners), since the independent rater judges them."""

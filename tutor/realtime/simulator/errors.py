@@ -236,6 +236,18 @@ def transcription_session_unsupported() -> RealtimeAPIError:
     return invalid_value("session.type", "transcription", ["realtime"])
 
 
+def transcription_rejected() -> RealtimeAPIError:
+    # Source of the text: OpenWhispr/openwhispr#2077 ("gpt-live-transcribe rejects every turn_detection
+    # config (\"Turn detection is not supported for this transcription model\")"). The code and param are
+    # a simulator choice (the PR quotes only the message); the param names the transcription object, as
+    # the API's invalid_value errors name the field they refuse.
+    return RealtimeAPIError(
+        "Turn detection is not supported for this transcription model.",
+        "invalid_value",
+        param="session.audio.input.transcription.model",
+    )
+
+
 def missing_model() -> RealtimeAPIError:
     # Source: capture probe 11b (no model parameter): code missing_model, then close 4000.
     return RealtimeAPIError(

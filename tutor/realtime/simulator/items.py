@@ -78,6 +78,7 @@ class Response:
     transcript: str = ""  # what the whole response has said (usage)
     finished: bool = False
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    silent: bool = False  # knob silent_responses: asked for audio, says its words as text only
 
     @property
     def out_of_band(self) -> bool:
@@ -85,7 +86,7 @@ class Response:
 
     @property
     def audio(self) -> bool:
-        return "audio" in self.modalities
+        return "audio" in self.modalities and not self.silent
 
     async def pause(self, seconds: float) -> None:
         """Sleep for pacing, waking at once if the response is ended meanwhile."""

@@ -28,6 +28,7 @@ SERVER_ONLY_KNOBS = frozenset({"require_auth", "api_key"})
 
 # How `fail_responses` makes responses end `failed` (errors.failed_response has each one's real shape).
 FAILURE_KINDS = ("rate_limit", "quota", "model")
+FAIL_AS = ("response", "error")
 ERROR_STATUSES = frozenset(status.value for status in HTTPStatus if 400 <= status.value <= 599)
 
 
@@ -67,8 +68,23 @@ class SimulatorKnobs:
     fail_responses: str | None = None  # one of FAILURE_KINDS
     fail_after_responses: int = 0
     fail_for_responses: int | None = None
+    # How a failed response shows: "response" (response.done status failed, status_details.error) or
+    # "error" (an `error` event with that error object instead of the response).
+    fail_as: str = "response"
     rate_limit_reset_seconds: float = 1.0  # what rate_limits.updated says after a rate-limited response
     refuse_upgrade: int | None = None  # refuse the websocket upgrade with this HTTP status (401, 403, 429, 5xx)
+    # A later API version: fields, enum values, an output item type and an event type the installed
+    # `openai` package does not know, in every event (later.py says which).
+    later_version: bool = False
+    # `error` events without the `event_id` of the client event that caused it (no public capture shows
+    # the API echoing it: issue 25): the client must tell what an error answers without it.
+    error_event_ids: bool = True
+    # Transcription models whose `session.update` is rejected as the API rejects a live transcription
+    # model with turn detection on (errors.transcription_rejected), comma-separated; "*": every model.
+    reject_transcription: str = ""
+    # Responses of a connection (1-based numbers, comma-separated) that complete without the audio they
+    # were asked for: their words come as text only (issue 25, finding 5: "the tutor is silent").
+    silent_responses: str = ""
 
     def __post_init__(self) -> None:
         if self.pace < 0:
@@ -89,6 +105,12 @@ class SimulatorKnobs:
             raise KnobError("max_message_bytes must be > 0")
         if self.fail_responses is not None and self.fail_responses not in FAILURE_KINDS:
             raise KnobError(f"fail_responses must be one of {', '.join(FAILURE_KINDS)}")
+        try:
+            self.silent_numbers
+        except ValueError:
+            raise KnobError("silent_responses must be response numbers separated by commas, e.g. 1,3") from None
+        if self.fail_as not in FAIL_AS:
+            raise KnobError(f"fail_as must be one of {', '.join(FAIL_AS)}")
         if self.fail_after_responses < 0:
             raise KnobError("fail_after_responses must be >= 0")
         if self.fail_for_responses is not None and self.fail_for_responses < 1:
@@ -97,6 +119,10 @@ class SimulatorKnobs:
             raise KnobError("rate_limit_reset_seconds must be >= 0")
         if self.refuse_upgrade is not None and self.refuse_upgrade not in ERROR_STATUSES:
             raise KnobError("refuse_upgrade must be an HTTP error status (e.g. 401, 403, 429, 500, 503)")
+
+    @property
+    def silent_numbers(self) -> frozenset[int]:
+        return frozenset(int(n) for n in self.silent_responses.split(",") if n.strip())
 
     def fails(self, number: int) -> str | None:
         """The failure kind of a connection's `number`-th response (1-based), or None if it succeeds."""

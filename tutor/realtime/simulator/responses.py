@@ -72,12 +72,22 @@ class Responses:
 
     # --- client events -------------------------------------------------------------------
 
-    def create(self, params: RealtimeResponseCreateParams | None) -> None:
-        """`response.create`; without `params`, the response turn detection creates."""
+    def create(self, params: RealtimeResponseCreateParams | None, *, by_vad: bool = False) -> None:
+        """`response.create` (`params` may be None), or with `by_vad` the response turn detection creates."""
         params = params or RealtimeResponseCreateParams()
         out_of_band = params.conversation == "none"
         if not out_of_band and self.active is not None:
             raise errors.response_already_active(self.active.id)
+        failure = self._knobs.fails(self._created + 1)
+        if failure and self._knobs.fail_as == "error":
+            # Knob fail_as=error: the refusal comes as an `error` event, no response is created (the
+            # shape of a mid-session refusal; its error object is a failed response's).
+            self._created += 1
+            error = errors.failed_response(failure, self._config.data["model"])
+            if not by_vad:
+                raise error  # answered with the response.create's event_id (session.handle_text)
+            self._send("error", error=error.as_error(None))
+            return None
         voice = requested_voice(params.audio)
         self.check_voice(voice)
         self._start(
@@ -133,6 +143,7 @@ class Responses:
             self.active = response
         self._created += 1
         failure = self._knobs.fails(self._created)
+        response.silent = self._created in self._knobs.silent_numbers
         logger.info(
             "response created",
             extra={

@@ -28,6 +28,7 @@ from tutor.realtime.tasks import cancel_and_wait
 from . import errors
 from .events import IdFactory, validate_server_event
 from .knobs import KnobError, SimulatorKnobs
+from .later import LaterVersion
 from .session import RealtimeSession
 
 logger = logging.getLogger("tutor.realtime.simulator")
@@ -92,6 +93,7 @@ class SimulatorConnection:
         self._outbox: asyncio.Queue[tuple[float, str | _Close]] = asyncio.Queue()
         self._inbox: asyncio.Queue[tuple[float, str | bytes]] = asyncio.Queue()
         self._ids = IdFactory(random.Random(f"{knobs.seed}:ids:{number}"))
+        self._later = LaterVersion(self._ids.new) if knobs.later_version else None
         self.session = RealtimeSession(
             knobs=knobs,
             emit=self.emit,
@@ -148,8 +150,12 @@ class SimulatorConnection:
             except ValidationError as exc:
                 logger.error("invalid server event", extra={"session_id": self.id, "event_type": event["type"]})
                 self._on_invalid_event(f"{event['type']}: {exc}")
-        due = self._outgoing.due(asyncio.get_running_loop().time())
-        self._outbox.put_nowait((due, json.dumps(event, ensure_ascii=False)))
+        # A later API version (knob): what this version sends, with what a later one may add (later.py).
+        events = self._later.transform(event) if self._later is not None else (event,)
+        for sent in events:
+            sent.setdefault("event_id", self._ids.new("event"))
+            due = self._outgoing.due(asyncio.get_running_loop().time())
+            self._outbox.put_nowait((due, json.dumps(sent, ensure_ascii=False)))
 
     def close(self, code: int, reason: str) -> None:
         """Close after the events already queued; client frames are ignored from now on."""

@@ -124,7 +124,8 @@ class RealtimeSession:
             "client event rejected",
             extra={"session_id": self.id, "code": err.code, "client_event_id": client_event_id},
         )
-        self._emit("error", error=err.as_error(client_event_id))
+        # Knob error_event_ids=False: errors that do not name the client event that caused them.
+        self._emit("error", error=err.as_error(client_event_id if self.knobs.error_event_ids else None))
 
     async def aclose(self) -> None:
         """Cancel and await every response task (called when the connection ends)."""
@@ -136,12 +137,22 @@ class RealtimeSession:
         update = event.session
         if update.type != "realtime":
             raise errors.transcription_session_unsupported()
+        self._check_transcription(update)
         self.responses.check_voice(requested_voice(update.audio))  # else the whole update is rejected
         self.responses.check_speed(requested_speed(update.audio))  # only between responses
         self.config.update(update)
         self.input.configure_vad()
         logger.info("session updated", extra={"session_id": self.id, "voice": self.config.voice})
         self._emit("session.updated", session=self.config.to_api())
+
+    def _check_transcription(self, update: Any) -> None:
+        """Knob reject_transcription: a transcription model refused as the API refuses a live one with
+        turn detection on; the whole update is rejected (nothing of it applies)."""
+        rejected = {name.strip() for name in self.knobs.reject_transcription.split(",") if name.strip()}
+        transcription = getattr(getattr(getattr(update, "audio", None), "input", None), "transcription", None)
+        model = getattr(transcription, "model", None)
+        if rejected and model and ("*" in rejected or model in rejected):
+            raise errors.transcription_rejected()
 
     # --- input audio buffer and turn detection ----------------------------------------------
 
@@ -165,7 +176,7 @@ class RealtimeSession:
         if self.responses.active is not None:
             logger.info("vad response skipped", extra={"session_id": self.id, "active": self.responses.active.id})
             return
-        self.responses.create(None)
+        self.responses.create(None, by_vad=True)
 
     def on_input_audio_buffer_commit(self, event: InputAudioBufferCommitEvent) -> None:
         self.input.commit()
