@@ -9,7 +9,8 @@ where to connect and how many learners; each learner behaves like the tutor page
   `session.start`, then streams a 100 ms microphone frame (PCM16 mono 24 kHz) every 100 ms of wall
   clock, except in the states where the page pauses the microphone (assessing, summary, ended). It
   plays the tutor's audio on a virtual speaker in real time; once a tutor item has played to its end
-  it answers out loud (2-4 s of voiced frames, then silence, at least 1.5 s before it speaks again),
+  it answers out loud (2-4 s of voiced frames, then silence, at least 1.5 s before it speaks again)
+  and types the answer as it stops speaking (demo mode places no spoken answer without words),
   answers every `playback.flush` with `playback.flushed` (the item playing and the ms played), and
   sends `playback.report` every 500 ms of an item and when it played to its end. It stops at `state:
   ended`.
@@ -55,6 +56,10 @@ REPORT_EVERY_MS = 500  # static/tutor/playback-worklet.js: progress every ~500 m
 THINK_S = 0.4  # silence between the end of the tutor's question and the learner's answer
 VOICED = voiced_frame()
 SILENT = silent_frame()
+# Demo mode cannot understand speech, so a spoken answer alone places nobody (README, "The rater"):
+# through Parla each answer is spoken and then typed, as a demo learner does. A beginner's sentence, so
+# that placement ends at A1 after four answers (two sustained at A1, two breakdowns at A2).
+WRITTEN = "Me llamo Ana. Vivo en Madrid con mi familia."
 
 
 @dataclass
@@ -213,6 +218,8 @@ class Learner:
         if voiced and tick == self.speaking_until:
             self.last_speech_end = now
             self.awaiting_reply_since = now
+            if self.mode == "parla":
+                reports.append({"type": "answer.text", "text": WRITTEN})
         frame = stamped_frame(VOICED if voiced else SILENT, learner_tag(self.phase, self.index), self.frames_sent)
         self.frames_sent += 1
         return frame, reports
