@@ -33,7 +33,10 @@ def test_counters_and_histograms_move_as_a_session_goes(simulator, make_user):
 
     async def scenario(base_url):
         before = await asyncio.to_thread(scrape, metrics_port)
-        session = asyncio.create_task(run_learner(base_url, learner, level="A1", speaks=False, timeout=60))
+        # The learner thinks before typing, as a person does: answering at every turn of a pace-0 tutor
+        # heard at 20x, it outran the server's limit on written answers (2 a second after a burst of 10),
+        # an answer was refused and the placement waited for it (seen in full runs of the suite).
+        session = asyncio.create_task(run_learner(base_url, learner, level="A1", speaks=False, timeout=60, think=0.6))
         while sample(await asyncio.to_thread(scrape, metrics_port), "parla_sessions_running") != 1:
             assert not session.done(), session
             await asyncio.sleep(0.05)  # polling the scrape, as Prometheus would
