@@ -47,13 +47,23 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup):
+def django_db_setup(django_db_setup, django_db_blocker):
     """The test database, and before it is dropped, this process's lease (assessments.leases) given
     up: its connection would keep PostgreSQL from dropping the database."""
     yield
+    from django.db import connection
+
     from assessments import leases
 
     leases.release()
+    if connection.vendor == "postgresql":
+        # A connection some thread or server of this run still holds (a live server's, a worker
+        # thread's) would keep PostgreSQL from dropping the database, which would then stay behind.
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,8 @@ import importlib
 import pytest
 from django.apps import apps
 from django.contrib.auth.models import Group
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 
 from assessments.roles import TEACHER_PERMISSIONS, TEACHERS_GROUP, ensure_teachers_group
 
@@ -16,8 +18,17 @@ def group_permissions(group):
     return {(p.content_type.app_label, p.codename) for p in group.permissions.all()}
 
 
+@pytest.mark.django_db(transaction=True)  # a schema editor (SQLite's needs no enclosing transaction)
 def test_migration_creates_the_teachers_group():
-    # Relies on the migrated test database (pytest-django runs the migrations).
+    # The migration itself, applied as `migrate` applies it (its operations on the state before it),
+    # not the rows it left in the test database: a test with transaction=True empties every table, and
+    # on several workers (scripts/test) such a test may run before this one in the same process.
+    Group.objects.filter(name=TEACHERS_GROUP).delete()
+    executor = MigrationExecutor(connection)
+    teachers = executor.loader.get_migration("assessments", "0002_teachers_group")
+    before = executor.loader.project_state(teachers.dependencies)
+    with connection.schema_editor() as editor:
+        teachers.apply(before, editor)
     assert group_permissions(Group.objects.get(name=TEACHERS_GROUP)) == set(TEACHER_PERMISSIONS)
 
 
@@ -45,7 +56,7 @@ def test_migration_function_is_idempotent():
 
 
 def test_ensure_teachers_group_repairs_it():
-    group = Group.objects.get(name=TEACHERS_GROUP)
+    group, _ = Group.objects.get_or_create(name=TEACHERS_GROUP)
     group.permissions.clear()
     assert group_permissions(ensure_teachers_group()) == set(TEACHER_PERMISSIONS)
 

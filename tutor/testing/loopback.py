@@ -161,7 +161,9 @@ class MemoryLearner(LearnerPort):
             await asyncio.sleep((min(available, next_report) - item.played_ms) / 1000 / self.speed)  # playing
             if item.flushed:
                 continue
-            item.played_ms, item.anchor = self._position(item), self._loop.time()
+            # A late wake-up (a loaded machine) does not skip reports: like the worklet, which reports as
+            # its play head passes each 500 ms, the head stops at the report it was playing towards.
+            item.played_ms, item.anchor = min(self._position(item), next_report), self._loop.time()
             if item.played_ms >= next_report:
                 self._report("progress", item, int(item.played_ms))
 

@@ -39,6 +39,11 @@ class Captured(logging.Handler):
         self.records.append(record)
 
 
+# Heartbeats while grading; each pings the upstream and waits one interval for the pong. Short, so a
+# test's grading sees several, but not so short that a loaded machine (the suite runs on several
+# workers) misses a pong and logs "upstream ping failed", which `check` counts as a fault.
+KEEPALIVE = 0.25
+
 def grade_input(level="B1") -> GradeInput:
     return GradeInput(
         target_language="es", native_language="en", level=level, floor=level, ceiling="B2", partial=False,
@@ -66,7 +71,7 @@ async def handover(moment: str, latency_ms: int, jitter_ms: int, grading_s: floa
                 delivery = AssessmentDelivery(
                     assessment_id=1, grade_input=grade_input(), grader=TimedGrader(grading_s, RulesGrader()),
                     tutor=link, learner=learner, store=store,
-                    config=HandoverConfig(summary_voice=SUMMARY_VOICE, step_timeout=5.0, keepalive_interval=0.05),
+                    config=HandoverConfig(summary_voice=SUMMARY_VOICE, step_timeout=5.0, keepalive_interval=KEEPALIVE),
                 )
                 outcome = await delivery.run()
             finally:
@@ -131,7 +136,7 @@ async def deliver_once(
             await drive_to(link.client, moment)
             outcome = await AssessmentDelivery(
                 assessment_id=1, grade_input=grade_input(level), grader=grader, tutor=link, learner=learner,
-                store=store, config=HandoverConfig(step_timeout=step_timeout, keepalive_interval=0.05),
+                store=store, config=HandoverConfig(step_timeout=step_timeout, keepalive_interval=KEEPALIVE),
             ).run()
         finally:
             await link.close()
@@ -252,7 +257,7 @@ def test_mid_audio_handover_truncates_the_real_item_where_playback_stopped():
                 delivery = AssessmentDelivery(
                     assessment_id=7, grade_input=grade_input(), grader=TimedGrader(0.3, RulesGrader()),
                     tutor=link, learner=learner, store=MemoryStore(),
-                    config=HandoverConfig(summary_voice=SUMMARY_VOICE, keepalive_interval=0.05),
+                    config=HandoverConfig(summary_voice=SUMMARY_VOICE, keepalive_interval=KEEPALIVE),
                 )
                 truncated_future = link.client.expect("conversation.item.truncated")
                 outcome = await delivery.run()
