@@ -24,7 +24,7 @@ from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from assessments import leases, services
+from assessments import leases, reconnection, services
 from assessments.grading import GradeInput, Grader, GradeResult, fallback_grade, reconcile
 from assessments.models import Assessment, TutorSession
 
@@ -64,7 +64,7 @@ def end_silent_sessions() -> list[int]:
     with transaction.atomic():
         ids = list(
             _silent_sessions()
-            .filter(ended_at__isnull=True)
+            .filter(ended_at__isnull=True, detached_at__isnull=True)  # detached: awaiting its learner (reconnection)
             .select_for_update(skip_locked=True)
             .values_list("pk", flat=True)
         )
@@ -154,7 +154,7 @@ async def sweep(grader: Grader, claimer: str | None = None) -> tuple[list[int], 
             "interrupted placement kept",
             extra={"session_id": session_id, "assessment_id": assessment_id, "rated": rated},
         )
-    recovered = []
+    recovered = await _end_expired(grader, claimer)
     for assessment_id in await db(orphaned_assessments)():
         await grade_claimed(assessment_id, grader, claimer)
         reason = f"{INTERRUPTED_REASON}; the level is from the answers judged before it" if assessment_id in interrupted else RESTART_REASON
@@ -162,3 +162,21 @@ async def sweep(grader: Grader, claimer: str | None = None) -> tuple[list[int], 
             recovered.append(assessment_id)
             logger.warning("assessment recovered", extra={"assessment_id": assessment_id, "claimer": claimer})
     return ended, recovered
+
+
+async def _end_expired(grader: Grader, claimer: str) -> list[int]:
+    """Detached sessions whose learner did not come back within PARLA_RESUME_SECONDS end as leaving
+    ends a placement: `learner_left`, with what their stored judgements give, graded and kept
+    (delivery_failed: nobody spoke it), or not rated. Returns the assessments kept."""
+    kept = []
+    for session_id in await db(reconnection.expired_sessions)():
+        assessment_id, rated = await db(reconnection.end_expired)(session_id)
+        if assessment_id is None:
+            continue  # another process's sweep ended it
+        logger.warning("detached session ended", extra={"session_id": session_id, "assessment_id": assessment_id,
+                                                        "rated": rated, "reason": "learner_left"})
+        if rated:
+            await grade_claimed(assessment_id, grader, claimer)
+            if await db(services.mark_delivery_failed)(assessment_id, reconnection.LEFT_REASON):
+                kept.append(assessment_id)
+    return kept
