@@ -171,3 +171,29 @@ def test_another_learner_cannot_resume_it_and_learns_nothing(simulator, make_use
     assert after["code"] == "not_started"  # nothing of the owner's session reached the intruder
     session = TutorSession.objects.get(pk=session_id)
     assert session.ended_at is None and session.detached_at is not None  # still the owner's to resume
+
+
+def test_a_socket_cut_during_the_handover_gets_its_assessment_as_text_on_reconnecting(simulator, make_user):
+    simulator.set_knobs(true_level="A1")
+    user = make_user("handed-over", learner=True)
+
+    def cut_in_the_handover(journey) -> bool:
+        return journey.events[-1] == {"type": "state", "state": "assessing"}
+
+    with daphne_server(realtime_url=simulator.url, redis_url=None, extra_env=RESUME) as base_url:
+        journey = asyncio.run(placement(base_url, login_cookie(user), level="A1", cut=cut_in_the_handover))
+
+    assert journey.connections == 2 and journey.resumed == 1
+    after = journey.events[journey.events.index({"type": "state", "state": "assessing"}) + 1:]
+    kinds = [e["type"] for e in after]
+    assert kinds[0] == "state" and kinds[1] == "session"  # ready, then the session shown again
+    assert "transcript" in kinds and kinds[-3:] == ["level", "assessment", "state"]
+    card = after[-2]
+    assessment = Assessment.objects.get(learner__user=user)
+    assert card["id"] == assessment.pk and card["level"] == assessment.level == "A1"
+    assert card["status"] == assessment.status == Assessment.Status.DELIVERED
+    assert assessment.failure_reason == reconnection.DELIVERED_NOTE and assessment.summary
+    # The conversation shown is the stored one, nothing more.
+    shown = [(e["role"], e["text"]) for e in after if e["type"] == "transcript"]
+    assert shown == [(t.role, t.text) for t in Turn.objects.filter(session=assessment.session)]
+    assert simulator.wait_all_closed(5) == 0
