@@ -346,7 +346,9 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
     async def close_for_drain(self) -> None:
         """4012 (RFC 6455's 1012 "Service Restart"): the page reconnects, and starts there a session it
         was starting (or resumes one handed over). A placement still running here is handed over first."""
-        if self.runtime is not None and resumption.enabled() and self.runtime.phase.now.placing:
+        if self.runtime is not None and resumption.enabled():
+            # Placing: detached for the page to resume; a handover that did not finish: its assessment
+            # is kept and shown on reconnecting.
             self.open = False
             await self._end_runtime("server_drain", detach=True)
         await self._close_4012()

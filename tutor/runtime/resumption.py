@@ -99,14 +99,15 @@ async def _detach(runtime: TutorSessionRuntime) -> None:
 async def leave(runtime: TutorSessionRuntime, was: Phase, reason: str, *, detach: bool, detached: bool) -> None:
     """What a closed connection leaves of its session (`was`: the phase it was in): an open placement
     `detached` (settle said so) awaits its learner; otherwise it ends as before, an assessment not
-    delivered kept by the rules, and if the socket dropped (`detach`) during the handover, that
-    assessment is shown as text on reconnecting."""
+    delivered kept by the rules, and if the socket dropped (`detach`) before the session ended (during
+    the handover, or as the answer judged at the drop ended the placement), that assessment is shown
+    as text on reconnecting."""
     if detached:
         await _detach(runtime)
         return
     await runtime.outcome.keep_undelivered(was, reason)
     await db(services.end_session)(runtime.session_id, reason)
-    if detach and enabled() and was in (Phase.ASSESSING, Phase.DELIVERING):
+    if detach and enabled() and not was.over and runtime.assessment_id is not None:
         await db(reconnection.detach_ended)(runtime.session_id)
         await _tell_detached(runtime.learner_id, runtime.session_id)
 
