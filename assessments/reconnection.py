@@ -129,10 +129,4 @@ def end_expired(session_id: int) -> tuple[int | None, bool]:
         ).update(ended_at=timezone.now(), end_reason=TutorSession.EndReason.LEARNER_LEFT, detached_at=None)
         if not ended:
             return None, False
-        session = TutorSession.objects.get(pk=session_id)
-        placement = services.stored_placement(session, TutorSession.EndReason.LEARNER_LEFT)
-        minimum = settings.PARLA_MIN_RATED_ANSWERS
-        if placement.has_evidence(minimum):
-            return services.create_assessment(session_id, placement.rating, placement.partial, claim=False), True
-        reason = f"{LEFT_REASON}: {placement.rated_answers} rated answer(s), at least {minimum} needed for a level"
-        return services.create_unrated_assessment(session_id, placement.partial, reason), False
+        return services.keep_stored_placement(session_id, TutorSession.EndReason.LEARNER_LEFT, LEFT_REASON)

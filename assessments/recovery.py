@@ -10,6 +10,9 @@ graded under a claim (`services.claim`: exactly one process grades it) and marke
 since nobody spoke the summary. Live sessions of other processes hold their leases and fresh
 heartbeats and are never touched. `grade_pending` (the operator's command) uses `grade_claimed` too.
 
+A session detached awaiting its learner (assessments.reconnection) is not a dead process's: the sweep
+leaves it alone for PARLA_RESUME_SECONDS, then ends it `learner_left` with what its judgements give.
+
 Each server process runs `sweep` when it starts serving and then periodically (tutor/recovery.py).
 """
 
@@ -18,7 +21,6 @@ from __future__ import annotations
 import logging
 
 from channels.db import database_sync_to_async
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.db.models.functions import Coalesce
@@ -86,13 +88,7 @@ def keep_interrupted(session_id: int) -> tuple[int, bool]:
     """The assessment of a placement its process's death cut short, from the judgements stored as they
     were made: `partial` ("at least" the floor) and pending, for the sweep to grade; or not_rated,
     with the reason, when too few answers were rated. Returns (assessment id, rated)."""
-    session = TutorSession.objects.get(pk=session_id)
-    placement = services.stored_placement(session, TutorSession.EndReason.SERVER_RESTART)
-    minimum = settings.PARLA_MIN_RATED_ANSWERS
-    if placement.has_evidence(minimum):
-        return services.create_assessment(session_id, placement.rating, placement.partial, claim=False), True
-    reason = f"{INTERRUPTED_REASON}: {placement.rated_answers} rated answer(s), at least {minimum} needed for a level"
-    return services.create_unrated_assessment(session_id, placement.partial, reason), False
+    return services.keep_stored_placement(session_id, TutorSession.EndReason.SERVER_RESTART, INTERRUPTED_REASON)
 
 
 def orphaned_assessments() -> list[int]:

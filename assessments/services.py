@@ -319,6 +319,19 @@ def stored_placement(session: TutorSession, end_reason: str) -> Placement:
     return placement
 
 
+def keep_stored_placement(session_id: int, end_reason: str, why: str) -> tuple[int, bool]:
+    """The assessment of a placement cut short with nobody serving it (its process died; its learner
+    did not come back), from the judgements stored as they were made: `partial` ("at least" the floor)
+    and pending, for the sweep to grade; or not_rated, with `why` and the count, when too few answers
+    were rated. Returns (assessment id, rated)."""
+    placement = stored_placement(TutorSession.objects.get(pk=session_id), end_reason)
+    minimum = settings.PARLA_MIN_RATED_ANSWERS
+    if placement.has_evidence(minimum):
+        return create_assessment(session_id, placement.rating, placement.partial, claim=False), True
+    reason = f"{why}: {placement.rated_answers} rated answer(s), at least {minimum} needed for a level"
+    return create_unrated_assessment(session_id, placement.partial, reason), False
+
+
 def feedback_language(learner) -> str:
     """The language of the learner's feedback: English, or their native language if they asked for it."""
     return learner.native_language if learner.feedback_in_native_language else "en"

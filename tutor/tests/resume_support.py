@@ -31,6 +31,7 @@ class Journey:
 
     events: list[dict] = field(default_factory=list)
     connections: int = 0
+    answers: int = 0  # answers sent
     close_codes: list[int | None] = field(default_factory=list)
     session_id: int | None = None
     resumed: int = 0  # connections that continued the session (`session` with resumed=true)
@@ -116,6 +117,7 @@ async def _one_connection(base_url, cookie, journey: Journey, level, think, dead
             if answer_at is not None and time.monotonic() >= answer_at:
                 answer_at = None
                 await ws.send(json.dumps({"type": "answer.text", "text": written_answer(level)}))
+                journey.answers += 1
     except websockets.ConnectionClosed:
         journey.close_codes.append(ws.close_code)
         return "closed"

@@ -115,8 +115,10 @@ def test_a_socket_cut_for_3_s_continues_the_same_placement_with_its_ladder(simul
 
     def cut_mid_placement(journey) -> bool:
         # The initial ladder, then one per judged answer: A1 sustained, and one answer judged at A2;
-        # cut while the learner is answering the next question.
-        return journey.level_events >= 4 and journey.of_type("state")[-1]["state"] == "listening"
+        # cut while the learner thinks about the next question (no answer of theirs waits to be judged:
+        # one would be judged as the socket drops, and the ladder move on from what the page showed).
+        return (journey.level_events >= 4 and journey.answers == journey.level_events - 1
+                and journey.of_type("state")[-1]["state"] == "listening")
 
     with daphne_server(realtime_url=simulator.url, redis_url=None, extra_env=RESUME) as base_url:
         journey = asyncio.run(placement(base_url, cookie, level="A2", cut=cut_mid_placement))
