@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from autobahn.exception import Disconnected
 from zope.interface import implementer
 
 from tutor.realtime.tasks import cancel_and_wait
@@ -148,6 +149,14 @@ class TransportMiddleware:
         return await self.inner(scope, receive, send)
 
 
+# A send on a connection the browser already closed: the ASGI spec asks servers to raise an OSError
+# subclass ("If send() is called on a closed connection the server should raise a server-specific
+# subclass of IOError", asgiref docs, specs/www.html, websocket Send); Daphne 4 lets autobahn's
+# `Disconnected` ("Attempt to send on a closed protocol") through. Either way the learner has left and
+# the disconnect is on its way to the consumer: what was being sent is dropped, not a server error.
+CLOSED_ERRORS = (OSError, Disconnected)
+
+
 def _size(message: dict) -> int:
     payload = message.get("bytes") or message.get("text") or ""
     return len(payload)
@@ -183,12 +192,13 @@ class SendQueue:
         self.stuck: str | None = None
         self._pump: asyncio.Task | None = None
         self._closer: asyncio.Task | None = None
+        self.gone = False  # a send found the connection closed by the browser: nothing more goes out
 
     async def put(self, message: dict) -> None:
-        if self.stuck:
+        if self.stuck or self.gone:
             return
         if not self._queue and (self.watch is None or not self.watch.paused):
-            await self._send(message)
+            await self._deliver(message)
             return
         self._queue.append(message)
         self.queued_bytes += _size(message)
@@ -202,7 +212,7 @@ class SendQueue:
         """Send everything that waits now, in order (before a close frame: the transport takes it)."""
         await self._stop_pump()
         while self._queue:
-            await self._send(self._pop())
+            await self._deliver(self._pop())
 
     async def aclose(self) -> None:
         """Stop the pump; let a running `on_stuck` finish (it ends the session: it must not be cut short)."""
@@ -212,6 +222,17 @@ class SendQueue:
             await asyncio.shield(self._closer)
 
     # --- internals ---------------------------------------------------------------------------------
+
+    async def _deliver(self, message: dict) -> None:
+        if self.gone:
+            return
+        try:
+            await self._send(message)
+        except CLOSED_ERRORS as exc:
+            self.gone = True
+            self._queue.clear()
+            self.queued_bytes = 0
+            logger.info("send dropped: the browser closed the connection", extra={"error": str(exc)})
 
     def _pop(self) -> dict:
         message = self._queue.popleft()
@@ -236,7 +257,7 @@ class SendQueue:
                         self._give_up(f"the browser read nothing for {self.max_stall:g} s")
                         return
                     continue
-                await self._send(self._pop())
+                await self._deliver(self._pop())
         finally:
             self._pump = None
 

@@ -5,6 +5,7 @@ test_socket_robustness.py; these drive the queue with a TransportWatch as the tr
 import asyncio
 
 import pytest
+from autobahn.exception import Disconnected
 
 from tutor.backpressure import SendQueue, TransportWatch, daphne_socket
 
@@ -88,6 +89,33 @@ async def test_without_a_transport_view_everything_goes_straight_out():
     for n in range(5):
         await queue.put(frame(n))
     assert len(rec.sent) == 5 and not rec.stuck
+
+
+@pytest.mark.parametrize("error", [Disconnected("Attempt to send on a closed protocol"), ConnectionResetError()])
+async def test_a_send_on_a_connection_the_browser_closed_is_dropped_not_raised(error):
+    """The browser closed its socket while the tutor was speaking, and the disconnect has not reached
+    the consumer yet: Daphne raises on send (autobahn's Disconnected; the ASGI spec says an OSError).
+    That is the learner leaving, not a server error: nothing raises, nothing more is sent, and the
+    queue is not "stuck" (which would close with 4008)."""
+    rec, watch = Recorder(), TransportWatch(asyncio.get_running_loop().time)
+    calls = []
+
+    async def send(message):
+        calls.append(message)
+        if len(calls) >= 2:
+            raise error
+        rec.sent.append(message)
+
+    queue = SendQueue(send, watch, max_bytes=10_000, max_stall=5.0, on_stuck=rec.on_stuck)
+    await queue.put(frame(0))
+    await queue.put(frame(1))  # the browser is gone
+    await queue.put(frame(2))
+    watch.pauseProducing()
+    await queue.put(frame(3))
+    await queue.flush()
+    assert [m["bytes"][0] for m in rec.sent] == [0] and len(calls) == 2
+    assert queue.gone and not queue.stuck and not rec.stuck and queue.queued_bytes == 0
+    await queue.aclose()
 
 
 def test_only_daphnes_send_names_a_socket():
