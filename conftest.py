@@ -72,6 +72,17 @@ def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+# --- Resuming placements ------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _no_resume_unless_asked(settings):
+    """A dropped socket ends its placement at once in tests (PARLA_RESUME_SECONDS=0, as live test
+    servers get it: tutor/tests/live.py), as the tests of leaving expect; the tests of resuming
+    (tutor/tests/test_resume*.py) turn it on."""
+    settings.PARLA_RESUME_SECONDS = 0
+
+
 # --- Users and logins ------------------------------------------------------------------------
 # The Origin/Host a browser on `scripts/run`'s server sends; both are in the default ALLOWED_HOSTS.
 BROWSER_ORIGIN = "http://127.0.0.1:8000"

@@ -81,6 +81,11 @@ class TutorSession(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     # The process running it (assessments.leases.process_id): once that process holds no lease, it died.
     served_by = models.CharField(max_length=128, blank=True)
+    # Its learner's socket dropped (or its process drained) mid-placement: nobody serves it, and it
+    # awaits the learner's reconnection for PARLA_RESUME_SECONDS (tutor/runtime/resumption.py), after
+    # which the recovery sweep ends it. Also set on a session whose handover the drop cut short: its
+    # assessment is then shown on reconnecting.
+    detached_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-started_at"]

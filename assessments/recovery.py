@@ -10,6 +10,9 @@ graded under a claim (`services.claim`: exactly one process grades it) and marke
 since nobody spoke the summary. Live sessions of other processes hold their leases and fresh
 heartbeats and are never touched. `grade_pending` (the operator's command) uses `grade_claimed` too.
 
+A session detached awaiting its learner (assessments.reconnection) is not a dead process's: the sweep
+leaves it alone for PARLA_RESUME_SECONDS, then ends it `learner_left` with what its judgements give.
+
 Each server process runs `sweep` when it starts serving and then periodically (tutor/recovery.py).
 """
 
@@ -18,13 +21,12 @@ from __future__ import annotations
 import logging
 
 from channels.db import database_sync_to_async
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from assessments import leases, services
+from assessments import leases, reconnection, services
 from assessments.grading import GradeInput, Grader, GradeResult, fallback_grade, reconcile
 from assessments.models import Assessment, TutorSession
 
@@ -64,7 +66,7 @@ def end_silent_sessions() -> list[int]:
     with transaction.atomic():
         ids = list(
             _silent_sessions()
-            .filter(ended_at__isnull=True)
+            .filter(ended_at__isnull=True, detached_at__isnull=True)  # detached: awaiting its learner (reconnection)
             .select_for_update(skip_locked=True)
             .values_list("pk", flat=True)
         )
@@ -86,13 +88,7 @@ def keep_interrupted(session_id: int) -> tuple[int, bool]:
     """The assessment of a placement its process's death cut short, from the judgements stored as they
     were made: `partial` ("at least" the floor) and pending, for the sweep to grade; or not_rated,
     with the reason, when too few answers were rated. Returns (assessment id, rated)."""
-    session = TutorSession.objects.get(pk=session_id)
-    placement = services.stored_placement(session, TutorSession.EndReason.SERVER_RESTART)
-    minimum = settings.PARLA_MIN_RATED_ANSWERS
-    if placement.has_evidence(minimum):
-        return services.create_assessment(session_id, placement.rating, placement.partial, claim=False), True
-    reason = f"{INTERRUPTED_REASON}: {placement.rated_answers} rated answer(s), at least {minimum} needed for a level"
-    return services.create_unrated_assessment(session_id, placement.partial, reason), False
+    return services.keep_stored_placement(session_id, TutorSession.EndReason.SERVER_RESTART, INTERRUPTED_REASON)
 
 
 def orphaned_assessments() -> list[int]:
@@ -154,7 +150,7 @@ async def sweep(grader: Grader, claimer: str | None = None) -> tuple[list[int], 
             "interrupted placement kept",
             extra={"session_id": session_id, "assessment_id": assessment_id, "rated": rated},
         )
-    recovered = []
+    recovered = await _end_expired(grader, claimer)
     for assessment_id in await db(orphaned_assessments)():
         await grade_claimed(assessment_id, grader, claimer)
         reason = f"{INTERRUPTED_REASON}; the level is from the answers judged before it" if assessment_id in interrupted else RESTART_REASON
@@ -162,3 +158,21 @@ async def sweep(grader: Grader, claimer: str | None = None) -> tuple[list[int], 
             recovered.append(assessment_id)
             logger.warning("assessment recovered", extra={"assessment_id": assessment_id, "claimer": claimer})
     return ended, recovered
+
+
+async def _end_expired(grader: Grader, claimer: str) -> list[int]:
+    """Detached sessions whose learner did not come back within PARLA_RESUME_SECONDS end as leaving
+    ends a placement: `learner_left`, with what their stored judgements give, graded and kept
+    (delivery_failed: nobody spoke it), or not rated. Returns the assessments kept."""
+    kept = []
+    for session_id in await db(reconnection.expired_sessions)():
+        assessment_id, rated = await db(reconnection.end_expired)(session_id)
+        if assessment_id is None:
+            continue  # another process's sweep ended it
+        logger.warning("detached session ended", extra={"session_id": session_id, "assessment_id": assessment_id,
+                                                        "rated": rated, "reason": "learner_left"})
+        if rated:
+            await grade_claimed(assessment_id, grader, claimer)
+            if await db(services.mark_delivery_failed)(assessment_id, reconnection.LEFT_REASON):
+                kept.append(assessment_id)
+    return kept

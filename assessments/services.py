@@ -279,25 +279,32 @@ def grade_input_from_db(assessment: Assessment) -> GradeInput:
     """Rebuild what the grader needs from the stored session: its probes replayed through placement,
     its turns as the transcript (the same path as the live session's)."""
     session = assessment.session
-    placement = Placement(session.start_level)
-    transcript = Transcript()
-    turns = [(t.created_at, 0, t.pk, t) for t in session.turns.all()]
-    probes = [(p.created_at, 1, p.pk, p) for p in session.probes.all()]
-    # In the order they happened, so that each judgement goes beside its answer as it did live.
-    for _at, kind, _pk, row in sorted(turns + probes, key=lambda x: x[:3]):
-        if kind == 0:
-            transcript.utterances.append(
-                Utterance(row.role, row.text, row.item_id, row.level, row.mode, row.fluency or {})
-            )
-        elif not placement.finished:
-            placement.record(row.level, row.outcome, row.evidence, row.rater)
-            transcript.judge(placement.probes[-1])
+    placement, transcript = stored_conversation(session)
     if not placement.finished:
         placement.finish_early(session.end_reason if session.end_reason in EARLY_END_REASONS else "learner_left")
     return transcript.grade_input(
         placement, target_language=session.target_language, native_language=assessment.learner.native_language,
         feedback_language=feedback_language(assessment.learner),
     )
+
+
+def stored_conversation(session: TutorSession) -> tuple[Placement, Transcript]:
+    """The placement and the transcript of a stored session, rebuilt from its rows alone: its turns,
+    and its judgements replayed through placement in the order they happened, each beside its answer
+    as it was live (grading after a restart, and a placement resumed on a new connection)."""
+    placement = Placement(session.start_level)
+    transcript = Transcript()
+    turns = [(t.created_at, 0, t.pk, t) for t in session.turns.all()]
+    probes = [(p.created_at, 1, p.pk, p) for p in session.probes.all()]
+    for _at, kind, _pk, row in sorted(turns + probes, key=lambda x: x[:3]):
+        if kind == 0:
+            transcript.utterances.append(
+                Utterance(row.role, row.text, row.item_id or f"turn-{row.pk}", row.level, row.mode, row.fluency or {})
+            )
+        elif not placement.finished:
+            placement.record(row.level, row.outcome, row.evidence, row.rater)
+            transcript.judge(placement.probes[-1])
+    return placement, transcript
 
 
 def stored_placement(session: TutorSession, end_reason: str) -> Placement:
@@ -310,6 +317,19 @@ def stored_placement(session: TutorSession, end_reason: str) -> Placement:
         placement.record(probe.level, probe.outcome, probe.evidence, probe.rater)
     placement.finish_early(end_reason)
     return placement
+
+
+def keep_stored_placement(session_id: int, end_reason: str, why: str) -> tuple[int, bool]:
+    """The assessment of a placement cut short with nobody serving it (its process died; its learner
+    did not come back), from the judgements stored as they were made: `partial` ("at least" the floor)
+    and pending, for the sweep to grade; or not_rated, with `why` and the count, when too few answers
+    were rated. Returns (assessment id, rated)."""
+    placement = stored_placement(TutorSession.objects.get(pk=session_id), end_reason)
+    minimum = settings.PARLA_MIN_RATED_ANSWERS
+    if placement.has_evidence(minimum):
+        return create_assessment(session_id, placement.rating, placement.partial, claim=False), True
+    reason = f"{why}: {placement.rated_answers} rated answer(s), at least {minimum} needed for a level"
+    return create_unrated_assessment(session_id, placement.partial, reason), False
 
 
 def feedback_language(learner) -> str:

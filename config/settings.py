@@ -308,9 +308,12 @@ PARLA_LOOP_STALL_MS = env_float("PARLA_LOOP_STALL_MS", 100.0)
 PARLA_SHED_STALLED_PERCENT = env_float("PARLA_SHED_STALLED_PERCENT", 25.0)
 # Operations (README "Production"): this process's metrics in the Prometheus text format on their own
 # port (0: none), never the public one; and on SIGTERM, how long running placements may go on before
-# they end with what is known and their assessments are delivered (tutor/drain.py). 1200 s is a
-# placement's time cap (PARLA_SESSION_MAX_MINUTES): a deploy cuts no placement short, at the price of
-# a slow one; a placement cannot yet move to another process (no resume), so a shorter drain ends some.
+# they are handed over to reconnection (tutor/drain.py): the pages reconnect to another process and the
+# placements continue there (PARLA_RESUME_SECONDS); handovers in progress finish first.
 PARLA_METRICS_PORT = env_int("PARLA_METRICS_PORT", 0)
 PARLA_METRICS_ADDRESS = env("PARLA_METRICS_ADDRESS", "127.0.0.1")
 PARLA_DRAIN_SECONDS = env_float("PARLA_DRAIN_SECONDS", 1200.0)
+# A placement outlives its connection (tutor/runtime/resumption.py): a learner whose socket drops (or
+# whose process drains) may reconnect and continue the same placement, on any process, for this long;
+# after it the placement ends as on leaving (the recovery sweep). 0: a dropped socket ends it at once.
+PARLA_RESUME_SECONDS = env_float("PARLA_RESUME_SECONDS", 120.0)

@@ -27,7 +27,9 @@ from tutor.auth import refusal_code
 from tutor.realtime.wire import ClientError, State
 from tutor.live import TEACHERS_GROUP, can_watch
 from tutor.realtime.relay import FlushRequests, LearnerPort, PlaybackWatch
-from tutor.runtime import capacity
+from tutor.realtime.tasks import cancel_and_wait
+from tutor.runtime import capacity, resumption
+from tutor.runtime.resumption import learner_group
 from tutor.runtime.session import SessionConfig, TutorSessionRuntime
 
 logger = logging.getLogger(__name__)
@@ -38,10 +40,6 @@ def _queue_of(receive) -> asyncio.Queue | None:
     create_application, and channels.testing's communicators); None for anything else."""
     queue = getattr(receive, "__self__", None)
     return queue if isinstance(queue, asyncio.Queue) and receive == queue.get else None
-
-
-def learner_group(learner_id: int) -> str:
-    return f"learner-{learner_id}"
 
 
 class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
@@ -57,10 +55,13 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         self.closed_for_drain = False
         self.session_over = False  # the learner was told `state: ended` (one session per connection)
         self.failing: asyncio.Task | None = None  # ending the session after one of its tasks failed
+        self.detaches = resumption.DetachWaits()  # a resume waiting for another connection to let go
+        self.resuming: asyncio.Task | None = None  # taking a session back (command_session_resume)
         try:
             await super().__call__(scope, receive, send)
         finally:
             drain.current.leave(self)
+            await cancel_and_wait(self.resuming)
             if self.failing is not None:
                 await asyncio.shield(self.failing)  # it ends the session: it must not be cut short
             await self._end_runtime("server_error")
@@ -168,16 +169,18 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         await self.close(code=wire.CLOSE_SERVER_ERROR)
 
     async def disconnect(self, code):
-        self.open = False
-        await self._end_runtime("learner_left")
+        # Still open: the learner's side dropped (not a close of ours): the placement awaits their return.
+        dropped, self.open = self.open, False
+        await cancel_and_wait(self.resuming)  # a resume that had not taken the session yet stops here
+        await self._end_runtime("learner_left", detach=dropped)
         if self.learner is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
-    async def _end_runtime(self, reason: str) -> None:
+    async def _end_runtime(self, reason: str, detach: bool = False) -> None:
         runtime, self.runtime = self.runtime, None
         if runtime is not None:
             try:
-                await runtime.close(reason)
+                await runtime.close(reason, detach=detach)
             finally:
                 capacity.sessions.give_back()
 
@@ -217,18 +220,7 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
     # --- command helpers ---------------------------------------------------------------------------
 
     async def command_session_start(self, message):
-        if self.runtime is not None:
-            raise ClientError("already_started", "The session has already started.")
-        if drain.current.draining:
-            metrics.refused("draining")
-            await self.close_for_drain()
-            return
-        stalled = loopwatch.overloaded()
-        if stalled is not None:
-            await self._at_capacity("event loop stalled", "stalls", stalled_percent=round(100 * stalled))
-            return
-        if not capacity.sessions.take(settings.PARLA_MAX_SESSIONS_PER_PROCESS):
-            await self._at_capacity("maximum sessions", "capacity", max_sessions=settings.PARLA_MAX_SESSIONS_PER_PROCESS)
+        if not await self._admit():
             return
         try:
             # One session per learner: Start here ends the one running in another window.
@@ -240,6 +232,63 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
             capacity.sessions.give_back()
             raise
         self.runtime.launch()
+
+    async def command_session_resume(self, message):
+        """The page reconnected after its socket dropped (or its process drained): the same placement
+        continues here, rebuilt from what is stored (tutor.runtime.resumption)."""
+        if not resumption.enabled():
+            raise ClientError("resume_unknown", "Sessions cannot be continued on this server. Press Start to begin a new one.")
+        if self.resuming is not None or not await self._admit():
+            return
+        # In a task of its own: the claim may wait for another connection of this learner to let go,
+        # which it says through the channel layer, whose messages this consumer's loop dispatches.
+        self.resuming = asyncio.create_task(self._resume(message["session_id"]), name="learner-session-resume")
+
+    async def _resume(self, session_id: int) -> None:
+        try:
+            claim = await self.detaches.take(self.learner.pk, session_id, self.channel_name)
+            if claim.refused:
+                raise resumption.refusal(claim)
+            if claim.outcome == resumption.reconnection.DELIVER:  # the handover was cut short: its assessment
+                capacity.sessions.give_back()
+                self.session_over = True
+                await resumption.show_assessment(self, session_id, claim.assessment_id)
+                return
+            config = await database_sync_to_async(SessionConfig.for_learner)(self.learner)
+            stored, config = await resumption.load(session_id, config)
+            self.runtime = TutorSessionRuntime(
+                self, self.learner.pk, config, learner_name=self.learner.user.get_username(), stored=stored)
+            self.runtime.launch()
+        except ClientError as exc:
+            capacity.sessions.give_back()
+            await self.send_event(exc.as_event())
+        except Exception:
+            if self.runtime is None and not self.session_over:
+                capacity.sessions.give_back()
+            logger.exception("resume failed", extra={"learner_id": self.learner.pk, "session_id": session_id})
+            await self._fail()
+        except asyncio.CancelledError:
+            if self.runtime is None and not self.session_over:
+                capacity.sessions.give_back()
+            raise
+
+    async def _admit(self) -> bool:
+        """A new session (or a resumed one) may run here: a capacity slot is taken, or the learner was
+        told why not (this process drains: the page reconnects elsewhere; it is at capacity)."""
+        if self.runtime is not None or self.session_over:
+            raise ClientError("already_started", "The session has already started.")
+        if drain.current.draining:
+            metrics.refused("draining")
+            await self.close_for_drain()
+            return False
+        stalled = loopwatch.overloaded()
+        if stalled is not None:
+            await self._at_capacity("event loop stalled", "stalls", stalled_percent=round(100 * stalled))
+            return False
+        if not capacity.sessions.take(settings.PARLA_MAX_SESSIONS_PER_PROCESS):
+            await self._at_capacity("maximum sessions", "capacity", max_sessions=settings.PARLA_MAX_SESSIONS_PER_PROCESS)
+            return False
+        return True
 
     async def _at_capacity(self, why: str, cause: str, **figures) -> None:
         """Refused, not slowed: the page shows the session as ended with the message, Start tries again."""
@@ -281,13 +330,30 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         return self.runtime is not None and not self.session_over
 
     async def end_for_drain(self) -> None:
-        """The drain's deadline: the placement ends with what is known, its assessment delivered."""
-        if self.runtime is not None:
+        """The drain's deadline: the placement is handed over to reconnection (detached, the socket
+        closed with 4012: the page reconnects to another process and resumes it there); a handover in
+        progress finishes here. Without resuming (PARLA_RESUME_SECONDS=0) the placement ends with what
+        is known, its assessment delivered."""
+        if self.runtime is None:
+            return
+        if not resumption.enabled():
             await self.runtime.stop("server_drain")
+        elif self.runtime.phase.now.placing:
+            self.open = False
+            await self._end_runtime("server_drain", detach=True)
+            await self._close_4012()
 
     async def close_for_drain(self) -> None:
         """4012 (RFC 6455's 1012 "Service Restart"): the page reconnects, and starts there a session it
-        was starting."""
+        was starting (or resumes one handed over). A placement still running here is handed over first."""
+        if self.runtime is not None and resumption.enabled():
+            # Placing: detached for the page to resume; a handover that did not finish: its assessment
+            # is kept and shown on reconnecting.
+            self.open = False
+            await self._end_runtime("server_drain", detach=True)
+        await self._close_4012()
+
+    async def _close_4012(self) -> None:
         if self.closed_for_drain:
             return
         self.closed_for_drain = True
@@ -299,6 +365,7 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
 
     commands = {
         "session.start": command_session_start,
+        "session.resume": command_session_resume,
         "session.stop": command_session_stop,
         "answer.text": command_answer_text,
         "playback.flushed": command_playback_flushed,
@@ -343,6 +410,20 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         self.open = False
         await self.close(code=wire.CLOSE_SUPERSEDED)
 
+
+    async def session_reclaim(self, message):
+        """The learner's page reconnected on another connection and resumes the session running here:
+        this one was left behind (a network change the server had not seen drop). It lets go."""
+        if (message["origin"] == self.channel_name or self.runtime is None
+                or self.runtime.session_id != message["session_id"]):
+            return
+        self.open = False
+        await self._end_runtime("learner_left", detach=True)  # detached: the new connection takes it
+        await self.close(code=wire.CLOSE_SUPERSEDED)
+
+    async def session_detached(self, message):
+        """A connection of this learner let go of a session: a resume waiting for it goes on."""
+        self.detaches.detached(message["session_id"])
 
     async def session_logged_out(self, message):
         """The learner logged out (tutor.signals): the session ends as on a disconnect, then the socket."""

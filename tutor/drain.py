@@ -12,10 +12,13 @@ handler with its own, which drains first and stops the reactor last:
 2. Learners who are connected but in no session are closed with 4012 as well: their next Start goes
    elsewhere.
 3. Running placements go on for up to PARLA_DRAIN_SECONDS; those that end meanwhile deliver as usual.
-4. At that deadline each placement still running ends with what is known (`server_drain`): its
-   assessment is created and handed over like on Stop (or stored `not_rated` without evidence), and
-   every handover in progress finishes delivering (each of its steps is bounded), up to
-   HANDOVER_SECONDS more.
+4. At that deadline each placement still running is handed over to reconnection: its answer in
+   progress judged and stored, its upstream session closed, the session detached
+   (tutor.runtime.resumption), and its socket closed with 4012: the page reconnects through the proxy
+   to another process and resumes the same placement there. Every handover in progress finishes
+   delivering here (each of its steps is bounded), up to HANDOVER_SECONDS more. (With
+   PARLA_RESUME_SECONDS=0 the placements end with what is known instead, `server_drain`, and their
+   assessments are handed over like on Stop.)
 5. Every learner socket still open is closed with 4012; closing ends its session runtime (the
    upstream sessions are closed, an undelivered assessment is kept and graded by the rules), and
    the drain waits for that, up to CLOSE_SECONDS.
@@ -48,7 +51,7 @@ class LearnerConnection(Protocol):
 
     def in_session(self) -> bool: ...  # a session runs on it, not yet ended (a handover counts)
 
-    async def end_for_drain(self) -> None: ...  # end its placement now: assessed with what is known
+    async def end_for_drain(self) -> None: ...  # hand its placement over to reconnection (a handover finishes)
 
     async def close_for_drain(self) -> None: ...  # close the socket with 4012
 
@@ -129,7 +132,7 @@ class Drain:
         finished = await self._until(lambda: not self._running_count(), started + settings.PARLA_DRAIN_SECONDS)
         if not finished:
             running = [one for one in self.learners if one.in_session()]
-            logger.warning("drain deadline: placements end now", extra={"sessions": len(running)})
+            logger.warning("drain deadline: placements handed over", extra={"sessions": len(running)})
             await self._each(running, "end_for_drain")
             await self._until(lambda: not self._running_count(), loop.time() + HANDOVER_SECONDS)
         await self._each(list(self.learners), "close_for_drain")

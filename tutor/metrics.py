@@ -50,6 +50,11 @@ SEND_QUEUE_CLOSES = Counter(
     "parla_send_queue_closes", "Learner sockets closed with 4008: the browser read nothing for too long."
 )
 ASSESSMENTS = Counter("parla_assessments", "Assessments that reached a status in this process, by status.", ["status"])
+RECONNECTIONS = Counter(
+    "parla_session_reconnections",
+    "Placements that outlived their connection: detached here (the socket dropped, or the drain), resumed here.",
+    ["event"],
+)
 DRAINING = Gauge("parla_draining", "1 while this process drains (SIGTERM received), 0 otherwise.")
 
 
@@ -74,6 +79,10 @@ LEARNER_SOCKETS.set_function(_learner_sockets)
 
 def session_ended(reason: str) -> None:
     SESSIONS_ENDED.labels(reason=reason or "unknown").inc()
+
+
+def reconnection(event: str) -> None:
+    RECONNECTIONS.labels(event=event).inc()
 
 
 def refused(cause: str) -> None:

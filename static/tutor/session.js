@@ -10,7 +10,10 @@ import { SessionView } from "./ui.js";
 //
 //   idle --Start--> starting --session.start sent--> running --Stop--> stopping
 //   running|stopping --`state: ended`, or the socket closed for good--> ended
-//   running|stopping --connection lost, reconnecting--> interrupted
+//   running --connection lost (or handed over by a draining server, 4012)--> resuming
+//   resuming --`session` resumed on the next connection--> running      (the same placement goes on)
+//   resuming --the server cannot continue it (`resume_*` error)--> interrupted
+//   stopping --connection lost, reconnecting--> interrupted
 //   running --start refused by a draining server (4012)--> starting (again, on the next connection)
 //   interrupted|ended --Start--> starting          any --refusal close code--> refused
 const PHASE = Object.freeze({
@@ -18,6 +21,7 @@ const PHASE = Object.freeze({
   starting: "starting", // Start pressed: session.start goes out once the server is ready
   running: "running", // session.start sent: the learner talks with the tutor
   stopping: "stopping", // Stop pressed: the server ends the session and sends `state: ended`
+  resuming: "resuming", // the connection dropped mid-session: reconnecting to continue the same placement
   interrupted: "interrupted", // the connection dropped during a session: the server ended it
   ended: "ended", // the session ended (no reconnecting after that)
   refused: "refused", // the server refused this page for good (login, account, another tab)
@@ -25,14 +29,15 @@ const PHASE = Object.freeze({
 const TRANSITIONS = {
   idle: ["starting", "refused"],
   starting: ["running", "refused"],
-  running: ["starting", "stopping", "interrupted", "ended", "refused"],
+  running: ["starting", "stopping", "resuming", "interrupted", "ended", "refused"],
   stopping: ["interrupted", "ended", "refused"],
+  resuming: ["running", "interrupted", "ended", "refused"],
   interrupted: ["starting", "refused"],
   ended: ["starting", "refused"],
   refused: [],
 };
 const CAN_START = new Set([PHASE.idle, PHASE.interrupted, PHASE.ended]);
-const IN_SESSION = new Set([PHASE.running, PHASE.stopping]);
+const IN_SESSION = new Set([PHASE.running, PHASE.stopping, PHASE.resuming]);
 
 // What the current connection can do for a session. Apart from the phase: a connection comes and
 // goes on its own, and the server runs one session per connection.
@@ -74,6 +79,7 @@ class TutorPage {
     this.sessions = 0; // sessions started on this page: a new one starts with a clean slate
     this.runningElsewhere = false; // the server said a session of this learner runs in another window
     this.state = "idle"; // the server's `state` of the running session
+    this.sessionId = null; // the running session's id (the `session` event): resumed by it after a drop
     this.audioItem = null; // item_id of the assistant audio arriving now (from `audio.start`)
     this.flushedItems = new Set(); // audio of these items is dropped if any still arrives
     this.framesSent = 0;
@@ -217,6 +223,7 @@ class TutorPage {
     if (selfAssessment && selfAssessment.value) msg.self_assessment = selfAssessment.value;
     if (!this.socket.send(msg)) return; // the socket closed under us: start after reconnecting
     this.link = LINK.used;
+    this.sessionId = null;
     this.sessions += 1;
     this.state = "connecting";
     this.setPhase(PHASE.running);
@@ -298,6 +305,21 @@ class TutorPage {
       this.setPhase(PHASE.refused);
       return;
     }
+    if (willRetry && this.phase === PHASE.resuming) {
+      this.view.setConnection("reconnecting", `Reconnecting in ${Math.ceil(delayMs / 1000)} s…`);
+      return; // still trying: the server keeps the placement for a while (PARLA_RESUME_SECONDS)
+    }
+    if (willRetry && this.phase === PHASE.running && this.sessionId !== null && this.state !== "ended") {
+      // Not a deliberate end: the network dropped, or a draining server handed the placement over
+      // (4012). The server keeps it; the next connection (any process, through the proxy) resumes it.
+      this.audio.flush("connection-lost"); // what was queued will not be heard; the tutor asks again
+      this.view.hideAssessing();
+      this.view.setTurn("reconnecting");
+      this.view.setConnection("reconnecting", code === CLOSE_SERVICE_RESTART ? "Moving to another server…" : undefined);
+      this.view.showNotice("Connection lost - reconnecting to continue your session…", { kind: "warning" });
+      this.setPhase(PHASE.resuming);
+      return;
+    }
     if (code === CLOSE_SERVICE_RESTART && willRetry && this.phase === PHASE.running && this.state === "connecting") {
       // The process was draining for a deploy and refused the start: the next connection (through the
       // proxy, another process) starts it again, as if Start had been pressed then.
@@ -336,6 +358,9 @@ class TutorPage {
       case "state":
         this.onState(msg);
         break;
+      case "session":
+        this.onSession(msg);
+        break;
       case "transcript":
         this.view.transcriptEvent(msg);
         break;
@@ -363,6 +388,14 @@ class TutorPage {
         break;
       case "error":
         this.view.showNotice(msg.message || `Error: ${msg.code}`, { kind: "error" });
+        if (this.phase === PHASE.resuming && String(msg.code).startsWith("resume_")) {
+          // The server cannot continue it (ended, waited too long): what it found is in the history.
+          this.sessionId = null;
+          this.audio.stopMicrophone();
+          this.view.setMicState("off");
+          this.view.setTurn("idle", { announce: false });
+          this.setPhase(PHASE.interrupted);
+        }
         break;
       case EVENT_BUSY:
         this.view.showNotice(msg.message, { kind: "busy" }); // cleared when the tutor speaks again
@@ -370,6 +403,20 @@ class TutorPage {
       default:
         console.debug("parla: unhandled event", msg.type);
     }
+  }
+
+  /** The session's id; on a resumed one, the conversation so far follows (drawn afresh). */
+  onSession(msg) {
+    this.sessionId = msg.session_id;
+    if (!msg.resumed) return;
+    this.view.transcript.replaceChildren();
+    this.view.entries.clear();
+    this.flushedItems.clear();
+    this.audioItem = null;
+    this.view.clearNotice();
+    this.view.announce("Reconnected: your session continues.");
+    this.view.setConnection("connected");
+    if (this.phase === PHASE.resuming) this.setPhase(PHASE.running);
   }
 
   onState(msg) {
@@ -393,6 +440,10 @@ class TutorPage {
       }
       if (this.phase === PHASE.starting) {
         this.sendStart();
+        return;
+      }
+      if (this.phase === PHASE.resuming) {
+        if (this.socket.send({ type: "session.resume", session_id: this.sessionId })) this.link = LINK.used;
         return;
       }
     }

@@ -12,6 +12,7 @@ const TURN_TEXT = {
   ended: "Session ended.",
   superseded: "Stopped: you started a session in another window.",
   elsewhere: "Your session is in another window.",
+  reconnecting: "Reconnecting - your session continues where it was…",
 };
 
 const CONNECTION_TEXT = {

@@ -82,6 +82,8 @@ MAX_PLAYED_MS = 60 * 60 * 1000
 # message type -> {field: (python type, required)}
 CONTROL_MESSAGES: dict[str, dict[str, tuple[type, bool]]] = {
     "session.start": {"self_assessment": (str, False)},
+    # The placement of `session_id` (the page got it in the `session` event) continues on this new connection.
+    "session.resume": {"session_id": (int, True)},
     "session.stop": {},
     "answer.text": {"text": (str, True)},
     # kind: start | progress | end of playing the item (REPORT_KINDS); a report without one is progress
@@ -169,6 +171,8 @@ def _check(kind: str, name: str, value):
         # The warm-up's answer: a CEFR level, or "" for not sure (assessments.placement.starting_level).
         if value not in ("", *SELF_ASSESSMENTS):
             raise ClientError("bad_field", f"session.start.self_assessment must be one of {', '.join(SELF_ASSESSMENTS)} or ''.")
+    elif name == "session_id" and not 0 < value < 2**63:
+        raise ClientError("bad_field", "session.resume.session_id must be a session's id.")
     elif name == "kind" and value not in REPORT_KINDS:
         raise ClientError("bad_field", f"{kind}.kind must be one of {', '.join(REPORT_KINDS)}.")
     elif name == "played_ms" and not 0 <= value <= MAX_PLAYED_MS:
@@ -204,6 +208,12 @@ class RateLimit:
 def state(value: State, **extra: Any) -> dict:
     """`state`; `ready` also carries `demo`, `language` and `running_elsewhere`."""
     return {"type": "state", "state": State(value).value, **extra}
+
+
+def session(session_id: int, resumed: bool = False) -> dict:
+    """The session's id, once its row exists: the page resumes it by this id after its connection
+    dropped (`resumed`: this connection continues it; the conversation so far follows)."""
+    return {"type": "session", "session_id": session_id, "resumed": resumed}
 
 
 def audio_start(item_id: str, voice: str | None, role: str) -> dict:

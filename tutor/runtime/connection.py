@@ -17,8 +17,8 @@ of them needs to know that the socket underneath changed. `lock` is held while a
 interleave is in flight, and for a whole resume, so nothing is sent to a new session before it is
 configured and replayed.
 
-Built for a later resume on a new connection or process (issue 26): `replay` takes the conversation
-from the transcript alone, and `connect` needs only the upstream and the session's configuration.
+A placement resumed on a new connection or process (tutor.runtime.resumption) starts with `replay`:
+it takes the conversation from the transcript alone, rebuilt from the stored turns.
 """
 
 from __future__ import annotations
@@ -119,9 +119,12 @@ class TutorConnection:
 
     # --- its life ------------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """The first upstream session, open and configured: learner audio may go to it."""
+    async def start(self, replay: bool = False) -> None:
+        """The first upstream session of this connection, open and configured (and, for a placement
+        resumed on a new connection, given the stored conversation: `replay`): learner audio may go to it."""
         await self.connect()
+        if replay:
+            await self.replay()
         self.ready = True
 
     async def connect(self) -> None:

@@ -16,9 +16,10 @@ dispatches the upstream's events and the learner's input to the parts, each with
     SessionOutcome      tutor.runtime.outcome: assessed, not rated or kept undelivered, and the end
     AssessmentDelivery  tutor.runtime.delivery: the handover to the spoken summary
     announce_session    tutor.live: what teachers see
+    resumption          tutor.runtime.resumption: detached when the socket drops, rebuilt on a new one
 
-Every task it starts is owned and, in `close()`, cancelled and awaited: after a session ends none of
-its tasks remains. The consumer stays thin: it validates browser frames and calls the methods here.
+Every task it starts is owned and, in `close()`, cancelled and awaited: none remains after it ends.
+The consumer stays thin: it validates browser frames and calls the methods here.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import Any
 
 from channels.db import database_sync_to_async
 
@@ -50,6 +50,7 @@ from tutor.runtime.judge import AnswerJudge
 from tutor.runtime.narrator import Narrator
 from tutor.runtime.outcome import SessionOutcome
 from tutor.runtime.phase import Phase, SessionPhase
+from tutor.runtime import resumption
 from tutor.runtime.probes import ProbeHandler
 from tutor.runtime.responses import ResponseScheduler, user_text_item
 from tutor.runtime.retries import FailedResponses
@@ -66,22 +67,24 @@ class TutorSessionRuntime(TutorLink):
 
     def __init__(
         self, learner: LearnerPort, learner_id: int, config: SessionConfig, upstream: Upstream | None = None,
-        learner_name: str = "",
+        learner_name: str = "", stored: resumption.StoredSession | None = None,
     ):
         self.learner, self.learner_id, self.config = learner, learner_id, config
         self.learner_name = learner_name or f"learner {learner_id}"
         self.phase = SessionPhase()
         self.rows = SessionRows()
         self.state = State.READY
-        self.placement = Placement(starting_level(config.self_assessment))
-        self.transcript = Transcript()
+        self.stored = stored  # resumed: the session as stored, continued on this connection
+        self.placement = stored.placement if stored else Placement(starting_level(config.self_assessment))
+        self.transcript = stored.transcript if stored else Transcript()
         self.answers = AnswerCollector()
         self.log = bind(logger, session_id=None, learner_id=learner_id)
         self.tasks = OwnedTasks(f"{id(self):x}")
         parts = {"phase": self.phase, "spawn": self._spawn, "log": self.log}
         self.connection = self.client = TutorConnection(  # `client`: the handover's name for it (TutorLink)
             phase=self.phase, transcript=self.transcript, log=self.log, step_timeout=config.step_timeout,
-            upstream=upstream, configuration=self._configuration, on_opened=self._opened,
+            upstream=upstream, configuration=self._configuration,
+            on_opened=lambda created: db(services.set_upstream_session_id)(self.session_id, created.session.id or ""),
         )
         self.judge = AnswerJudge(
             answers=self.answers, placement=self.placement, transcript=self.transcript, rows=self.rows,
@@ -140,15 +143,13 @@ class TutorSessionRuntime(TutorLink):
         try:
             upstream = self.connection.upstream = self.narrator.upstream = self.connection.upstream or await resolve_upstream()
             # Shielded: a Stop while connecting cancels this task, never the row's creation (stop()
-            # awaits it, so the row is ended rather than left open).
-            self._session_row = asyncio.ensure_future(db(services.start_session)(
-                self.learner_id, upstream=upstream.kind, model=upstream.model, start_level=self.placement.current_level,
-                target_language=self.config.target_language, self_assessment=self.config.self_assessment,
-            ))
+            # awaits it, so the row is ended rather than left open). A resumed session has its row.
+            self._session_row = resumption.session_row(self, upstream)
             self.rows.session_id = await asyncio.shield(self._session_row)
             self.log.bind(session_id=self.session_id)
             recovery.heartbeats.join(self.session_id)  # other processes leave it alone until it ends
-            await self.connection.start()
+            await resumption.restore(self)  # the page learns its id; a resumed one, the conversation so far
+            await self.connection.start(replay=self.stored is not None)
         except RealtimeRefused as exc:
             self.log.warning("upstream refused the session", extra={
                 "status": exc.status, "close_code": exc.close_code, "code": exc.code, "error_message": exc.message})
@@ -156,9 +157,8 @@ class TutorSessionRuntime(TutorLink):
             return
         except (RealtimeError, TimeoutError, OSError) as exc:
             self.log.warning("upstream unavailable", extra={"error": str(exc)})
-            await self.outcome.end_before_start(
-                "upstream_unavailable", "The tutor could not be reached. Please try again.", "upstream_error"
-            )
+            await self.outcome.end_before_start("upstream_unavailable", "The tutor could not be reached. Please try again.",
+                                                "upstream_error")
             return
         self.log.info("tutor session started", extra={"upstream": upstream.kind})
         self._spawn(self.connection.watch(on_resumed=self._resumed, on_lost=self.outcome.upstream_lost), "watch-upstream")
@@ -167,9 +167,11 @@ class TutorSessionRuntime(TutorLink):
         if self.phase.now is not Phase.CONNECTING:
             return  # the upstream was lost meanwhile, and the session ended
         self.phase.to(Phase.CONVERSING)
-        # The tutor greets and asks: connecting -> tutor_speaking (never "your turn" first), then playback's.
-        await self.set_state(State.TUTOR_SPEAKING)
-        await self.responses.create()
+        if self.stored is not None:
+            await self._resumed()  # the tutor's question stands, or its reply is asked for again
+        else:  # the tutor greets and asks: connecting -> tutor_speaking (never "your turn" first), then playback's
+            await self.set_state(State.TUTOR_SPEAKING)
+            await self.responses.create()
         self._spawn(self.events.follow_playback(), "follow-playback")
 
     async def stop(self, reason: str = "learner_stopped") -> None:
@@ -188,19 +190,20 @@ class TutorSessionRuntime(TutorLink):
             return
         await self.outcome.end_placement(reason)
 
-    async def close(self, reason: str = "learner_left") -> None:
-        """The learner's socket is gone: cancel and await every task, keep what was learned."""
+    async def close(self, reason: str = "learner_left", detach: bool = False) -> None:
+        """The learner's socket is gone: cancel and await every task, keep what was learned. `detach`
+        (it dropped, or the drain hands it over): an open placement awaits its learner (resumption)."""
+        detached = detach and await resumption.settle(self)
         was = self.phase.to(Phase.CLOSED)
         await self.tasks.cancel_all()
         await self.narrator.discard()
         await self.connection.close()
         if self.session_id is not None:
-            try:
-                await self.outcome.keep_undelivered(was, reason)
-                await db(services.end_session)(self.session_id, reason)
+            try:  # detached, or ended as before (an assessment kept; a cut handover shown on reconnecting)
+                await resumption.leave(self, was, reason, detach=detach, detached=detached)
             finally:
                 await recovery.heartbeats.leave(self.session_id)
-            if self.state != State.ENDED:
+            if self.state != State.ENDED and not detached:
                 metrics.session_ended(reason)
                 self.state = State.ENDED
                 await live.announce_session(self)  # teachers see sessions that end by the learner leaving, too
@@ -269,9 +272,6 @@ class TutorSessionRuntime(TutorLink):
 
     def _configuration(self, initial: bool = True) -> dict:
         return self.config.tutor_session(self.placement.current_level, self.connection.upstream.model, initial=initial)
-
-    async def _opened(self, created: Any) -> None:
-        await db(services.set_upstream_session_id)(self.session_id, created.session.id or "")
 
     # --- owned tasks ------------------------------------------------------------------------------------
 

@@ -173,6 +173,9 @@ def server_env(*, realtime_url: str, database: str, redis_url: str | None = None
         # A test server stopped at the end of a test (SIGTERM: the drain, tutor/drain.py) does not wait
         # for placements still running; the drain's own tests set this.
         PARLA_DRAIN_SECONDS="0",
+        # A dropped socket ends its placement at once, as the tests of leaving expect; the tests of
+        # resuming a placement on a new connection (tutor/tests/test_resume*.py) set it.
+        PARLA_RESUME_SECONDS="0",
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",  # the test reads the log while the server runs
     )

@@ -451,3 +451,47 @@ def test_worklets_resample_when_the_context_cannot_run_at_24khz(chromium, page_s
         assert 480 <= done["played_ms"] <= 500
     finally:
         context.close()
+
+
+def test_a_dropped_connection_shows_reconnecting_and_resumes_the_same_session(page, page_server):
+    """The socket drops mid-session (not a deliberate end): the page shows "reconnecting", reconnects,
+    sends `session.resume` with the id of the `session` event, and shows the conversation where it was."""
+    tutor = open_tutor(page, page_server)
+    start(page, tutor)
+    asked = {"type": "transcript", "role": "tutor", "item_id": "item_q", "text": "¿Cómo te llamas?", "final": True}
+    ladder = {"A1": "sustained", "A2": "current", "B1": "untested", "B2": "untested", "C1": "untested", "C2": "untested"}
+    tutor.send({"type": "session", "session_id": 42, "resumed": False}, asked, {"type": "level", "level": "A2", "ladder": ladder})
+    page.wait_for_selector("#transcript .utterance-tutor")
+    tutor.wait(lambda: tutor.frames, what="mic frames")
+    tutor.ws.close(code=1011, reason="network gone")
+    page.wait_for_selector("#tutor[data-phase='resuming']")
+    assert page.get_attribute("#tutor", "data-state") == "reconnecting"
+    assert "reconnecting" in page.text_content("#notice").lower()
+    tutor.wait(lambda: tutor.received("session.resume"), what="session.resume on the new connection")
+    assert tutor.received("session.resume") == [{"type": "session.resume", "session_id": 42}]
+    assert len(tutor.received("session.start")) == 1 and len(tutor.sockets) == 2
+    answered = {"type": "transcript", "role": "learner", "item_id": "answer_1", "text": "Me llamo Ana.", "final": True,
+                "mode": "written"}
+    tutor.send({"type": "state", "state": "connecting"}, {"type": "session", "session_id": 42, "resumed": True},
+               asked, answered, {"type": "level", "level": "A2", "ladder": ladder},
+               {"type": "state", "state": "tutor_speaking"}, {"type": "state", "state": "listening"})
+    page.wait_for_selector("#tutor[data-state='listening']")
+    assert page.get_attribute("#tutor", "data-phase") == "running"
+    texts = page.locator("#transcript .utterance .utterance-text").all_text_contents()
+    assert texts == ["¿Cómo te llamas?", "Me llamo Ana."]  # the conversation where it was, once
+    assert page.locator("#notice").is_hidden()
+    sent = len(tutor.frames)
+    tutor.wait(lambda: len(tutor.frames) > sent, what="mic frames on the new connection")
+
+
+def test_a_resume_the_server_refuses_offers_a_new_start(page, page_server):
+    tutor = open_tutor(page, page_server)
+    start(page, tutor)
+    tutor.send({"type": "session", "session_id": 7, "resumed": False})
+    tutor.ws.close(code=1011, reason="network gone")
+    tutor.wait(lambda: tutor.received("session.resume"), what="session.resume")
+    tutor.send({"type": "error", "code": "resume_expired", "message": "That session waited too long for you to come back."})
+    page.wait_for_selector("#tutor[data-phase='interrupted']")
+    assert "waited too long" in page.text_content("#notice")
+    page.get_by_role("button", name="Start a new session").click()
+    tutor.wait(lambda: len(tutor.sockets) == 3 and tutor.received("session.start")[1:], what="a new session.start")

@@ -22,6 +22,7 @@ def test_valid_control_messages_are_returned_clean():
         "type": "playback.flushed", "request_id": "flush_1", "played_ms": 40}
     report = {"type": "playback.report", "item_id": "item_1", "played_ms": 0, "kind": "start"}
     assert parse_control(json.dumps(report)) == report
+    assert parse_control('{"type": "session.resume", "session_id": 42}') == {"type": "session.resume", "session_id": 42}
 
 
 @pytest.mark.parametrize(
@@ -40,6 +41,10 @@ def test_valid_control_messages_are_returned_clean():
         (json.dumps({"type": "playback.report", "item_id": "i" * 65, "played_ms": 1}), "bad_field"),
         ('{"type": "playback.report", "item_id": "i", "played_ms": 1, "kind": "paused"}', "bad_field"),
         (json.dumps({"type": "answer.text", "text": "a" * 9000}), "frame_too_large"),
+        ('{"type": "session.resume"}', "missing_field"),
+        ('{"type": "session.resume", "session_id": "42"}', "bad_field"),
+        ('{"type": "session.resume", "session_id": 0}', "bad_field"),
+        ('{"type": "session.resume", "session_id": true}', "bad_field"),
     ],
 )
 def test_bad_control_messages(text, code):
@@ -74,6 +79,7 @@ def test_every_server_event_the_readme_documents_is_built_by_wire_and_states_mat
         wire.assessment(1, "A1", {}, "s", "rules", "graded", False)["type"],
         wire.error("malformed", "m")["type"],
         wire.busy(1, 2.0)["type"],
+        wire.session(7, resumed=True)["type"],
     }
     assert built == documented
     states_row = next(row for row in table.splitlines() if row.startswith("| `state`"))

@@ -1,0 +1,201 @@
+"""A placement outlives its connection (issue 26, DESIGN section 3b).
+
+The stored rules (assessments.reconnection): only the session's own learner takes it back, within
+PARLA_RESUME_SECONDS, one process at a time; past the window the recovery sweep ends it as leaving does.
+Over a real Daphne server: a learner whose TCP connection is cut for 3 s mid-placement reconnects and
+continues the same placement, its ladder intact, to its level; another learner asking for that
+session is refused and learns nothing; a socket that drops during the handover gets its assessment
+as text on reconnecting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from assessments import leases, reconnection, services
+from assessments.grading import RulesGrader
+from assessments.models import Assessment, Probe, TutorSession, Turn
+from assessments.recovery import sweep
+from tutor.tests.live import ThreadedSimulator, daphne_server
+from tutor.tests.resume_support import placement
+from tutor.tests.test_end_to_end import login_cookie, next_json, tutor_socket
+
+pytestmark = pytest.mark.django_db(transaction=True)
+RESUME = {"PARLA_RESUME_SECONDS": "120"}
+
+
+@pytest.fixture(scope="module")
+def simulator():
+    with ThreadedSimulator(pace=0.0, seed=11, audio_ms_per_response=300) as sim:
+        yield sim
+
+
+def open_session(learner, *, detached_ago: float | None = 5, served_by: str = "", probes=()) -> TutorSession:
+    session = TutorSession.objects.create(
+        learner=learner, upstream="simulator", model="sim", target_language="es", served_by=served_by,
+        heartbeat_at=timezone.now(),
+        detached_at=None if detached_ago is None else timezone.now() - timedelta(seconds=detached_ago),
+    )
+    for level, outcome in probes:
+        turn = Turn.objects.create(session=session, role="learner", text="Hola, me llamo Ana.", level=level, mode="written")
+        Probe.objects.create(session=session, turn=turn, level=level, outcome=outcome, rater="offline")
+    return session
+
+
+# --- the stored rules -------------------------------------------------------------------------------------
+
+
+def test_only_its_learner_takes_a_detached_session_back_within_the_window(make_user, settings):
+    settings.PARLA_RESUME_SECONDS = 120
+    ana, bob = make_user("ana-r", learner=True).learner, make_user("bob-r", learner=True).learner
+    session = open_session(ana)
+    assert reconnection.claim(session.pk, bob.pk, "other:1:x").outcome == "resume_unknown"  # nothing says whose
+    assert reconnection.claim(session.pk + 1000, ana.pk, "other:1:x").outcome == "resume_unknown"
+    claim = reconnection.claim(session.pk, ana.pk, "here:1:x")
+    assert claim.outcome == reconnection.RESUMED
+    session.refresh_from_db()
+    assert session.detached_at is None and session.served_by == "here:1:x"
+    # Taken: a second claim (another process, or the same page twice) finds it served by a live process.
+    leases.hold()
+    TutorSession.objects.filter(pk=session.pk).update(served_by=services.process_id())
+    assert reconnection.claim(session.pk, ana.pk, "there:2:y").outcome == reconnection.ATTACHED
+
+
+def test_a_session_detached_too_long_ago_or_ended_is_not_resumed(make_user, settings):
+    settings.PARLA_RESUME_SECONDS = 120
+    ana = make_user("ana-late", learner=True).learner
+    late = open_session(ana, detached_ago=121)
+    assert reconnection.claim(late.pk, ana.pk, "here:1:x").outcome == "resume_expired"
+    ended = open_session(ana)
+    services.end_session(ended.pk, "learner_stopped")
+    assert reconnection.claim(ended.pk, ana.pk, "here:1:x").outcome == "resume_ended"
+
+
+def test_a_session_of_a_dead_process_is_taken_over(make_user, settings):
+    settings.PARLA_RESUME_SECONDS = 120
+    ana = make_user("ana-dead", learner=True).learner
+    orphan = open_session(ana, detached_ago=None, served_by="gone:99:dead")  # never detached: its process died
+    assert reconnection.claim(orphan.pk, ana.pk, "here:1:x").outcome == reconnection.RESUMED
+
+
+def test_the_sweep_ends_a_session_whose_learner_did_not_come_back(make_user, settings):
+    settings.PARLA_RESUME_SECONDS = 120
+    ana, bob, eve = (make_user(n, learner=True).learner for n in ("ana-gone", "bob-gone", "eve-waiting"))
+    rated = open_session(ana, detached_ago=121, probes=[("A1", "sustained"), ("A1", "sustained"), ("A2", "breakdown")])
+    thin = open_session(bob, detached_ago=121, probes=[("A1", "sustained")])
+    waiting = open_session(eve, detached_ago=100, probes=[("A1", "sustained")])
+    asyncio.run(sweep(RulesGrader(), claimer="sweeper:1:x"))
+    for row in (rated, thin, waiting):
+        row.refresh_from_db()
+    assert rated.end_reason == thin.end_reason == "learner_left"
+    kept = Assessment.objects.get(session=rated)
+    assert kept.level == "A1" and kept.partial and kept.status == Assessment.Status.DELIVERY_FAILED
+    assert kept.failure_reason == reconnection.LEFT_REASON and kept.summary
+    unrated = Assessment.objects.get(session=thin)
+    assert unrated.status == Assessment.Status.NOT_RATED and "did not come back" in unrated.failure_reason
+    # Within the window, and its heartbeat long stale: left alone for its learner.
+    TutorSession.objects.filter(pk=waiting.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    asyncio.run(sweep(RulesGrader(), claimer="sweeper:1:x"))
+    waiting.refresh_from_db()
+    assert waiting.ended_at is None and not Assessment.objects.filter(session=waiting).exists()
+
+
+# --- over a real server ---------------------------------------------------------------------------------------
+
+
+def test_a_socket_cut_for_3_s_continues_the_same_placement_with_its_ladder(simulator, make_user):
+    simulator.set_knobs(true_level="A2")
+    user = make_user("commuter", learner=True)
+    cookie = login_cookie(user)
+
+    def cut_mid_placement(journey) -> bool:
+        # The initial ladder, then one per judged answer: A1 sustained, and one answer judged at A2;
+        # cut while the learner thinks about the next question (no answer of theirs waits to be judged:
+        # one would be judged as the socket drops, and the ladder move on from what the page showed).
+        return (journey.level_events >= 4 and journey.answers == journey.level_events - 1
+                and journey.of_type("state")[-1]["state"] == "listening")
+
+    with daphne_server(realtime_url=simulator.url, redis_url=None, extra_env=RESUME) as base_url:
+        journey = asyncio.run(placement(base_url, cookie, level="A2", cut=cut_mid_placement))
+        log = base_url.log_path.read_text()
+
+    assert journey.connections == 2 and journey.resumed == 1 and journey.close_codes == ["cut"]
+    assert TutorSession.objects.filter(learner__user=user).count() == 1  # the same placement, not a new one
+    session = TutorSession.objects.get(learner__user=user)
+    assert session.pk == journey.session_id and session.end_reason in ("ceiling", "top")
+    assert journey.ladder_after_resume == journey.ladder_at_cut  # the ladder intact
+    assert journey.ladder_at_cut["A1"] == "sustained" and journey.ladder_at_cut["A2"] == "current"
+    # The judgements from before the cut are the placement's first, and it went on after it.
+    probes = list(session.probes.order_by("created_at", "pk").values_list("level", "outcome", "created_at"))
+    before = [p[:2] for p in probes if p[2] < journey.cut_at]
+    assert before == [("A1", "sustained"), ("A1", "sustained"), ("A2", "sustained")], before
+    assert len(probes) > len(before)
+    card = journey.of_type("assessment")[-1]
+    assert card["status"] == "delivered" and card["level"] == "A2" and not card["partial"]
+    assert journey.of_type("error") == []
+    assessment = Assessment.objects.get(session=session)
+    assert assessment.level == "A2" and assessment.status == Assessment.Status.DELIVERED
+    assert "session detached: awaiting the learner" in log and "session resumed" in log
+    assert simulator.wait_all_closed(5) == 0
+
+
+def test_another_learner_cannot_resume_it_and_learns_nothing(simulator, make_user):
+    simulator.set_knobs(true_level="A1")
+    owner = login_cookie(make_user("owner", learner=True))
+    intruder = login_cookie(make_user("intruder", learner=True))
+
+    async def scenario(base_url):
+        async with tutor_socket(base_url, owner) as ws:
+            assert (await next_json(ws))["state"] == "ready"
+            await ws.send(json.dumps({"type": "session.start"}))
+            while (event := await next_json(ws))["type"] != "session":
+                pass
+            session_id = event["session_id"]
+            while (await next_json(ws)) != {"type": "state", "state": "listening"}:
+                pass
+        # The owner's socket dropped: the session is detached. Another learner asks for it by its id.
+        async with tutor_socket(base_url, intruder) as ws:
+            assert (await next_json(ws))["state"] == "ready"
+            await ws.send(json.dumps({"type": "session.resume", "session_id": session_id}))
+            refused = await next_json(ws)
+            await ws.send(json.dumps({"type": "answer.text", "text": "Hola"}))
+            after = await next_json(ws)
+        return session_id, refused, after
+
+    with daphne_server(realtime_url=simulator.url, redis_url=None, extra_env=RESUME) as base_url:
+        session_id, refused, after = asyncio.run(scenario(base_url))
+    assert refused == {"type": "error", "code": "resume_unknown", "message": reconnection.REFUSED["resume_unknown"]}
+    assert after["code"] == "not_started"  # nothing of the owner's session reached the intruder
+    session = TutorSession.objects.get(pk=session_id)
+    assert session.ended_at is None and session.detached_at is not None  # still the owner's to resume
+
+
+def test_a_socket_cut_during_the_handover_gets_its_assessment_as_text_on_reconnecting(simulator, make_user):
+    simulator.set_knobs(true_level="A1")
+    user = make_user("handed-over", learner=True)
+
+    def cut_in_the_handover(journey) -> bool:
+        return journey.events[-1] == {"type": "state", "state": "assessing"}
+
+    with daphne_server(realtime_url=simulator.url, redis_url=None, extra_env=RESUME) as base_url:
+        journey = asyncio.run(placement(base_url, login_cookie(user), level="A1", cut=cut_in_the_handover))
+
+    assert journey.connections == 2 and journey.resumed == 1
+    after = journey.events[journey.events.index({"type": "state", "state": "assessing"}) + 1:]
+    kinds = [e["type"] for e in after]
+    assert kinds[0] == "state" and kinds[1] == "session"  # ready, then the session shown again
+    assert "transcript" in kinds and kinds[-3:] == ["level", "assessment", "state"]
+    card = after[-2]
+    assessment = Assessment.objects.get(learner__user=user)
+    assert card["id"] == assessment.pk and card["level"] == assessment.level == "A1"
+    assert card["status"] == assessment.status == Assessment.Status.DELIVERED
+    assert assessment.failure_reason == reconnection.DELIVERED_NOTE and assessment.summary
+    # The conversation shown is the stored one, nothing more.
+    shown = [(e["role"], e["text"]) for e in after if e["type"] == "transcript"]
+    assert shown == [(t.role, t.text) for t in Turn.objects.filter(session=assessment.session)]
+    assert simulator.wait_all_closed(5) == 0
