@@ -2,28 +2,33 @@
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/parla_bench REDIS_URL=redis://127.0.0.1:6379/0 \\
       .venv/bin/python bench/load.py [--ladder 10,50,100,200,300,400,600] [--repo PATH ...] [--quick]
+      [--servers daphne,uvicorn] [--keep-going] [--proxy]
 
 For each N of the ladder, on loopback only:
 
 1. the simulator starts in its own process(es) (bench/load_sim.py: real-time pace, stamped audio);
 2. baseline: N learners (bench/load_driver.py, a separate process) talk straight to the simulator for
    `--baseline-seconds`;
-3. one Daphne process serves Parla from `--repo` (DEBUG off, the simulator as its upstream); after one
+3. one server process serves Parla from `--repo` (DEBUG off, the simulator as its upstream); after one
    warm-up session, N logged-in learners each run a whole placement session through it: they stream
    100 ms microphone frames in real time, answer out loud, answer every flush, hear the handover and
-   the summary, until `state: ended`;
+   the summary, until `state: ended`. With `--servers daphne,uvicorn` each ASGI server in turn, against
+   the same simulator processes and baseline, the same learners and seeds (which goes first alternates
+   from step to step);
 4. the row: added latency of tutor and learner audio (via Parla minus direct, and the ratio), frames
    lost and reordered, the server's CPU per session-minute and memory per session, reply delays,
-   handovers completed without error, how busy the machine was and how long Daphne's event loop
+   handovers completed without error, how busy the machine was and how long the server's event loop
    waited for a CPU; with a warning when the driving process, the simulator, other work on the machine
    or a full machine may have limited the run.
 
 The ladder stops after the first N that breaks (a failed handover, an error, a lost frame, or p99
-added latency over `--break-ms`). Then two Daphne processes share one port (SO_REUSEPORT: each gets
-its own listening socket through `daphne --fd`; the kernel spreads connections) with the Redis channel
-layer, carrying 2N for the largest N that held. Prints the tables and writes them into
-docs/benchmarks.md (its own section, by `--label`). Every child process is stopped on exit, Ctrl-C or
-when this process dies.
+added latency over `--break-ms`), for each server on its own; `--keep-going` measures every N. Then
+two server processes with the Redis channel layer carry 2N for the largest N that held (on every
+server compared): on one port (SO_REUSEPORT: each gets its own listening socket through `--fd`; the
+kernel spreads connections), or with `--proxy` each on a port of its own behind nginx run with
+deploy/nginx/parla.conf (bench/load_proxy.py), as deployed. Prints the tables (and the servers side by
+side) and writes them into docs/benchmarks.md (its own section, by `--label`). Every child process is
+stopped on exit, Ctrl-C or when this process dies.
 """
 
 from __future__ import annotations
