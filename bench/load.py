@@ -970,7 +970,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             # servers carry the same N there: the largest that held on every one of them.
             all_held = min((held.get(kind, 0) for kind in args.servers), default=0) or None
             target = scale_out or {"auto": max(args.ladder) if args.quick else all_held, "off": None}[args.scale_out]
-            if target and not scale_out_possible:
+            if args.scale_out == "auto" and not target:
+                notes.append("two-process row skipped: no step held on " + ("every server" if len(args.servers) > 1 else "one process")
+                             + " (--scale-out N runs it at 2N all the same)")
+            elif target and not scale_out_possible:
                 notes.append("two-process row skipped: no reachable Redis (--redis-url or REDIS_URL)")
             elif target:
                 step(server, 2 * target, 2, list(args.servers), args.redis_url, proxy=args.proxy)
