@@ -2,28 +2,33 @@
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/parla_bench REDIS_URL=redis://127.0.0.1:6379/0 \\
       .venv/bin/python bench/load.py [--ladder 10,50,100,200,300,400,600] [--repo PATH ...] [--quick]
+      [--servers daphne,uvicorn] [--keep-going] [--proxy]
 
 For each N of the ladder, on loopback only:
 
 1. the simulator starts in its own process(es) (bench/load_sim.py: real-time pace, stamped audio);
 2. baseline: N learners (bench/load_driver.py, a separate process) talk straight to the simulator for
    `--baseline-seconds`;
-3. one Daphne process serves Parla from `--repo` (DEBUG off, the simulator as its upstream); after one
+3. one server process serves Parla from `--repo` (DEBUG off, the simulator as its upstream); after one
    warm-up session, N logged-in learners each run a whole placement session through it: they stream
    100 ms microphone frames in real time, answer out loud, answer every flush, hear the handover and
-   the summary, until `state: ended`;
+   the summary, until `state: ended`. With `--servers daphne,uvicorn` each ASGI server in turn, against
+   the same simulator processes and baseline, the same learners and seeds (which goes first alternates
+   from step to step);
 4. the row: added latency of tutor and learner audio (via Parla minus direct, and the ratio), frames
    lost and reordered, the server's CPU per session-minute and memory per session, reply delays,
-   handovers completed without error, how busy the machine was and how long Daphne's event loop
+   handovers completed without error, how busy the machine was and how long the server's event loop
    waited for a CPU; with a warning when the driving process, the simulator, other work on the machine
    or a full machine may have limited the run.
 
 The ladder stops after the first N that breaks (a failed handover, an error, a lost frame, or p99
-added latency over `--break-ms`). Then two Daphne processes share one port (SO_REUSEPORT: each gets
-its own listening socket through `daphne --fd`; the kernel spreads connections) with the Redis channel
-layer, carrying 2N for the largest N that held. Prints the tables and writes them into
-docs/benchmarks.md (its own section, by `--label`). Every child process is stopped on exit, Ctrl-C or
-when this process dies.
+added latency over `--break-ms`), for each server on its own; `--keep-going` measures every N. Then
+two server processes with the Redis channel layer carry 2N for the largest N that held (on every
+server compared): on one port (SO_REUSEPORT: each gets its own listening socket through `--fd`; the
+kernel spreads connections), or with `--proxy` each on a port of its own behind nginx run with
+deploy/nginx/parla.conf (bench/load_proxy.py), as deployed. Prints the tables (and the servers side by
+side) and writes them into docs/benchmarks.md (its own section, by `--label`). Every child process is
+stopped on exit, Ctrl-C or when this process dies.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 from doc import write_section  # noqa: E402
+from load_proxy import nginx_binary, write_config  # noqa: E402
 from load_stamp import proc_cpu_seconds, proc_rss_bytes, thread_cpu_seconds, thread_cpu_wait_seconds  # noqa: E402
 
 DEFAULT_LADDER = "10,50,100,200,300,400,600"
@@ -347,37 +353,89 @@ def stop_simulators(sims) -> dict:
     return merged
 
 
-def start_daphnes(server: Server, count: int, sim_url: str, redis_url: str | None, work: Path, tag: str,
-                  cpus: list[set[int]] | None = None):
-    """`count` Daphne processes serving `server` on one port; returns (port, processes, their logs)."""
-    port = free_port()
+# The ASGI servers a run can compare (--servers). Uvicorn with what its "standard" extra brings:
+# uvloop's event loop, httptools' HTTP parser, the websockets-sansio implementation (uvicorn's
+# default since 0.50); its websocket frame limit set to Daphne's 1 MiB, and its graceful shutdown
+# bounded, so a process the benchmark stops logs its loop's figures within Children.stop's 10 s.
+SERVER_KINDS = ("daphne", "uvicorn")
+UVICORN_OPTIONS = ["--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio", "--ws-max-size", "1048576",
+                   "--lifespan", "on", "--timeout-graceful-shutdown", "5"]
+
+
+def server_command(server: Server, kind: str, *, port: int | None = None, fd: int | None = None) -> list[str]:
+    """The command that serves `server` with the ASGI server `kind`, on a loopback `port` or an
+    inherited listening socket `fd`."""
+    where = ["--fd", str(fd)] if fd is not None else None
+    if kind == "daphne":
+        where = where or ["-b", "127.0.0.1", "-p", str(port)]
+        return [server.python, "-m", "daphne", *where, "config.asgi:application"]
+    if kind == "uvicorn":
+        where = where or ["--host", "127.0.0.1", "--port", str(port)]
+        return [server.python, "-m", "uvicorn", *UVICORN_OPTIONS, *where, "config.asgi:application"]
+    raise ValueError(f"unknown server {kind!r} (one of {', '.join(SERVER_KINDS)})")
+
+
+def start_servers(server: Server, kind: str, count: int, sim_url: str, redis_url: str | None, work: Path, tag: str,
+                  cpus: list[set[int]] | None = None, own_ports: bool = False):
+    """`count` server processes of `kind` serving `server`: on one port (SO_REUSEPORT, each process with
+    its own listening socket: the kernel spreads connections), or each on a port of its own with
+    `own_ports` (a proxy in front). Returns (ports, processes, their logs)."""
     env = {**server.env, "PARLA_REALTIME_URL": sim_url, "CHANNELS_PREFIX": f"loadbench-{os.getpid()}-{tag}"}
     if redis_url:
         env["REDIS_URL"] = redis_url
-    procs, logs = [], []
-    if count == 1:
-        command = [server.python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
-        logs.append(work / f"daphne-{tag}.log")
-        procs.append(CHILDREN.start(command, log=logs[-1], cwd=server.repo, env=env, cpus=cpus and cpus[0]))
+    procs, logs, ports = [], [], []
+    if count == 1 or own_ports:
+        for i in range(count):
+            ports.append(free_port())
+            logs.append(work / f"{kind}-{tag}-{i}.log")
+            procs.append(CHILDREN.start(server_command(server, kind, port=ports[-1]), log=logs[-1], cwd=server.repo,
+                                        env=env, cpus=cpus and cpus[i]))
     else:
+        ports.append(free_port())
         for i in range(count):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind(("127.0.0.1", port))
+            sock.bind(("127.0.0.1", ports[0]))
             sock.listen(1024)
             fd = sock.fileno()
-            command = [server.python, "-m", "daphne", "--fd", str(fd), "config.asgi:application"]
-            logs.append(work / f"daphne-{tag}-{i}.log")
-            procs.append(CHILDREN.start(command, log=logs[-1], cwd=server.repo, env=env, pass_fds=(fd,),
-                                        cpus=cpus and cpus[i]))
+            logs.append(work / f"{kind}-{tag}-{i}.log")
+            procs.append(CHILDREN.start(server_command(server, kind, fd=fd), log=logs[-1], cwd=server.repo, env=env,
+                                        pass_fds=(fd,), cpus=cpus and cpus[i]))
             sock.close()  # the child holds its own copy of the listening socket
-    wait_for_port(port, 30, procs)
-    return port, procs, logs
+    for port in ports:
+        wait_for_port(port, 30, procs)
+    return ports, procs, logs
+
+
+def start_proxy(upstream_ports: list[int], work: Path, tag: str) -> tuple[int, subprocess.Popen, list[int]]:
+    """nginx with deploy/nginx/parla.conf (bench/load_proxy.py) in front of `upstream_ports`, its
+    workers as the official image runs them (`worker_processes auto`). Returns (its port, the master
+    process, the worker processes' pids)."""
+    binary = nginx_binary()
+    if binary is None:
+        raise RuntimeError("nginx is not installed (apt-get install nginx): --proxy runs the Debian package")
+    port = free_port()
+    conf = work / f"nginx-{tag}"
+    conf.mkdir()
+    config = write_config(conf, port, upstream_ports, workers="auto", connections=8192)
+    check = subprocess.run([binary, "-t", *config], capture_output=True, text=True)
+    if check.returncode:
+        raise RuntimeError(f"nginx -t failed: {check.stderr}")
+    proc = CHILDREN.start([binary, *config, "-g", "daemon off;"], log=conf / "stdout.log")
+    wait_for_port(port, 10, [proc])
+    return port, proc, _children(proc.pid)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def loop_lag(log: Path) -> dict | None:
-    """The figures of the "event loop lag" line a Daphne process logs when it stops (tutor/loopwatch.py),
+    """The figures of the "event loop lag" line a server process logs when it stops (tutor/loopwatch.py),
     or None (a checkout without it, or a process that did not stop cleanly)."""
     found = None
     try:
@@ -463,13 +521,18 @@ def _cat(learners: list[dict], key: str) -> list[float]:
     return [v for learner in learners for v in learner[key]]
 
 
-def run_rung(server: Server, n: int, processes: int, args, cookies: list[str], redis_url: str | None, work: Path) -> dict:
-    tag = f"{server.commit}-{n}x{processes}"
+def run_rung(server: Server, n: int, processes: int, kinds: list[str], args, cookies: list[str], redis_url: str | None,
+             work: Path, proxy: bool = False) -> list[tuple[str, dict | Exception]]:
+    """One step of the ladder: the baseline straight to the simulator once, then N learners through
+    each server kind of `kinds` in turn (same simulator processes, same learners and seeds; each kind's
+    learner audio told apart by its stamp phase). With `proxy`, through nginx in front of the
+    processes. (kind, its row or why it could not be measured), in `kinds`' order."""
+    tag = f"{server.commit}-{n}x{processes}{'-proxy' if proxy else ''}"
     sims_count = args.sim_procs or max(1, -(-n // 100))
     drivers = args.drivers or max(1, -(-n // 150))
     sim_port = free_port()
     sim_url = f"ws://127.0.0.1:{sim_port}/v1/realtime"
-    print(f"[{server.label}] {n} learners, {processes} Daphne process(es): baseline straight to the simulator "
+    print(f"[{server.label}] {n} learners, {processes} process(es): baseline straight to the simulator "
           f"({sims_count} simulator process(es), {drivers} driver process(es))", file=sys.stderr, flush=True)
     server_cpus, helper_cpus = placement(args, processes)
     nice = HELPERS_NICE if args.helpers_yield else 0  # the simulators' and the drivers'
@@ -477,41 +540,73 @@ def run_rung(server: Server, n: int, processes: int, args, cookies: list[str], r
     sim_watch = [Watched(f"simulator {i}", p.pid) for i, (p, _) in enumerate(sims)]
     ramp = args.ramp_seconds if args.ramp_seconds is not None else min(10.0, max(1.0, n / 20))
     common = {"seed": args.seed, "ramp_s": ramp, "drivers": drivers, "speech_ms": args.speech_ms}
+    measured: list[tuple[str, dict | Exception]] = []
     try:
         base_plan = {**common, "mode": "direct", "phase": BASELINE, "seconds": args.baseline_seconds, "timeout_s": 0,
                      "clients": [{"index": i, "url": sim_url} for i in range(n)]}
         base = run_driver(base_plan, work, f"{tag}-direct", sim_watch, args.baseline_seconds + ramp + 60, helper_cpus, nice)
-
-        print(f"[{server.label}] {n} learners via Parla", file=sys.stderr, flush=True)
-        port, daphnes, logs = start_daphnes(server, processes, sim_url, redis_url if processes > 1 else None, work, tag,
-                                            server_cpus)
-        base_url = f"http://127.0.0.1:{port}"
-        try:
-            warm_up(base_url, cookies[-min(len(cookies), 2 * processes):])
-            daphne_watch = [Watched(f"daphne {i}", p.pid) for i, p in enumerate(daphnes)]
-            via_plan = {**common, "mode": "parla", "phase": VIA_PARLA, "seconds": 0, "timeout_s": args.session_timeout,
-                        "clients": [{"index": i, "url": base_url, "cookie": cookies[i]} for i in range(n)]}
-            via = run_driver(via_plan, work, f"{tag}-parla", sim_watch + daphne_watch,
-                             args.session_timeout + ramp + 60, helper_cpus, nice)
-        finally:
-            for proc in daphnes:
-                CHILDREN.stop(proc)
+        for index, kind in enumerate(kinds):
+            phase = VIA_PARLA + index
+            print(f"[{server.label}] {n} learners via Parla on {kind}{' behind nginx' if proxy else ''}",
+                  file=sys.stderr, flush=True)
+            try:
+                measured.append((kind, via_server(server, kind, n, processes, phase, common, args, cookies, sim_url,
+                                                  redis_url, work, f"{tag}-{kind}", server_cpus, helper_cpus, nice,
+                                                  sim_watch, proxy)))
+            except (RuntimeError, TimeoutError, OSError) as exc:
+                measured.append((kind, exc))
     finally:
         upstream = stop_simulators(sims)
-    row = summarize(n, processes, base, via, upstream, daphne_watch, [loop_lag(log) for log in logs], args)
-    row["pinned"] = server_cpus is not None
-    row["helpers_yield"] = args.helpers_yield
-    return row
+    rows = []
+    for index, (kind, via) in enumerate(measured):
+        if isinstance(via, Exception):
+            rows.append((kind, via))
+            continue
+        row = summarize(n, processes, base, via["via"], upstream, via["watch"], via["lags"], args,
+                        phase=VIA_PARLA + index, proxy_watch=via["proxy_watch"])
+        row.update(server=kind, proxy=proxy, pinned=server_cpus is not None, helpers_yield=args.helpers_yield)
+        rows.append((kind, row))
+    return rows
 
 
-def summarize(n, processes, base, via, upstream, daphne_watch, lags, args) -> dict:
+def via_server(server: Server, kind: str, n: int, processes: int, phase: int, common: dict, args, cookies: list[str],
+               sim_url: str, redis_url: str | None, work: Path, tag: str, server_cpus, helper_cpus, nice: int,
+               sim_watch: list[Watched], proxy: bool) -> dict:
+    """N learners through `processes` processes of the server `kind` (behind nginx with `proxy`)."""
+    ports, procs, logs = start_servers(server, kind, processes, sim_url, redis_url if processes > 1 else None, work,
+                                       tag, server_cpus, own_ports=proxy)
+    proxy_proc = None
+    try:
+        proxy_watch = []
+        if proxy:
+            port, proxy_proc, workers = start_proxy(ports, work, tag)
+            proxy_watch = [Watched(f"nginx worker {i}", pid) for i, pid in enumerate(workers)]
+        else:
+            (port,) = ports
+        base_url = f"http://127.0.0.1:{port}"
+        warm_up(base_url, cookies[-min(len(cookies), 2 * processes):])
+        watch = [Watched(f"{kind} {i}", p.pid) for i, p in enumerate(procs)]
+        plan = {**common, "mode": "parla", "phase": phase, "seconds": 0, "timeout_s": args.session_timeout,
+                "clients": [{"index": i, "url": base_url, "cookie": cookies[i]} for i in range(n)]}
+        via = run_driver(plan, work, f"{tag}-parla", sim_watch + watch + proxy_watch,
+                         args.session_timeout + common["ramp_s"] + 60, helper_cpus, nice)
+    finally:
+        for proc in procs:
+            CHILDREN.stop(proc)
+        if proxy_proc is not None:
+            CHILDREN.stop(proxy_proc)
+    return {"via": via, "watch": watch, "lags": [loop_lag(log) for log in logs], "proxy_watch": proxy_watch}
+
+
+def summarize(n, processes, base, via, upstream, server_watch, lags, args, phase: int = VIA_PARLA,
+              proxy_watch: list[Watched] = ()) -> dict:
     direct_learners, parla_learners = base["learners"], via["learners"]
     tutor_direct, tutor_via = _cat(direct_learners, "tutor_latency_ms"), _cat(parla_learners, "tutor_latency_ms")
     up_direct = upstream.get(str(BASELINE), {"latency_ms": [], "received": 0, "lost": 0, "reordered": 0})
-    up_via = upstream.get(str(VIA_PARLA), {"latency_ms": [], "received": 0, "lost": 0, "reordered": 0})
+    up_via = upstream.get(str(phase), {"latency_ms": [], "received": 0, "lost": 0, "reordered": 0})
     session_minutes = sum(learner["session_s"] for learner in parla_learners) / 60
-    daphne_cpu = sum(w.cpu for w in daphne_watch)
-    rss_growth = sum(max(0, w.rss_peak - w.rss0) for w in daphne_watch)
+    daphne_cpu = sum(w.cpu for w in server_watch)
+    rss_growth = sum(max(0, w.rss_peak - w.rss0) for w in server_watch)
     handovers_ok = sum(1 for x in parla_learners if x["ended"] and x["assessment"] == "delivered" and not x["errors"])
     error_codes = sorted({c for x in parla_learners for c in x["errors"]})
     failures = [x["failure"] for x in parla_learners if x["failure"]]
@@ -526,17 +621,18 @@ def summarize(n, processes, base, via, upstream, daphne_watch, lags, args) -> di
         return out
 
     warnings = []
-    for phase, name in ((base, "baseline"), (via, "via Parla")):
-        for helper, cpu in phase["helpers"].items():
-            if not helper.startswith("daphne") and cpu["peak_percent"] > HOT_CPU_PERCENT:
+    servers = {w.name for w in server_watch}
+    for measured, name in ((base, "baseline"), (via, "via Parla")):
+        for helper, cpu in measured["helpers"].items():
+            if helper not in servers and cpu["peak_percent"] > HOT_CPU_PERCENT:
                 warnings.append(f"{helper} at {cpu['peak_percent']:.0f}% of a core ({name})")
     lag = pct(_cat(parla_learners, "mic_lag_ms") + _cat(direct_learners, "mic_lag_ms"), 0.99) or 0.0
     if lag > 20:
         warnings.append(f"driver late by {lag:.0f} ms (p99) sending frames")
-    waits = [w.waited for w in daphne_watch]
+    waits = [w.waited for w in server_watch]
     waited = 100 * sum(waits) / via["wall_s"] / processes if via["wall_s"] and None not in waits else None
     if waited is not None and waited > WAITED_PERCENT:
-        warnings.append(f"the machine was full: Daphne's event loop waited for a CPU {waited:.0f}% of the time")
+        warnings.append(f"the machine was full: the server's event loop waited for a CPU {waited:.0f}% of the time")
     others = max(base["others_percent"], via["others_percent"])
     if others > 25:
         warnings.append(f"other work on the machine used {others:.0f}% of a core")
@@ -559,18 +655,20 @@ def summarize(n, processes, base, via, upstream, daphne_watch, lags, args) -> di
                    "direct_tutor_lost": sum(x["tutor_lost"] for x in direct_learners),
                    "direct_learner_lost": up_direct["lost"]},
         "daphne_cpu_percent": 100 * daphne_cpu / via["wall_s"] / processes if via["wall_s"] else None,
-        "daphne_cpu_per_process": [round(100 * w.cpu / via["wall_s"], 1) for w in daphne_watch],
+        "daphne_cpu_per_process": [round(100 * w.cpu / via["wall_s"], 1) for w in server_watch],
+        # With --proxy: nginx's workers, % of one core summed (on the path, on the same machine).
+        "proxy_cpu_percent": round(sum(100 * w.cpu / via["wall_s"] for w in proxy_watch), 1) if proxy_watch else None,
         # Each process's event loop thread and its other threads (Channels' database thread, asyncio's
         # default executor): CPU % of one core. Python in another thread takes the GIL from the loop.
         "daphne_threads": [{"loop": round(100 * w.main / via["wall_s"], 1),
-                            "others": round(100 * (w.cpu - w.main) / via["wall_s"], 1)} for w in daphne_watch],
+                            "others": round(100 * (w.cpu - w.main) / via["wall_s"], 1)} for w in server_watch],
         # Each process's own measure of its stalls (tutor/loopwatch.py): how late its loop's timer ran.
         "loop_lag": lags,
         "cpu_s_per_session_minute": daphne_cpu / session_minutes if session_minutes else None,
         "machine_busy_percent": round(via["machine_percent"], 1),
         "daphne_waited_percent": waited,
         "rss_mib_per_session": rss_growth / n / 2**20,
-        "rss_mib_idle": [round(w.rss0 / 2**20, 1) for w in daphne_watch],
+        "rss_mib_idle": [round(w.rss0 / 2**20, 1) for w in server_watch],
         "session_s_median": statistics.median([x["session_s"] for x in parla_learners]) if parla_learners else None,
         "handovers_ok": handovers_ok,
         "refused": sum(1 for x in parla_learners if "at_capacity" in x["errors"]),  # with --refuse
@@ -652,10 +750,10 @@ def _helpers(cpu: dict) -> str:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| learners | Daphne | tutor audio added p50 / p99 ms (ratio) | via Parla p50 / p99 | direct p50 / p99 "
+        "| learners | processes | tutor audio added p50 / p99 ms (ratio) | via Parla p50 / p99 | direct p50 / p99 "
         "| learner audio added p50 / p99 ms (ratio) | via Parla p50 / p99 | direct p50 / p99 "
         "| reply p50 via / direct (s) | frames tutor / learner | lost | reordered | handovers ok "
-        "| Daphne CPU | loop / other threads | loop lag p99 / max ms, stalled s, gc s | CPU s / session-min | RSS / session "
+        "| server CPU | loop / other threads | loop lag p99 / max ms, stalled s, gc s | CPU s / session-min | RSS / session "
         "| simulator / driver CPU | machine busy / loop waited | errors | warnings |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -664,6 +762,7 @@ def table(rows: list[dict]) -> str:
         reply = r["reply"]
         lines.append(
             f"| {r['learners']} | {r['processes']}{' (pinned)' if r.get('pinned') else ''}"
+            f"{' behind nginx (' + _percent(r['proxy_cpu_percent']) + ' CPU)' if r.get('proxy') else ''}"
             f"{' (helpers yield)' if r.get('helpers_yield') else ''} | {_added(t)} | {_ms(t['via_p50'])} / {_ms(t['via_p99'])} "
             f"| {_ms(t['direct_p50'])} / {_ms(t['direct_p99'])} | {_added(u)} | {_ms(u['via_p50'])} / {_ms(u['via_p99'])} "
             f"| {_ms(u['direct_p50'])} / {_ms(u['direct_p99'])} "
@@ -676,6 +775,26 @@ def table(rows: list[dict]) -> str:
             f"| {r['rss_mib_per_session']:.2f} MiB | {_helpers(r['cpu_via_parla'])} "
             f"| {r['machine_busy_percent']:.0f}% / {_percent(r['daphne_waited_percent'])} | {_errors(r)} "
             f"| {'; '.join(r['warnings']) or '-'}{' (broke: ' + r['broken'] + ')' if r['broken'] else ''} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def comparison(rows: list[dict]) -> str:
+    """The server kinds side by side, step by step (--servers with more than one)."""
+    lines = [
+        "| learners | processes | server | tutor audio added p99 ms | learner audio added p99 ms | loop lag p99 / max ms "
+        "| server CPU | CPU s / session-min | machine busy / loop waited | handovers ok | broke |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["processes"], r["learners"], SERVER_KINDS.index(r["server"]))):
+        lags = [lag for lag in r.get("loop_lag", []) if lag]
+        lag = " + ".join(f"{_ms(x['p99_ms'])} / {_ms(x['max_ms'], 0)}" for x in lags) or "-"
+        lines.append(
+            f"| {r['learners']} | {r['processes']}{' behind nginx' if r.get('proxy') else ''} | {r['server']} "
+            f"| {_ms(r['tutor']['added_p99'])} | {_ms(r['learner']['added_p99'])} | {lag} "
+            f"| {' + '.join(f'{c:.0f}%' for c in r['daphne_cpu_per_process'])} | {_ms(r['cpu_s_per_session_minute'], 2)} "
+            f"| {r['machine_busy_percent']:.0f}% / {_percent(r['daphne_waited_percent'])} "
+            f"| {r['handovers_ok']} / {r['learners']} | {r['broken'] or '-'} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -758,8 +877,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the server refuses new sessions past PARLA_MAX_SESSIONS_PER_PROCESS and while its loop "
                              "stalls, as deployed (off by default: the ladder measures the process past that "
                              "point); refused learners are counted apart")
+    parser.add_argument("--servers", default="daphne",
+                        help=f"ASGI servers to measure at each step, comma-separated, in turn against the same simulator "
+                             f"and baseline ({', '.join(SERVER_KINDS)}; default daphne)")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="measure every step of the ladder, also after one that broke (to compare servers at the same N)")
+    parser.add_argument("--proxy", action="store_true",
+                        help="the two-process row through nginx (deploy/nginx/parla.conf, the Debian package) in front of "
+                             "the processes, each on a port of its own, instead of one SO_REUSEPORT port")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
+    args.servers = [kind.strip() for kind in args.servers.split(",") if kind.strip()]
+    unknown = [kind for kind in args.servers if kind not in SERVER_KINDS]
+    if unknown or not args.servers or len(set(args.servers)) < len(args.servers):
+        parser.error(f"--servers: one or more of {', '.join(SERVER_KINDS)}, each once (got {','.join(args.servers)})")
     args.ladder = [int(x) for x in (args.ladder or (QUICK_LADDER if args.quick else DEFAULT_LADDER)).split(",")]
     low, _, high = args.speech_ms.partition("-")
     args.speech_ms = [int(low), int(high or low)]
@@ -786,41 +917,66 @@ def main(argv: list[str] | None = None) -> list[dict]:
     notes: list[str] = []
     interrupted: BaseException | None = None
 
-    def step(server: Server, n: int, processes: int, redis_url: str | None) -> dict | None:
-        """One row, or None (and a note) when the step could not be measured."""
+    def step(server: Server, n: int, processes: int, kinds: list[str], redis_url: str | None,
+             proxy: bool = False) -> dict[str, dict]:
+        """One step for each server kind of `kinds`: their rows (a kind that could not be measured is
+        left out, with a note)."""
         try:
-            row = run_rung(server, n, processes, args, cookies, redis_url, work)
+            measured = run_rung(server, n, processes, kinds, args, cookies, redis_url, work, proxy)
         except (RuntimeError, TimeoutError, OSError) as exc:
-            notes.append(f"`{server.label}`, {n} learners on {processes} process(es): not measured ({exc}); logs in {work}")
-            print(notes[-1], file=sys.stderr)
-            return None
-        results[f"{server.label} at {server.commit}"].append(row)
-        print(table([row]), flush=True)
-        return row
+            measured = [(kind, exc) for kind in kinds]
+        rows = {}
+        for kind, row in measured:
+            if isinstance(row, Exception):
+                notes.append(f"`{server.label}` on {kind}, {n} learners on {processes} process(es): not measured ({row}); "
+                             f"logs in {work}")
+                print(notes[-1], file=sys.stderr)
+                continue
+            results[result_key(server, kind)].append(row)
+            print(table([row]), flush=True)
+            rows[kind] = row
+        return rows
+
+    def result_key(server: Server, kind: str) -> str:
+        return f"{server.label} at {server.commit}" + (f", {kind}" if args.servers != ["daphne"] else "")
 
     try:
         scale_out = None if args.scale_out in ("auto", "off") else int(args.scale_out)
         need = 2 * max(args.ladder + [scale_out or 0])
         cookies = servers[0].learners(need + 4)  # migrates the database too
         for index, server in enumerate(servers):
-            results[f"{server.label} at {server.commit}"] = []
+            for kind in args.servers:
+                results[result_key(server, kind)] = []
             if index:
                 server.manage("migrate", "--noinput")  # this checkout's migrations, if it has more
-            held = None
-            for n in args.ladder:
+            held: dict[str, int] = {}
+            going = list(args.servers)
+            for rung, n in enumerate(args.ladder):
                 if (time.monotonic() - t0) / 60 > args.max_minutes:
                     notes.append(f"time limit ({args.max_minutes:.0f} min) reached: the ladder stopped before {n}")
                     break
-                row = step(server, n, 1, None)
-                if row is None or row["broken"]:
+                # The kinds take turns going first, so that neither always runs on a machine the other warmed.
+                order = going[rung % len(going):] + going[:rung % len(going)]
+                rows = step(server, n, 1, order, None)
+                for kind in order:
+                    row = rows.get(kind)
+                    if row is not None and not row["broken"]:
+                        held[kind] = n
+                    elif not args.keep_going:
+                        going.remove(kind)
+                if not going:
                     break
-                held = n
-            # A smoke run exercises the two-process row whatever its one-process step showed.
-            target = scale_out or {"auto": max(args.ladder) if args.quick else held, "off": None}[args.scale_out]
-            if target and not scale_out_possible:
+            # A smoke run exercises the two-process row whatever its one-process step showed; compared
+            # servers carry the same N there: the largest that held on every one of them.
+            all_held = min((held.get(kind, 0) for kind in args.servers), default=0) or None
+            target = scale_out or {"auto": max(args.ladder) if args.quick else all_held, "off": None}[args.scale_out]
+            if args.scale_out == "auto" and not target:
+                notes.append("two-process row skipped: no step held on " + ("every server" if len(args.servers) > 1 else "one process")
+                             + " (--scale-out N runs it at 2N all the same)")
+            elif target and not scale_out_possible:
                 notes.append("two-process row skipped: no reachable Redis (--redis-url or REDIS_URL)")
             elif target:
-                step(server, 2 * target, 2, args.redis_url)
+                step(server, 2 * target, 2, list(args.servers), args.redis_url, proxy=args.proxy)
     except (KeyboardInterrupt, SystemExit) as exc:
         interrupted = exc
         notes.append("interrupted: the rows above are what was measured before")
@@ -830,6 +986,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     text = header(args, servers, started, elapsed, database_url) + "\n"
     for name, rows in results.items():
         text += f"Server `{name}`:\n\n" + table(rows) + "\n"
+    all_rows = [row for rows in results.values() for row in rows]
+    if len(args.servers) > 1:
+        text += "Servers side by side:\n\n" + comparison(all_rows) + "\n"
     text += "".join(f"- {note}\n" for note in notes)
     print(text)
     if interrupted is not None:
@@ -840,12 +999,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if not args.no_doc:
         title = "Smoke run (small N on a shared machine: not a capacity measurement)" if args.quick else "Ladder"
         write_section(args.output, f"load-{args.label}", f"### Load: {title} [{args.label}]\n\n{text}")
-    rows = [row for rows in results.values() for row in rows]
-    if keep_logs(rows, notes):
+    if keep_logs(all_rows, notes):
         print(f"logs kept in {work}: a step was not measured or had errors", file=sys.stderr)
     else:
         shutil.rmtree(work, ignore_errors=True)
-    return rows
+    return all_rows
 
 
 def keep_logs(rows: list[dict], notes: list[str]) -> bool:

@@ -16,8 +16,19 @@ from config.websocket_origin import SameOriginValidator  # noqa: E402
 from tutor import drain  # noqa: E402
 from tutor.backpressure import TransportMiddleware  # noqa: E402
 from tutor.health import HealthEndpoints  # noqa: E402
+from tutor.loopwatch import LoopWatch  # noqa: E402
 from tutor.metrics import MetricsServer  # noqa: E402
+from tutor.recovery import Sweeper  # noqa: E402
 from tutor.routing import websocket_urlpatterns  # noqa: E402
+from tutor.serving import Lifespan, start_with_daphne  # noqa: E402
+
+# While this process serves (tutor/serving.py says how, under Daphne and under a server that speaks
+# ASGI lifespan): crash recovery, which ends the sessions of dead processes and grades what they left,
+# the loop watch, which logs the event loop's stalls, and the metrics port (tutor/metrics.py). Under
+# Daphne also the drain on SIGTERM (tutor/drain.py: it takes over Twisted's signal handling; uvicorn
+# handles SIGTERM itself and has no such drain).
+services = (Sweeper(), LoopWatch(), MetricsServer())
+start_with_daphne(*services, drain.current)
 
 application = ProtocolTypeRouter(
     {
@@ -26,18 +37,10 @@ application = ProtocolTypeRouter(
         # Origin must be this server's own, port included (config/websocket_origin.py). Outermost, the
         # connection's Daphne transport for the send queue's limit (tutor/backpressure.py).
         "websocket": TransportMiddleware(SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
+        # Sent by uvicorn, never by Daphne.
+        "lifespan": Lifespan(*services),
     }
 )
-
-from tutor.loopwatch import LoopWatch  # noqa: E402
-from tutor.recovery import Sweeper  # noqa: E402
-from tutor.serving import start_with_daphne  # noqa: E402
-
-# While this Daphne process serves (tutor/serving.py says why this, and not ASGI lifespan): crash
-# recovery, which ends the sessions of dead processes and grades what they left, the loop watch,
-# which logs the event loop's stalls, the metrics port (tutor/metrics.py), and the drain on SIGTERM
-# (tutor/drain.py).
-start_with_daphne(Sweeper(), LoopWatch(), MetricsServer(), drain.current)
 
 import gc  # noqa: E402
 import sys  # noqa: E402

@@ -156,3 +156,110 @@ def test_the_header_names_the_cpu_by_family_model_and_clock(monkeypatch):
     assert cpu_description(cpuinfo) == "AMD EPYC, family 26 model 2, 2.60 GHz"
     assert cpu_description("processor\t: 0\nmodel name\t: ARMv8\n") == "ARMv8"
     assert cpu_description("") == "unknown CPU"
+
+
+def test_servers_keep_going_and_proxy_options(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from load import parse_args
+
+    default = parse_args([])
+    assert default.servers == ["daphne"] and not default.keep_going and not default.proxy
+    both = parse_args(["--servers", "daphne, uvicorn", "--keep-going", "--proxy"])
+    assert both.servers == ["daphne", "uvicorn"] and both.keep_going and both.proxy
+    for wrong in ("hypercorn", "daphne,daphne", ","):
+        with pytest.raises(SystemExit):
+            parse_args(["--servers", wrong])
+
+
+def test_each_server_kind_serves_on_a_port_or_an_inherited_socket(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from load import Server, server_command
+
+    server = Server.for_repo(ROOT, "sqlite:///x", tmp_path, "s" * 50)
+    assert server_command(server, "daphne", port=8123)[1:] == ["-m", "daphne", "-b", "127.0.0.1", "-p", "8123",
+                                                              "config.asgi:application"]
+    assert server_command(server, "daphne", fd=7)[1:] == ["-m", "daphne", "--fd", "7", "config.asgi:application"]
+    uvicorn = server_command(server, "uvicorn", port=8123)
+    assert uvicorn[1:3] == ["-m", "uvicorn"] and uvicorn[-1] == "config.asgi:application"
+    # uvloop and httptools (what the comparison is about), lifespan on (the loop watch runs), Daphne's frame limit.
+    for option, value in (("--loop", "uvloop"), ("--http", "httptools"), ("--lifespan", "on"),
+                          ("--ws-max-size", "1048576"), ("--port", "8123")):
+        assert uvicorn[uvicorn.index(option) + 1] == value
+    assert server_command(server, "uvicorn", fd=7)[-3:] == ["--fd", "7", "config.asgi:application"]
+    with pytest.raises(ValueError):
+        server_command(server, "hypercorn", port=1)
+
+
+def test_the_proxy_row_runs_the_deployed_nginx_config_on_loopback(tmp_path):
+    from bench.load_proxy import CONF, loopback_config, write_config
+
+    text = loopback_config(8088, [9001, 9002])
+    assert "listen 127.0.0.1:8088;" in text and "listen 80;" not in text
+    assert "server 127.0.0.1:9001 max_fails" in text and "server 127.0.0.1:9002 max_fails" in text
+    assert "web1:8000" not in text
+    # Everything else as deployed: the websocket location and its timeouts are the file's own.
+    assert "proxy_read_timeout 1500s;" in text and "least_conn;" in text and "proxy_read_timeout 1500s;" in CONF.read_text()
+    with pytest.raises(ValueError):
+        loopback_config(8088, [9001])  # the file has two upstream servers
+    args = write_config(tmp_path, 8088, [9001, 9002], workers="auto", connections=8192)
+    assert args == ["-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")]
+    main = (tmp_path / "nginx.conf").read_text()
+    assert "worker_processes auto;" in main and "worker_connections 8192;" in main
+    assert f"include {tmp_path}/parla.conf;" in main and (tmp_path / "parla.conf").read_text() == text
+
+
+def test_servers_are_compared_side_by_side(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from load import comparison
+
+    def row(server, n, processes, added, lag, proxy=False):
+        return {"server": server, "learners": n, "processes": processes, "proxy": proxy,
+                "tutor": {"added_p99": added}, "learner": {"added_p99": 1.0},
+                "loop_lag": [{"p99_ms": lag, "max_ms": 40.0}] * processes, "daphne_cpu_per_process": [30.0] * processes,
+                "cpu_s_per_session_minute": 0.2, "machine_busy_percent": 50.0, "daphne_waited_percent": 5.0,
+                "handovers_ok": n, "broken": None if added < 100 else f"tutor audio p99 +{added:.0f} ms"}
+
+    text = comparison([row("uvicorn", 100, 1, 40.0, 9.0), row("daphne", 100, 1, 255.0, 116.0),
+                       row("uvicorn", 50, 1, 3.0, 2.0), row("daphne", 200, 2, 20.0, 5.0, proxy=True)])
+    lines = text.splitlines()[2:]
+    # By processes, learners, then Daphne before Uvicorn: each step's servers on adjacent lines.
+    assert [line.split(" | ")[:3] for line in lines] == [
+        ["| 50", "1", "uvicorn"], ["| 100", "1", "daphne"], ["| 100", "1", "uvicorn"], ["| 200", "2 behind nginx", "daphne"]]
+    assert "| 255.0 |" in lines[1] and "116.0 / 40" in lines[1] and "tutor audio p99 +255 ms" in lines[1]
+    assert "5.0 / 40 + 5.0 / 40" in lines[3]
+
+
+def test_uvicorn_and_the_proxy_row_end_to_end(tmp_path):
+    """One learner on one Uvicorn process, then two through nginx in front of two Uvicorn processes on
+    Redis: the lifespan ran the loop watch (its figures logged at the stop) and nginx relayed."""
+    import os
+
+    from bench.load_proxy import nginx_binary
+
+    if not os.environ.get("REDIS_URL"):
+        pytest.skip("REDIS_URL is not set (the two-process row runs on the Redis layer)")
+    if nginx_binary() is None and os.environ.get("CI") != "true":
+        pytest.skip("nginx is not installed (apt-get install nginx; scripts/test does under CI=true)")
+    result = tmp_path / "load.json"
+    command = [
+        sys.executable, str(ROOT / "bench" / "load.py"), "--ladder", "1", "--servers", "uvicorn", "--scale-out", "1",
+        "--proxy", "--baseline-seconds", "2", "--tutor-audio-ms", "600", "--speech-ms", "400-500",
+        "--session-timeout", "60", "--break-ms", "100000", "--database-url", database_url(),
+        "--redis-url", os.environ["REDIS_URL"], "--no-doc", "--json", str(result),
+    ]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = [row for rows in json.loads(result.read_text())["results"].values() for row in rows]
+
+    assert (one["server"], one["processes"], one["proxy"]) == ("uvicorn", 1, False)
+    assert (two["server"], two["processes"], two["proxy"]) == ("uvicorn", 2, True)
+    for row in (one, two):
+        assert row["handovers_ok"] == row["learners"] and row["errors"] == [] and row["broken"] is None, row["failures"]
+        assert row["frames"]["tutor_received"] > 0 and row["frames"]["learner_received"] > 0
+        # Every Uvicorn process ran the loop watch from the lifespan startup and logged it at its stop.
+        assert len(row["loop_lag"]) == row["processes"] and all(lag and lag["ticks"] > 10 for lag in row["loop_lag"])
+    assert set(one["cpu_via_parla"]) == {"simulator 0", "uvicorn 0", "parla driver 0"}
+    assert one["proxy_cpu_percent"] is None
+    # The learners went through nginx: its workers worked.
+    assert two["proxy_cpu_percent"] > 0 and any(name.startswith("nginx worker") for name in two["cpu_via_parla"])
+    assert "| 2 | 2 behind nginx" in done.stdout
