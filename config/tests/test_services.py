@@ -76,6 +76,10 @@ class GroupMember(AsyncJsonWebsocketConsumer):
         await self.send_json({"got": event["text"], "me": self.channel_name})
 
 
+# Channels' consumers close stale database connections around each message (channels.db
+# aclose_old_connections, in its dispatch): on a worker thread that held one from an earlier test, that
+# touches the database.
+@pytest.mark.django_db
 async def test_redis_layer_direct_send_and_group_send_across_two_consumers(redis_layer):
     group = f"parla-test-{uuid.uuid4().hex}"  # unique: other runs may share this Redis
     first = WebsocketCommunicator(GroupMember.as_asgi(), f"/?group={group}")
