@@ -11,6 +11,7 @@ import { SessionView } from "./ui.js";
 //   idle --Start--> starting --session.start sent--> running --Stop--> stopping
 //   running|stopping --`state: ended`, or the socket closed for good--> ended
 //   running --connection lost (or handed over by a draining server, 4012)--> resuming
+//   idle --loaded again (reload) in a tab whose session was running, its id known--> resuming
 //   resuming --`session` resumed on the next connection--> running      (the same placement goes on)
 //   resuming --the server cannot continue it (`resume_*` error)--> interrupted
 //   stopping --connection lost, reconnecting--> interrupted
@@ -27,7 +28,7 @@ const PHASE = Object.freeze({
   refused: "refused", // the server refused this page for good (login, account, another tab)
 });
 const TRANSITIONS = {
-  idle: ["starting", "refused"],
+  idle: ["starting", "resuming", "refused"],
   starting: ["running", "refused"],
   running: ["starting", "stopping", "resuming", "interrupted", "ended", "refused"],
   stopping: ["interrupted", "ended", "refused"],
@@ -51,9 +52,29 @@ const LINK = Object.freeze({
 // its input during grading and the summary anyway; this saves the bandwidth).
 const MIC_PAUSED_STATES = new Set(["assessing", "summary", "ended"]);
 
-// This tab's running session, remembered across a reload (sessionStorage is per tab): the server ends
-// a session whose page goes away, and the page that comes back says so.
+// This tab's running session, remembered across a reload (sessionStorage is per tab) as
+// {"sessionId": id or null}: the server keeps a placement whose page went away (PARLA_RESUME_SECONDS),
+// so the page that comes back resumes it by its id; without an id (not known yet, or Stop pressed) or
+// when the server cannot continue it, the page says that the session ended.
 const RUNNING_KEY = "parla.sessionRunning";
+const RELOAD_NOTICE =
+  "Your last session ended when this page was reloaded or left. What it found is in your history; " +
+  "press Start to begin a new one.";
+
+/** The session this tab was running when it was reloaded: null (none), or {sessionId} (an int or null). */
+function takeRunningSession() {
+  const stored = sessionStorage.getItem(RUNNING_KEY);
+  sessionStorage.removeItem(RUNNING_KEY);
+  if (stored === null) return null;
+  let parsed = null;
+  try {
+    parsed = JSON.parse(stored);
+  } catch {
+    // an older page's timestamp, or garbage: a session ran, its id unknown
+  }
+  const id = parsed && typeof parsed === "object" ? parsed.sessionId : null;
+  return { sessionId: Number.isInteger(id) ? id : null };
+}
 
 const MIC_MESSAGES = {
   denied:
@@ -116,17 +137,28 @@ class TutorPage {
 
     this.view.setConnection("connecting");
     this.view.setTurn("idle", { announce: false });
-    this.reloadedMidSession = sessionStorage.getItem(RUNNING_KEY) !== null;
-    sessionStorage.removeItem(RUNNING_KEY);
-    if (this.reloadedMidSession) {
-      this.view.showNotice(
-        "Your last session ended when this page was reloaded or left. What it found is in your history; " +
-          "press Start to begin a new one.",
-        { kind: "info", action: { label: "Open your history", onClick: () => (window.location.href = this.root.dataset.historyUrl) } },
-      );
+    const reloaded = takeRunningSession();
+    this.reloadedMidSession = reloaded !== null;
+    // Resuming after a reload: no click has started the audio (see onSession).
+    this.resumingReload = reloaded !== null && reloaded.sessionId !== null;
+    if (this.resumingReload) {
+      // As after a dropped connection: the first `state` sends session.resume with this id.
+      this.sessionId = reloaded.sessionId;
+      this.view.setTurn("reconnecting", { announce: false });
+      this.view.showNotice("Reconnecting to continue your session…", { kind: "info" });
+      this.setPhase(PHASE.resuming);
+    } else if (this.reloadedMidSession) {
+      this.showReloadNotice();
     }
     this.render();
     this.socket.connect();
+  }
+
+  showReloadNotice() {
+    this.view.showNotice(RELOAD_NOTICE, {
+      kind: "info",
+      action: { label: "Open your history", onClick: () => (window.location.href = this.root.dataset.historyUrl) },
+    });
   }
 
   // -- phase ------------------------------------------------------------------------------------
@@ -138,9 +170,18 @@ class TutorPage {
     }
     this.phase = next;
     this.root.dataset.phase = next;
-    if (IN_SESSION.has(next)) sessionStorage.setItem(RUNNING_KEY, String(Date.now()));
-    else sessionStorage.removeItem(RUNNING_KEY);
+    this.rememberSession();
     this.render();
+  }
+
+  /** Keep this tab's session for a reload (RUNNING_KEY): resumable by its id unless Stop was pressed. */
+  rememberSession() {
+    if (!IN_SESSION.has(this.phase)) {
+      sessionStorage.removeItem(RUNNING_KEY);
+      return;
+    }
+    const sessionId = this.phase === PHASE.stopping ? null : this.sessionId;
+    sessionStorage.setItem(RUNNING_KEY, JSON.stringify({ sessionId }));
   }
 
   get inSession() {
@@ -162,28 +203,14 @@ class TutorPage {
   async start() {
     if (!CAN_START.has(this.phase)) return;
     // Inside the click: the AudioContext may only start playing in response to a gesture.
-    const audioReady = this.audio.init().then(
-      () => true,
-      (err) => {
-        this.view.showNotice(`Audio is not available in this browser (${err.message}). You can answer in writing.`);
-        return false;
-      },
-    );
+    const audioReady = this.initAudio();
     this.view.clearNotice();
     this.runningElsewhere = false;
     if (this.sessions > 0) this.resetForNewSession();
     this.setPhase(PHASE.starting);
     this.view.setTurn("connecting");
 
-    if (await audioReady) {
-      await this.enableMicrophone();
-      if (this.audio.ctx.state !== "running") {
-        this.view.showNotice("Your browser is holding back the tutor's sound.", {
-          kind: "info",
-          action: { label: "Turn sound on", onClick: () => this.audio.ctx.resume().then(() => this.view.clearNotice()) },
-        });
-      }
-    }
+    await this.startAudio(audioReady);
     // The first `state` may have started the session while we waited, or the server refused.
     if (this.phase !== PHASE.starting) return;
     // The server runs one session per connection: a new one after it needs a fresh connection.
@@ -193,6 +220,46 @@ class TutorPage {
     } else if (this.link === LINK.ready && this.socket.isOpen) {
       this.sendStart();
     } // else: connecting or reconnecting; sendStart follows the first `state`
+  }
+
+  /** The AudioContext and its playback (AudioEngine.init): true once ready, false (said) if impossible. */
+  initAudio() {
+    return this.audio.init().then(
+      () => true,
+      (err) => {
+        this.view.showNotice(`Audio is not available in this browser (${err.message}). You can answer in writing.`);
+        return false;
+      },
+    );
+  }
+
+  /** Sound and microphone, as on Start. Without a click (a session resumed after a reload) the browser
+   * may hold the AudioContext back: the learner is offered "Turn sound on" at once, and the microphone
+   * follows that tap (AudioEngine.startMicrophone waits for the context). */
+  async startAudio(audioReady, { gesture = true } = {}) {
+    if (!gesture) this.offerSound();
+    if (!(await audioReady)) return;
+    await this.enableMicrophone();
+    this.offerSound();
+  }
+
+  /** The browser holds the AudioContext back (no user gesture yet): a tap on the notice resumes it. */
+  offerSound() {
+    const ctx = this.audio.ctx;
+    const shown = !this.view.notice.hidden && this.view.noticeAction.onclick === this.soundAction;
+    if (!ctx || ctx.state === "running" || shown) return;
+    const done = () => {
+      if (ctx.state !== "running") return;
+      ctx.removeEventListener("statechange", done);
+      if (this.view.noticeAction.onclick === onClick) this.view.clearNotice();
+    };
+    const onClick = () => ctx.resume().then(done);
+    this.soundAction = onClick;
+    ctx.addEventListener("statechange", done); // started (the tap, or the browser let it): the notice goes
+    this.view.showNotice("Your browser is holding back the tutor's sound.", {
+      kind: "info",
+      action: { label: "Turn sound on", onClick },
+    });
   }
 
   async enableMicrophone() {
@@ -268,7 +335,9 @@ class TutorPage {
 
   onOpen({ reconnected }) {
     this.link = LINK.waiting;
-    this.view.setConnection("connected");
+    // Resuming: "connected" once the server continued the session (onSession) or could not (`resume_*`).
+    if (this.phase === PHASE.resuming) this.view.setConnection("reconnecting", "Continuing your session…");
+    else this.view.setConnection("connected");
     if (reconnected) this.view.announce("Reconnected.");
   }
 
@@ -394,6 +463,9 @@ class TutorPage {
           this.audio.stopMicrophone();
           this.view.setMicState("off");
           this.view.setTurn("idle", { announce: false });
+          this.view.setConnection("connected");
+          if (this.resumingReload) this.showReloadNotice();
+          this.resumingReload = false;
           this.setPhase(PHASE.interrupted);
         }
         break;
@@ -408,6 +480,7 @@ class TutorPage {
   /** The session's id; on a resumed one, the conversation so far follows (drawn afresh). */
   onSession(msg) {
     this.sessionId = msg.session_id;
+    this.rememberSession();
     if (!msg.resumed) return;
     this.view.transcript.replaceChildren();
     this.view.entries.clear();
@@ -416,7 +489,13 @@ class TutorPage {
     this.view.clearNotice();
     this.view.announce("Reconnected: your session continues.");
     this.view.setConnection("connected");
-    if (this.phase === PHASE.resuming) this.setPhase(PHASE.running);
+    if (this.phase !== PHASE.resuming) return;
+    this.setPhase(PHASE.running);
+    if (this.resumingReload) {
+      // A reloaded page has no sound or microphone yet, and no click to start them in.
+      this.resumingReload = false;
+      this.startAudio(this.initAudio(), { gesture: false });
+    }
   }
 
   onState(msg) {

@@ -495,3 +495,105 @@ def test_a_resume_the_server_refuses_offers_a_new_start(page, page_server):
     assert "waited too long" in page.text_content("#notice")
     page.get_by_role("button", name="Start a new session").click()
     tutor.wait(lambda: len(tutor.sockets) == 3 and tutor.received("session.start")[1:], what="a new session.start")
+
+
+def reload_mid_session(page, tutor, session_id: int) -> None:
+    """A running session with a known id; then the tab reloads (the server detached the placement)."""
+    start(page, tutor)
+    tutor.send({"type": "session", "session_id": session_id, "resumed": False})
+    page.wait_for_function("JSON.parse(sessionStorage.getItem('parla.sessionRunning')).sessionId === %d" % session_id)
+    tutor.wait(lambda: tutor.frames, what="mic frames")
+    page.reload()
+
+
+def test_a_reload_mid_session_resumes_the_same_session(page, page_server):
+    """The tab reloads mid-session: the new page sends `session.resume` with the id it had (not a new
+    session.start), says it is reconnecting meanwhile, and on the resumed `session` runs on with the
+    conversation and the microphone."""
+    tutor = open_tutor(page, page_server)
+    reload_mid_session(page, tutor, 42)
+    tutor.wait(lambda: tutor.received("session.resume"), what="session.resume after the reload")
+    assert tutor.received("session.resume") == [{"type": "session.resume", "session_id": 42}]
+    assert len(tutor.received("session.start")) == 1
+    assert page.get_attribute("#tutor", "data-phase") == "resuming"
+    assert page.get_attribute("#tutor", "data-connection") == "reconnecting"  # until the server answers
+    assert "Reconnecting to continue your session" in page.text_content("#notice-text")
+    assert "ended" not in page.text_content("#notice-text")
+    sent = len(tutor.frames)
+    asked = {"type": "transcript", "role": "tutor", "item_id": "item_q", "text": "¿Cómo te llamas?", "final": True}
+    tutor.send({"type": "state", "state": "connecting"}, {"type": "session", "session_id": 42, "resumed": True},
+               asked, {"type": "state", "state": "listening"})
+    page.wait_for_selector("#tutor[data-state='listening']")
+    assert page.get_attribute("#tutor", "data-phase") == "running"
+    assert page.get_attribute("#tutor", "data-connection") == "connected"
+    assert page.locator("#transcript .utterance .utterance-text").all_text_contents() == ["¿Cómo te llamas?"]
+    tutor.wait(lambda: len(tutor.frames) > sent, what="mic frames after the reload")
+    assert page.get_attribute("#tutor", "data-mic") == "on"
+    assert page.get_by_role("button", name="Stop").is_enabled()
+    # A second reload resumes the same session again.
+    page.reload()
+    tutor.wait(lambda: len(tutor.received("session.resume")) == 2, what="session.resume after the second reload")
+    assert tutor.received("session.resume")[1]["session_id"] == 42
+
+
+def test_a_reload_whose_session_the_server_cannot_continue_says_it_ended(page, page_server):
+    tutor = open_tutor(page, page_server)
+    reload_mid_session(page, tutor, 7)
+    tutor.wait(lambda: tutor.received("session.resume"), what="session.resume after the reload")
+    tutor.send({"type": "error", "code": "resume_unknown",
+                "message": "Sessions cannot be continued on this server. Press Start to begin a new one."})
+    page.wait_for_selector("#tutor[data-phase='interrupted']")
+    assert page.get_attribute("#tutor", "data-connection") == "connected"
+    assert "Your last session ended when this page was reloaded" in page.text_content("#notice-text")
+    assert page.get_by_role("button", name="Open your history").is_visible()
+    assert page.evaluate("sessionStorage.getItem('parla.sessionRunning')") is None  # a further reload: nothing to resume
+    page.get_by_role("button", name="Start").click()
+    tutor.wait(lambda: len(tutor.received("session.start")) == 2, what="a new session.start")
+
+
+# Headless Chromium starts every AudioContext (and Playwright's own evaluations count as user gestures):
+# this one behaves as a desktop browser's does on a page the learner has not clicked yet, held
+# "suspended" until resume() once a real click happened (sticky activation, as the autoplay policy).
+HELD_AUDIO = """
+let clicked = false;
+window.addEventListener("click", (event) => { if (event.isTrusted) clicked = true; }, true);
+const Native = window.AudioContext;
+window.AudioContext = class extends Native {
+  constructor(options) { super(options); this.held = true; this.waiting = []; super.suspend(); }
+  get state() { return this.held ? "suspended" : super.state; }
+  resume() {
+    if (this.held && !clicked) return new Promise((resolve) => this.waiting.push(resolve));
+    this.held = false;
+    return super.resume().then(() => this.waiting.splice(0).forEach((resolve) => resolve()));
+  }
+};
+"""
+
+
+def test_a_tab_restored_without_a_gesture_offers_turn_sound_on(chromium, page_server):
+    """Browsers start an AudioContext only after a user gesture: a tab the phone discarded and restored
+    has had none. The resumed session offers "Turn sound on", and the microphone follows that tap.
+"""
+    context = chromium.new_context()
+    try:
+        log_in(context.new_page(), page_server)  # the login (a click) in another tab: this one has no gesture
+        page = context.new_page()
+        page.add_init_script(HELD_AUDIO)
+        page.add_init_script("sessionStorage.setItem('parla.sessionRunning', JSON.stringify({sessionId: 9}))")
+        tutor = ScriptedTutor(page)
+        page.goto(f"{page_server.url}/session/")
+        tutor.wait(lambda: tutor.received("session.resume"), what="session.resume in the restored tab")
+        assert tutor.received("session.resume") == [{"type": "session.resume", "session_id": 9}]
+        tutor.send({"type": "session", "session_id": 9, "resumed": True}, {"type": "state", "state": "listening"})
+        page.wait_for_selector("#tutor[data-state='listening']")
+        sound = page.get_by_role("button", name="Turn sound on")
+        sound.wait_for()
+        assert "holding back the tutor's sound" in page.text_content("#notice-text")
+        assert tutor.frames == []  # the microphone waits for the tap
+        sound.click()
+        tutor.wait(lambda: len(tutor.frames) > 3, what="mic frames after the tap")
+        assert page.evaluate("window.parla.audio.ctx.state") == "running"
+        assert page.get_attribute("#tutor", "data-mic") == "on"
+        assert page.locator("#notice").is_hidden()
+    finally:
+        context.close()
