@@ -237,7 +237,8 @@ class TutorPage {
    * may hold the AudioContext back: the learner is offered "Turn sound on" at once, and the microphone
    * follows that tap (AudioEngine.startMicrophone waits for the context). */
   async startAudio(audioReady, { gesture = true } = {}) {
-    if (!gesture) this.offerSound();
+    // No click on this page yet (where the browser says): the context waits for one, so offer it now.
+    if (!gesture && !(navigator.userActivation && navigator.userActivation.hasBeenActive)) this.offerSound();
     if (!(await audioReady)) return;
     await this.enableMicrophone();
     this.offerSound();

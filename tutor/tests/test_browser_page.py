@@ -529,6 +529,7 @@ def test_a_reload_mid_session_resumes_the_same_session(page, page_server):
     assert page.locator("#transcript .utterance .utterance-text").all_text_contents() == ["¿Cómo te llamas?"]
     tutor.wait(lambda: len(tutor.frames) > sent, what="mic frames after the reload")
     assert page.get_attribute("#tutor", "data-mic") == "on"
+    assert page.locator("#notice").is_hidden()  # the reconnecting notice is gone; the sound was not held
     assert page.get_by_role("button", name="Stop").is_enabled()
     # A second reload resumes the same session again.
     page.reload()
@@ -557,6 +558,7 @@ def test_a_reload_whose_session_the_server_cannot_continue_says_it_ended(page, p
 HELD_AUDIO = """
 let clicked = false;
 window.addEventListener("click", (event) => { if (event.isTrusted) clicked = true; }, true);
+Object.defineProperty(UserActivation.prototype, "hasBeenActive", { get: () => clicked });
 const Native = window.AudioContext;
 window.AudioContext = class extends Native {
   constructor(options) { super(options); this.held = true; this.waiting = []; super.suspend(); }
