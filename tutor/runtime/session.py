@@ -210,8 +210,8 @@ class TutorSessionRuntime(TutorLink):
         self.log.info("tutor session closed", extra={"reason": reason})
 
     async def _resumed(self) -> None:
-        if not self.responses.reply_complete:
-            # The tutor's last reply was cut (or never came): e.g. only its preamble was said.
+        if not self.responses.reply_complete:  # its last reply was cut (or never came): the tutor's turn again,
+            await self.set_state(State.TUTOR_SPEAKING)  # then playback's (a rebuilt session is still `connecting`)
             self.responses.want("resume")
         else:
             await self.set_state(State.LISTENING)  # its question stands: the learner's turn

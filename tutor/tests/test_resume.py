@@ -144,6 +144,39 @@ def test_a_socket_cut_for_3_s_continues_the_same_placement_with_its_ladder(simul
     assert simulator.wait_all_closed(5) == 0
 
 
+def test_a_socket_cut_as_an_answer_was_sent_gets_the_tutors_reply_again_and_goes_on(simulator, make_user):
+    """Cut just after the learner typed an answer, before the tutor's reply to it was heard: the answer
+    is judged as the socket drops, the reply is asked for again on the new upstream session, and the
+    learner's turn follows it (a rebuilt session starts `connecting`: it must move on from there)."""
+    # The upstream 300 ms away: the cut (at the first event after the answer, the learner's own words
+    # echoed at once) lands before the tutor's reply to it is generated, every time.
+    simulator.set_knobs(true_level="A2", latency_ms=300)
+    user = make_user("typist", learner=True)
+    cookie = login_cookie(user)
+
+    def cut_as_an_answer_waits(journey) -> bool:
+        return journey.level_events >= 3 and journey.answers >= journey.level_events
+
+    try:
+        with daphne_server(realtime_url=simulator.url, redis_url=None, extra_env=RESUME) as base_url:
+            journey = asyncio.run(placement(base_url, cookie, level="A2", cut=cut_as_an_answer_waits, timeout=90))
+            log = base_url.log_path.read_text()
+    finally:
+        simulator.set_knobs(latency_ms=0)
+
+    assert journey.connections == 2 and journey.resumed == 1 and journey.close_codes == ["cut"]
+    session = TutorSession.objects.get(learner__user=user)
+    assert session.pk == journey.session_id and session.end_reason in ("ceiling", "top")
+    assert 'reason="resume"' in log  # the reply to the answer was asked for again
+    resumed_at = next(i for i, e in enumerate(journey.events) if e["type"] == "session" and e["resumed"])
+    states = [e["state"] for e in journey.events[resumed_at:] if e["type"] == "state"]
+    assert states[:2] == ["tutor_speaking", "listening"], states  # the tutor's reply, then the learner's turn
+    card = journey.of_type("assessment")[-1]
+    assert card["status"] == "delivered" and card["level"] == "A2" and not card["partial"]
+    assert journey.of_type("error") == []
+    assert simulator.wait_all_closed(5) == 0
+
+
 def test_another_learner_cannot_resume_it_and_learns_nothing(simulator, make_user):
     simulator.set_knobs(true_level="A1")
     owner = login_cookie(make_user("owner", learner=True))
