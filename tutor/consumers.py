@@ -213,6 +213,8 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
             logger.warning("too many refused messages", extra={"learner_id": self.learner.pk, "code": exc.code})
             self.open = False
             await self._end_runtime("learner_left")
+            if self.socket is not None:  # its close frame waits behind the replies it has not read yet:
+                self.socket.abort_unanswered_close(wire.NOT_READING_CLOSE_GRACE_SECONDS)  # as for 4008
             await self.close(code=wire.CLOSE_TOO_MANY)
             return
         await self.send_event(exc.as_event())
