@@ -17,6 +17,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -196,7 +198,38 @@ def parla_server(
     `database`: a database URL (default: the test database, so what the server stores is what the test
     reads). The log goes to `output_dir()`, kept when the server failed to start or serve.
     """
-    port = free_port()
+    for attempt in range(3):
+        port = free_port()
+        with _parla_server_on(port, realtime_url=realtime_url, redis_url=redis_url, extra_env=extra_env,
+                              runserver=runserver, database=database, username=username, password=password) as server:
+            if server is None:  # another program took the port between free_port() and the bind: again
+                continue
+            yield server
+            return
+    raise RuntimeError("no free port held for the server after 3 tries")
+
+
+def answers_as_parla(port: int, proc: subprocess.Popen, timeout: float) -> bool:
+    """Whether Parla, the process started, answers on `port`: its `/healthz` says "ok". Another program
+    (a simulator of another test worker) may have taken the port between free_port() and the server's
+    bind, and then the server exits; what listens there is not it."""
+    def answered():
+        if proc.poll() is not None:
+            return "exited"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                return "ok" if response.status == 200 and response.read().strip() == b"ok" else "other"
+        except urllib.error.HTTPError:
+            return "other"
+        except OSError:
+            return None  # starting
+    return wait_until(answered, timeout, f"Parla answering /healthz on {port}") == "ok"
+
+
+@contextmanager
+def _parla_server_on(
+    port: int, *, realtime_url, redis_url, extra_env, runserver, database, username, password,
+):
     media = tempfile.mkdtemp(prefix="parla-media-")
     env = server_env(
         realtime_url=realtime_url, database=database or database_url(), redis_url=redis_url,
@@ -216,6 +249,9 @@ def parla_server(
             process = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
             try:
                 wait_for_port(port, 60, process)
+                if not answers_as_parla(port, process, 60):
+                    yield None
+                    return
                 yield LiveServer(f"http://127.0.0.1:{port}", process, log_path, env, username, password)
             except BaseException:
                 print(f"server log: {log_path}", file=sys.stderr)
