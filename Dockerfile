@@ -18,4 +18,6 @@ USER parla
 EXPOSE 8000
 # Daphne is PID 1 and receives SIGTERM itself: it drains (tutor/drain.py). No migration here: one
 # process migrates before the web processes start (docker-compose.yml's `migrate`).
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "config.asgi:application"]
+# The production server: Uvicorn with the drain on SIGTERM (tutor/serve.py). PID 1, no shell, so
+# SIGTERM from `docker stop` reaches it.
+CMD ["python", "-m", "tutor.serve", "--host", "0.0.0.0", "--port", "8000"]

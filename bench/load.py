@@ -353,10 +353,11 @@ def stop_simulators(sims) -> dict:
     return merged
 
 
-# The ASGI servers a run can compare (--servers). Uvicorn with what its "standard" extra brings:
-# uvloop's event loop, httptools' HTTP parser, the websockets-sansio implementation (uvicorn's
-# default since 0.50); its websocket frame limit set to Daphne's 1 MiB, and its graceful shutdown
-# bounded, so a process the benchmark stops logs its loop's figures within Children.stop's 10 s.
+# The ASGI servers a run can compare (--servers). Uvicorn as production serves it, `python -m
+# tutor.serve` (uvloop's event loop, httptools' HTTP parser, the websockets-sansio implementation,
+# Daphne's 1 MiB frame limit, the drain on SIGTERM). A checkout from before tutor/serve.py existed
+# runs the same options through uvicorn's CLI, its graceful shutdown bounded so a process the
+# benchmark stops logs its loop's figures within Children.stop's 10 s.
 SERVER_KINDS = ("daphne", "uvicorn")
 UVICORN_OPTIONS = ["--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio", "--ws-max-size", "1048576",
                    "--lifespan", "on", "--timeout-graceful-shutdown", "5"]
@@ -371,6 +372,8 @@ def server_command(server: Server, kind: str, *, port: int | None = None, fd: in
         return [server.python, "-m", "daphne", *where, "config.asgi:application"]
     if kind == "uvicorn":
         where = where or ["--host", "127.0.0.1", "--port", str(port)]
+        if (server.repo / "tutor" / "serve.py").exists():
+            return [server.python, "-m", "tutor.serve", *where]
         return [server.python, "-m", "uvicorn", *UVICORN_OPTIONS, *where, "config.asgi:application"]
     raise ValueError(f"unknown server {kind!r} (one of {', '.join(SERVER_KINDS)})")
 

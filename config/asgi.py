@@ -24,20 +24,20 @@ from tutor.serving import Lifespan, start_with_daphne  # noqa: E402
 
 # While this process serves (tutor/serving.py says how, under Daphne and under a server that speaks
 # ASGI lifespan): crash recovery, which ends the sessions of dead processes and grades what they left,
-# the loop watch, which logs the event loop's stalls, and the metrics port (tutor/metrics.py). Under
-# Daphne also the drain on SIGTERM (tutor/drain.py: it takes over Twisted's signal handling; uvicorn
-# handles SIGTERM itself and has no such drain).
-services = (Sweeper(), LoopWatch(), MetricsServer())
-start_with_daphne(*services, drain.current)
+# the loop watch, which logs the event loop's stalls, and the metrics port (tutor/metrics.py), and the
+# drain on SIGTERM (tutor/drain.py: it takes over Twisted's signal handling under Daphne; under
+# Uvicorn, tutor/serve.py's server hands SIGTERM to it).
+services = (Sweeper(), LoopWatch(), MetricsServer(), drain.current)
+start_with_daphne(*services)
 
 application = ProtocolTypeRouter(
     {
         # /healthz and /readyz answered before Django's middleware (tutor/health.py says why).
         "http": HealthEndpoints(django_asgi_app),
         # Origin must be this server's own, port included (config/websocket_origin.py). Outermost, the
-        # connection's Daphne transport for the send queue's limit (tutor/backpressure.py).
+        # connection's transport (Daphne's or Uvicorn's) for the send queue's limit (tutor/backpressure.py).
         "websocket": TransportMiddleware(SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
-        # Sent by uvicorn, never by Daphne.
+        # Sent by Uvicorn (tutor/serve.py), never by Daphne.
         "lifespan": Lifespan(*services),
     }
 )

@@ -18,16 +18,29 @@ which is how twisted.web's own responses are throttled. `DaphneSocket.watch` reg
 `SendQueue` is what the consumer writes through: while the transport is writable a message goes
 straight to it; while it is paused messages wait in order. A browser that has not drained its buffer
 for `max_stall` seconds, or with more than `max_bytes` waiting, is not reading: `on_stuck` is called
-once (the consumer then ends the session and closes with 4008). Under other ASGI servers, or over TLS
-terminated by Daphne itself (a TLS transport has no `producer`), there is no watch and messages go
-straight out: the README's deployment terminates TLS at the proxy.
+once (the consumer then ends the session and closes with 4008). Over TLS terminated by Daphne itself
+(a TLS transport has no `producer`) there is no watch and messages go straight out: the README's
+deployment terminates TLS at the proxy.
+
+Uvicorn (production, `tutor/serve.py`) is the other way round: its `send` waits, without a bound,
+until the transport is writable again (uvicorn/protocols/websockets/websockets_sansio_impl.py,
+`send`: `await self.writable.wait()`, an event its `pause_writing`/`resume_writing` clear and set;
+asyncio's transports call those past the write buffer's high-water mark, 64 KiB). A consumer that
+sent straight into it would stop with the first browser that stops reading: no more learner audio
+read, no 4008. `UvicornSocket.watch` drives the same TransportWatch from that protocol's
+`pause_writing`, `resume_writing` and `connection_lost`, so the SendQueue holds messages back instead
+of waiting inside `send`; a close to a browser that does not read is bounded by aborting the
+connection (`abort_unanswered_close`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import socket
+import struct
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -39,7 +52,7 @@ from tutor.realtime.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
-SCOPE_KEY = "parla.socket"  # the connection's DaphneSocket in a websocket scope (set by TransportMiddleware)
+SCOPE_KEY = "parla.socket"  # the connection's DaphneSocket or UvicornSocket in a websocket scope (TransportMiddleware)
 
 
 class TransportWatch:
@@ -122,6 +135,102 @@ class DaphneSocket:
         self.protocol.closeHandshakeTimeout = grace
 
 
+class UvicornSocket:
+    """One websocket connection served by Uvicorn's websockets-sansio protocol (the one `tutor/serve.py`
+    configures): the protocol object whose bound `send` the application was given."""
+
+    def __init__(self, protocol: Any):
+        self.protocol = protocol
+        self._hooked: TransportWatch | None = None
+        self._abort: asyncio.TimerHandle | None = None
+
+    def watch(self) -> TransportWatch:
+        """Drive a TransportWatch from the protocol's flow-control callbacks. The transport calls them
+        on the protocol object (asyncio's `_maybe_pause_protocol`, uvloop's alike): instance
+        attributes that call the protocol's own methods first, then the watch."""
+        protocol = self.protocol
+        watch = TransportWatch(asyncio.get_running_loop().time)
+        pause, resume, lost = protocol.pause_writing, protocol.resume_writing, protocol.connection_lost
+
+        def pause_writing() -> None:
+            pause()
+            watch.pauseProducing()
+
+        def resume_writing() -> None:
+            resume()
+            watch.resumeProducing()
+
+        def connection_lost(exc: Exception | None) -> None:
+            try:
+                lost(exc)
+            finally:
+                watch.stopProducing()
+                self._cancel_abort()
+
+        protocol.pause_writing, protocol.resume_writing, protocol.connection_lost = pause_writing, resume_writing, connection_lost
+        if not protocol.writable.is_set():  # already past the high-water mark
+            watch.pauseProducing()
+        if protocol.disconnected:
+            watch.stopProducing()
+        self._hooked = watch
+        return watch
+
+    def unwatch(self) -> None:
+        if self._hooked is not None:
+            for name in ("pause_writing", "resume_writing", "connection_lost"):
+                self.protocol.__dict__.pop(name, None)  # the class's methods again
+            self._hooked = None
+        self._cancel_abort()
+
+    def close_on_failure(self) -> None:
+        """Nothing to do: an oversized or invalid frame already gets its close frame (1009, 1007,
+        1002) from the protocol (`handle_parser_exception`)."""
+
+    def abort_unanswered_close(self, grace: float) -> None:
+        """Drop the connection if it is still open `grace` seconds from now. Uvicorn's `send` of the
+        close frame waits for a writable transport, and its close timer (10 s) then calls
+        `transport.close()`, which waits for the write buffer to drain: a browser that reads nothing
+        would hold both forever. The abort ends the wait (`send` then raises ClientDisconnected, an
+        OSError: CLOSED_ERRORS)."""
+        self._cancel_abort()
+        self._abort = asyncio.get_running_loop().call_later(grace, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        self._abort = None
+        transport = self.protocol.transport
+        if self.protocol.disconnected or transport is None:
+            return
+        logger.info("close unanswered: connection dropped")
+        # An abortive close (SO_LINGER on, 0 s: the kernel resets the connection and discards what it
+        # still holds; socket(7)). A plain close keeps the connection open behind the unread data of
+        # the kernel's send buffer for as long as the browser's window stays shut.
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+
+    def _cancel_abort(self) -> None:
+        if self._abort is not None:
+            self._abort.cancel()
+            self._abort = None
+
+    def inbox(self) -> asyncio.Queue | None:
+        """The connection's queue of received messages (what `receive` takes from)."""
+        queue = getattr(self.protocol, "queue", None)
+        return queue if isinstance(queue, asyncio.Queue) else None
+
+
+def uvicorn_socket(send: Callable) -> UvicornSocket | None:
+    """The connection behind Uvicorn's ASGI `send`: the websockets-sansio protocol's bound `send`."""
+    protocol = getattr(send, "__self__", None)
+    if protocol is None or type(protocol).__name__ != "WebSocketsSansIOProtocol":
+        return None
+    if not all(hasattr(protocol, name) for name in ("writable", "disconnected", "transport", "pause_writing")):
+        return None  # another uvicorn version's protocol: no watch rather than a wrong one
+    return UvicornSocket(protocol)
+
+
 def daphne_socket(send: Callable) -> DaphneSocket | None:
     """The connection behind Daphne's ASGI `send` callable: Daphne passes every application
     `functools.partial(Server.handle_reply, protocol)` (daphne/server.py, create_application)."""
@@ -134,15 +243,16 @@ def daphne_socket(send: Callable) -> DaphneSocket | None:
 
 
 class TransportMiddleware:
-    """ASGI middleware, outermost: puts the connection's DaphneSocket into a websocket scope (only
-    the outermost application sees Daphne's own `send`; channels' session middleware wraps it)."""
+    """ASGI middleware, outermost: puts the connection's DaphneSocket or UvicornSocket into a
+    websocket scope (only the outermost application sees the server's own `send`; channels' session
+    middleware wraps it)."""
 
     def __init__(self, inner):
         self.inner = inner
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "websocket":
-            socket = daphne_socket(send)
+            socket = daphne_socket(send) or uvicorn_socket(send)
             if socket is not None:
                 socket.close_on_failure()
                 scope = {**scope, SCOPE_KEY: socket}

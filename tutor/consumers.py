@@ -36,10 +36,18 @@ logger = logging.getLogger(__name__)
 
 
 def _queue_of(receive) -> asyncio.Queue | None:
-    """The queue behind an ASGI `receive` callable, when it is an asyncio.Queue's `get` (Daphne's
-    create_application, and channels.testing's communicators); None for anything else."""
-    queue = getattr(receive, "__self__", None)
-    return queue if isinstance(queue, asyncio.Queue) and receive == queue.get else None
+    """The queue behind an ASGI `receive` callable: an asyncio.Queue's `get` (Daphne's
+    create_application, and channels.testing's communicators), or Uvicorn's websocket protocol's
+    `receive`, which takes from its `queue` (and resumes reading the socket once it is empty,
+    websockets_sansio_impl.py); None for anything else. Only counted: what waits is taken with
+    `receive` itself, which returns at once while the queue holds something."""
+    owner = getattr(receive, "__self__", None)
+    if isinstance(owner, asyncio.Queue) and receive == owner.get:
+        return owner
+    queue = getattr(owner, "queue", None)
+    if type(owner).__name__ == "WebSocketsSansIOProtocol" and isinstance(queue, asyncio.Queue):
+        return queue
+    return None
 
 
 class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
@@ -50,8 +58,9 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         session runtime ends with it: its upstream session closed, its tasks cancelled and awaited."""
         self.runtime: TutorSessionRuntime | None = None
         self.outbox: backpressure.SendQueue | None = None
-        self.socket: backpressure.DaphneSocket | None = scope.get(backpressure.SCOPE_KEY)
+        self.socket: backpressure.DaphneSocket | backpressure.UvicornSocket | None = scope.get(backpressure.SCOPE_KEY)
         self.inbox = _queue_of(receive)
+        self.receive_waiting = receive
         self.closed_for_drain = False
         self.session_over = False  # the learner was told `state: ended` (one session per connection)
         self.failing: asyncio.Task | None = None  # ending the session after one of its tasks failed
@@ -78,11 +87,12 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         turn of the loop takes tens of milliseconds, so a socket that sends ten audio frames a second
         could be served fewer than that: its frames queued in Daphne for a second and more (measured,
         docs/benchmarks.md, load). What is already queued is handled here, in order, in one turn.
-        (Daphne hands the application its per-connection queue's `get` as `receive`.)"""
+        (Daphne hands the application its per-connection queue's `get` as `receive`; Uvicorn its
+        protocol's `receive`, see `_queue_of`.)"""
         await self._dispatch_one(message)
         if message["type"] == "websocket.receive" and self.inbox is not None:
             for _ in range(self.inbox.qsize()):  # what waited then; what comes meanwhile takes its turn
-                await self._dispatch_one(self.inbox.get_nowait())
+                await self._dispatch_one(await self.receive_waiting())
 
     async def _dispatch_one(self, message):
         """The learner's messages skip Channels' per-message database cleanup: AsyncConsumer.dispatch
@@ -185,10 +195,18 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
                 capacity.sessions.give_back()
 
     async def close(self, code=None, reason=None):
-        """What waits in the send queue goes out before the close frame."""
+        """What waits in the send queue goes out before the close frame. A browser that does not read
+        may never take either: the connection is dropped if the close is not answered within a
+        short grace (under Uvicorn the sends themselves wait for a writable transport until then). A
+        connection the browser closed meanwhile is not an error: its disconnect is on its way."""
+        if self.socket is not None:
+            self.socket.abort_unanswered_close(wire.NOT_READING_CLOSE_GRACE_SECONDS)
         if self.outbox is not None:
             await self.outbox.flush()
-        await super().close(code=code, reason=reason)
+        try:
+            await super().close(code=code, reason=reason)
+        except backpressure.CLOSED_ERRORS as exc:
+            logger.info("close dropped: the connection is gone", extra={"code": code, "error": str(exc)})
 
     async def _not_reading(self, reason: str) -> None:
         """The send queue's verdict: the browser reads nothing. End the session, then close with 4008;
@@ -197,9 +215,7 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         metrics.send_queue_closed()
         self.open = False
         await self._end_runtime("learner_left")
-        if self.socket is not None:
-            self.socket.abort_unanswered_close(wire.NOT_READING_CLOSE_GRACE_SECONDS)
-        await super().close(code=wire.CLOSE_NOT_READING)  # the queue was dropped: nothing to flush
+        await self.close(code=wire.CLOSE_NOT_READING)  # the queue was dropped: nothing to flush
 
     def _within_rate(self, kind: str) -> None:
         if not self.limits[kind].allow():
@@ -213,9 +229,7 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
             logger.warning("too many refused messages", extra={"learner_id": self.learner.pk, "code": exc.code})
             self.open = False
             await self._end_runtime("learner_left")
-            if self.socket is not None:  # its close frame waits behind the replies it has not read yet:
-                self.socket.abort_unanswered_close(wire.NOT_READING_CLOSE_GRACE_SECONDS)  # as for 4008
-            await self.close(code=wire.CLOSE_TOO_MANY)
+            await self.close(code=wire.CLOSE_TOO_MANY)  # its close frame waits behind the replies it has not read
             return
         await self.send_event(exc.as_event())
 

@@ -1,10 +1,14 @@
 """A deploy without losing a learner: what a server process does between SIGTERM and its exit.
 
-Daphne runs Twisted's reactor with its signal handlers: on SIGTERM Twisted stops the reactor, and
-Daphne's "before shutdown" trigger (`Server.kill_all_applications`) cancels every connection's
-application at once (daphne/server.py, twisted/internet/base.py `sigTerm`), so every running
-placement ended in the same instant. Once the reactor runs, `Drain.start` replaces Twisted's SIGTERM
-handler with its own, which drains first and stops the reactor last:
+Both servers Parla runs under end every connection at once on SIGTERM. Uvicorn (production,
+tutor/serve.py) sets `should_exit`, then sends every websocket a 1012 close and its application a
+disconnect (uvicorn/server.py `handle_exit`, `shutdown`; websockets_sansio_impl.py `shutdown`);
+Daphne (`manage.py runserver`) lets Twisted stop the reactor, and its "before shutdown" trigger
+(`Server.kill_all_applications`) cancels every connection's application (daphne/server.py,
+twisted/internet/base.py `sigTerm`). Either way every running placement ended in the same instant.
+So the drain takes SIGTERM first: under Uvicorn `tutor.serve.Server.handle_exit` hands it over
+(`Drain.take_sigterm`) and the drain ends with `should_exit`; under Daphne `Drain.start` replaces
+Twisted's SIGTERM handler and the drain ends with `reactor.stop`. The drain:
 
 1. At once (in the signal handler): the process turns not-ready (`/readyz` answers 503 "draining")
    and every new session is refused with close 4012 (RFC 6455's 1012 "Service Restart", which Daphne
@@ -22,9 +26,9 @@ handler with its own, which drains first and stops the reactor last:
 5. Every learner socket still open is closed with 4012; closing ends its session runtime (the
    upstream sessions are closed, an undelivered assessment is kept and graded by the rules), and
    the drain waits for that, up to CLOSE_SECONDS.
-6. Then the reactor is stopped: Daphne's own shutdown finds nothing left to cancel.
+6. Then the server is stopped: its own shutdown finds nothing left to close.
 
-A second SIGTERM stops the reactor at once (Twisted's behaviour), for an operator who means it.
+A second SIGTERM stops the server at once (the server's own handling), for an operator who means it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 import threading
 from typing import Callable, Protocol
 
@@ -83,30 +88,42 @@ class Drain:
     # --- the service (tutor/serving.py) -------------------------------------------------------------------
 
     def start(self) -> None:
-        """Inside the running reactor: take SIGTERM over from Twisted (installed when the reactor
-        started). Only in the main thread (Python's rule for signal handlers): `runserver`'s
-        autoreloader serves from another thread, and keeps Twisted's handling."""
-        if threading.current_thread() is not threading.main_thread():
+        """Inside the running server's loop. Under Daphne: take SIGTERM over from Twisted (installed
+        when the reactor started). Only in the main thread (Python's rule for signal handlers):
+        `runserver`'s autoreloader serves from another thread, and keeps Twisted's handling."""
+        self._loop = asyncio.get_running_loop()
+        if "twisted.internet.reactor" not in sys.modules or threading.current_thread() is not threading.main_thread():
             return
         from twisted.internet import reactor
 
-        self._loop = asyncio.get_running_loop()
+        if not reactor.running:  # installed (daphne is an installed app) but not serving: not Daphne's process
+            return
         self._stop_server = reactor.stop
         signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def serve_with(self, stop_server: Callable[[], None]) -> None:
+        """A server that hands SIGTERM over (tutor/serve.py): how the drain stops it when done."""
+        self._stop_server = stop_server
 
     async def stop(self) -> None:
         if self.task is not None and self.task is not asyncio.current_task():
             await cancel_and_wait(self.task)
 
-    def _on_sigterm(self, signum, frame) -> None:
+    def take_sigterm(self) -> bool:
+        """A SIGTERM, from the server's signal handler: whether the drain took it (False: a second
+        SIGTERM, or no loop or server to drain: the server's own handling applies)."""
+        if self.draining or self._loop is None or self._stop_server is None:
+            return False
         # A Python signal handler runs in the main thread between two bytecodes, here the event
         # loop's: set the flag now (readiness reads it), schedule the rest on the loop.
-        if self.draining:
-            logger.warning("second SIGTERM: stopping now")
-            self._loop.call_soon_threadsafe(self._stop_server)
-            return
         self.draining = True
         self._loop.call_soon_threadsafe(self.begin)
+        return True
+
+    def _on_sigterm(self, signum, frame) -> None:
+        if not self.take_sigterm():
+            logger.warning("second SIGTERM: stopping now")
+            self._loop.call_soon_threadsafe(self._stop_server)
 
     def begin(self) -> None:
         self.draining = True

@@ -65,7 +65,7 @@ def test_services_and_their_order():
 def test_migration_runs_once_not_in_the_web_command():
     assert SERVICES["migrate"]["command"] == ["python", "manage.py", "migrate", "--noinput"]
     cmd = dockerfile_cmd()
-    assert cmd == ["daphne", "-b", "0.0.0.0", "-p", "8000", "config.asgi:application"]  # PID 1, no shell
+    assert cmd == ["python", "-m", "tutor.serve", "--host", "0.0.0.0", "--port", "8000"]  # PID 1, no shell
     for web in WEBS:
         assert "command" not in SERVICES[web]  # the image's CMD
         assert SERVICES[web]["build"] == "."

@@ -1,8 +1,8 @@
 """Live servers for end-to-end tests: a Parla server process, and the simulator in a thread.
 
 The one live-server helper of the tests (the browser tests' `browser_support.live_server` is built on
-it). `parla_server` starts `daphne config.asgi:application` (or `manage.py runserver`) on an ephemeral
-port, by default on the test database, so what it stores is what the test reads. The simulator runs
+it). `parla_server` starts `daphne config.asgi:application`, the production server (`python -m
+tutor.serve`, Uvicorn) or `manage.py runserver` on an ephemeral port, by default on the test database, so what it stores is what the test reads. The simulator runs
 in the test process (its own thread and event loop) so a test can set the simulated learner's true
 level and see which upstream connections are still open.
 """
@@ -190,10 +190,11 @@ def server_env(*, realtime_url: str, database: str, redis_url: str | None = None
 @contextmanager
 def parla_server(
     *, realtime_url: str, redis_url: str | None = None, extra_env: dict | None = None, runserver=False,
-    database: str | None = None, username: str = "", password: str = "",
+    database: str | None = None, username: str = "", password: str = "", server: str = "daphne",
 ):
-    """Parla served on an ephemeral port by `daphne config.asgi:application`, or with `runserver=True`
-    by `manage.py runserver` (Daphne's, without the autoreloader); yields a LiveServer.
+    """Parla served on an ephemeral port by `daphne config.asgi:application`, with
+    `server="production"` by `python -m tutor.serve` (Uvicorn, what the compose file runs), or with
+    `runserver=True` by `manage.py runserver` (Daphne's, without the autoreloader); yields a LiveServer.
 
     `database`: a database URL (default: the test database, so what the server stores is what the test
     reads). The log goes to `output_dir()`, kept when the server failed to start or serve.
@@ -201,10 +202,11 @@ def parla_server(
     for attempt in range(3):
         port = free_port()
         with _parla_server_on(port, realtime_url=realtime_url, redis_url=redis_url, extra_env=extra_env,
-                              runserver=runserver, database=database, username=username, password=password) as server:
-            if server is None:  # another program took the port between free_port() and the bind: again
+                              runserver=runserver, database=database, username=username, password=password,
+                              server=server) as live:
+            if live is None:  # another program took the port between free_port() and the bind: again
                 continue
-            yield server
+            yield live
             return
     raise RuntimeError("no free port held for the server after 3 tries")
 
@@ -228,7 +230,7 @@ def answers_as_parla(port: int, proc: subprocess.Popen, timeout: float) -> bool:
 
 @contextmanager
 def _parla_server_on(
-    port: int, *, realtime_url, redis_url, extra_env, runserver, database, username, password,
+    port: int, *, realtime_url, redis_url, extra_env, runserver, database, username, password, server,
 ):
     media = tempfile.mkdtemp(prefix="parla-media-")
     env = server_env(
@@ -242,8 +244,12 @@ def _parla_server_on(
     log_path = output_dir() / f"server-{port}.log"
     if runserver:
         command = ["manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
-    else:
+    elif server == "production":
+        command = ["-m", "tutor.serve", "--host", "127.0.0.1", "--port", str(port)]
+    elif server == "daphne":
         command = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
+    else:
+        raise ValueError(f"unknown server {server!r}")
     try:
         with open(log_path, "w") as log:
             process = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -263,15 +269,22 @@ def _parla_server_on(
 
 
 @contextmanager
-def daphne_server(*, realtime_url: str, redis_url: str | None, extra_env: dict | None = None):
-    """Parla served by Daphne on an ephemeral port; yields its base URL (http://127.0.0.1:PORT), which
-    carries the process id as `.pid` and the path of its log as `.log_path` (to measure the server)."""
-    with parla_server(realtime_url=realtime_url, redis_url=redis_url, extra_env=extra_env) as server:
+def daphne_server(*, realtime_url: str, redis_url: str | None, extra_env: dict | None = None, server: str = "daphne"):
+    """Parla served by Daphne (or `server="production"`: tutor.serve) on an ephemeral port; yields its
+    base URL (http://127.0.0.1:PORT), which carries the process id as `.pid` and the path of its log
+    as `.log_path` (to measure the server)."""
+    with parla_server(realtime_url=realtime_url, redis_url=redis_url, extra_env=extra_env, server=server) as server:
         url = ServerURL(server.url)
         url.pid = server.pid
         url.process = server.process
         url.log_path = server.log_path
         yield url
+
+
+def production_server(*, realtime_url: str, redis_url: str | None, extra_env: dict | None = None):
+    """Parla served as the compose file serves it (`python -m tutor.serve`: Uvicorn, the drain on
+    SIGTERM); yields its base URL as `daphne_server` does."""
+    return daphne_server(realtime_url=realtime_url, redis_url=redis_url, extra_env=extra_env, server="production")
 
 
 def wait_idle(log_path: Path, timeout: float = 20) -> None:

@@ -1,4 +1,5 @@
-"""Health and the drain of a live Daphne process (tutor/health.py, tutor/drain.py).
+"""Health and the drain of a live server process (tutor/health.py, tutor/drain.py): the production
+server (`python -m tutor.serve`, Uvicorn), and Daphne for the drain (`manage.py runserver` is Daphne's).
 
 Readiness says why a process should take no learner (capacity, the database, the channel layer,
 draining); liveness only that it answers. On SIGTERM a process is not ready within a second, closes
@@ -19,7 +20,7 @@ import websockets
 from assessments.models import Assessment, TutorSession
 from tutor.realtime.wire import CLOSE_SERVICE_RESTART
 from tutor.testing.learners import written_answer
-from tutor.tests.live import ThreadedSimulator, daphne_server, free_port
+from tutor.tests.live import ThreadedSimulator, daphne_server, free_port, production_server
 from tutor.tests.ops_support import http_get
 from tutor.tests.test_end_to_end import PagePlayback, login_cookie, next_json, tutor_socket
 
@@ -94,7 +95,7 @@ def test_readiness_says_why_and_liveness_only_answers(simulator, make_user):
         await asyncio.gather(session, return_exceptions=True)
         return full, live
 
-    with daphne_server(realtime_url=simulator.url, redis_url=None,
+    with production_server(realtime_url=simulator.url, redis_url=None,
                        extra_env={"PARLA_MAX_SESSIONS_PER_PROCESS": "1"}) as base_url:
         full, live = asyncio.run(scenario(base_url))
     assert full == (503, "not ready: at capacity (1 of 1 sessions)\n")
@@ -103,7 +104,7 @@ def test_readiness_says_why_and_liveness_only_answers(simulator, make_user):
 
 def test_unreachable_database_and_channel_layer_make_it_not_ready_but_alive(simulator):
     closed = free_port()  # nothing listens there
-    with daphne_server(realtime_url=simulator.url, redis_url=f"redis://127.0.0.1:{closed}/0",
+    with production_server(realtime_url=simulator.url, redis_url=f"redis://127.0.0.1:{closed}/0",
                        extra_env={"DATABASE_URL": f"postgres://postgres@127.0.0.1:{closed}/parla"}) as base_url:
         status, body = http_get(base_url + "/readyz", timeout=10)
         assert http_get(base_url + "/healthz") == (200, "ok\n")
@@ -112,7 +113,8 @@ def test_unreachable_database_and_channel_layer_make_it_not_ready_but_alive(simu
     assert "; channel layer unreachable (" in body
 
 
-def test_sigterm_drains_delivers_the_running_placement_and_exits(simulator, make_user):
+@pytest.mark.parametrize("server", ["production", "daphne"])
+def test_sigterm_drains_delivers_the_running_placement_and_exits(simulator, make_user, server):
     simulator.set_knobs(true_level="A1")
     running = make_user("mid-placement", learner=True)
     running_cookie = login_cookie(running)
@@ -131,7 +133,7 @@ def test_sigterm_drains_delivers_the_running_placement_and_exits(simulator, make
         assert not session.done()  # the placement goes on during the drain
         return took, body, idle.close_code, late, await session
 
-    with daphne_server(realtime_url=simulator.url, redis_url=None, extra_env={"PARLA_DRAIN_SECONDS": "2"}) as base_url:
+    with daphne_server(realtime_url=simulator.url, redis_url=None, extra_env={"PARLA_DRAIN_SECONDS": "2"}, server=server) as base_url:
         process = base_url.process
         took, body, idle_code, late_code, seen = asyncio.run(scenario(base_url, process))
         exit_code = process.wait(timeout=30)  # it exits by itself once drained

@@ -189,8 +189,9 @@ async def close_code(ws, timeout: float = 10) -> int | None:
 
 
 @pytest.mark.services
-def test_live_numbers_frames_and_refusals_get_the_documented_answers(make_user):
-    """Through Daphne: a played position of 10**400 is refused and the session goes on; a frame over
+@pytest.mark.parametrize("server", ["daphne", "production"])
+def test_live_numbers_frames_and_refusals_get_the_documented_answers(make_user, server):
+    """Through Daphne and the production server (Uvicorn): a played position of 10**400 is refused and the session goes on; a frame over
     1 MiB is closed with 1009 (a close frame, not a dropped connection); a refusal at capacity arrives
     with its close code."""
     cookie = login(make_user, "edges")
@@ -208,13 +209,14 @@ def test_live_numbers_frames_and_refusals_get_the_documented_answers(make_user):
         await full.send(json.dumps({"type": "session.start"}))
         at_capacity = await read_until(full, lambda e: e["type"] == "error")
         capacity_code = await close_code(full)
-        await ws.send(b"\0" * (wire.MAX_FRAME_BYTES + 2))  # over Daphne's limit
+        await ws.send(b"\0" * (wire.MAX_FRAME_BYTES + 2))  # over the server's limit
         oversized = await close_code(ws)
         ended = await wait_until(lambda: TutorSession.objects.filter(ended_at__isnull=False).first(), 10, "ended")
         return refused, said, oversized, at_capacity, capacity_code, ended
 
     with ThreadedSimulator(pace=0.0, seed=5) as sim:
-        with daphne_server(realtime_url=sim.url, redis_url=None, extra_env={"PARLA_MAX_SESSIONS_PER_PROCESS": "1"}) as url:
+        with daphne_server(realtime_url=sim.url, redis_url=None, extra_env={"PARLA_MAX_SESSIONS_PER_PROCESS": "1"},
+                           server=server) as url:
             refused, said, oversized, at_capacity, capacity_code, ended = asyncio.run(run(url))
             left_open = sim.wait_all_closed(10)
     assert refused["code"] == "bad_field"

@@ -179,13 +179,18 @@ def test_each_server_kind_serves_on_a_port_or_an_inherited_socket(monkeypatch, t
     assert server_command(server, "daphne", port=8123)[1:] == ["-m", "daphne", "-b", "127.0.0.1", "-p", "8123",
                                                               "config.asgi:application"]
     assert server_command(server, "daphne", fd=7)[1:] == ["-m", "daphne", "--fd", "7", "config.asgi:application"]
-    uvicorn = server_command(server, "uvicorn", port=8123)
+    # Uvicorn as production serves it (tutor/serve.py: its options are test_serve's).
+    assert server_command(server, "uvicorn", port=8123)[1:] == ["-m", "tutor.serve", "--host", "127.0.0.1", "--port", "8123"]
+    assert server_command(server, "uvicorn", fd=7)[1:] == ["-m", "tutor.serve", "--fd", "7"]
+    # A checkout from before tutor/serve.py: the same options through uvicorn's CLI. uvloop and
+    # httptools (what the comparison is about), lifespan on (the loop watch runs), Daphne's frame limit.
+    older = Server.for_repo(tmp_path, "sqlite:///x", tmp_path, "s" * 50)
+    uvicorn = server_command(older, "uvicorn", port=8123)
     assert uvicorn[1:3] == ["-m", "uvicorn"] and uvicorn[-1] == "config.asgi:application"
-    # uvloop and httptools (what the comparison is about), lifespan on (the loop watch runs), Daphne's frame limit.
     for option, value in (("--loop", "uvloop"), ("--http", "httptools"), ("--lifespan", "on"),
                           ("--ws-max-size", "1048576"), ("--port", "8123")):
         assert uvicorn[uvicorn.index(option) + 1] == value
-    assert server_command(server, "uvicorn", fd=7)[-3:] == ["--fd", "7", "config.asgi:application"]
+    assert server_command(older, "uvicorn", fd=7)[-3:] == ["--fd", "7", "config.asgi:application"]
     with pytest.raises(ValueError):
         server_command(server, "hypercorn", port=1)
 

@@ -1,5 +1,5 @@
 """The production shape on this machine: nginx (the Debian package, with deploy/nginx/parla.conf) in
-front of two Daphne processes on Redis and PostgreSQL, learners driven through the proxy.
+front of two Parla processes served as in production (`python -m tutor.serve`, Uvicorn) on Redis and PostgreSQL, learners driven through the proxy.
 
 Sessions land on both processes; a teacher watching on one process sees the sessions of the other;
 SIGTERM to one process while sessions run: its readiness turns 503 within a second, each of its
@@ -23,7 +23,7 @@ from django.db.models import Count
 
 from assessments.models import Assessment, TutorSession
 from tutor.realtime.wire import CLOSE_SERVICE_RESTART
-from tutor.tests.live import ThreadedSimulator, daphne_server, free_port
+from tutor.tests.live import ThreadedSimulator, free_port, production_server
 from tutor.tests.ops_support import http_get, sample, scrape
 from tutor.tests.proxy import nginx_proxy
 from tutor.tests.test_end_to_end import login_cookie, next_json, run_learner, tutor_socket
@@ -108,8 +108,8 @@ def test_two_processes_behind_nginx_share_learners_and_one_drains(simulator, mak
     shared = {"CHANNELS_PREFIX": f"parla-proxy-{free_port()}", "PARLA_DRAIN_SECONDS": "2"}
 
     with (
-        daphne_server(realtime_url=simulator.url, redis_url=layer, extra_env={**shared, "PARLA_METRICS_PORT": str(metrics[0])}) as a,
-        daphne_server(realtime_url=simulator.url, redis_url=layer, extra_env={**shared, "PARLA_METRICS_PORT": str(metrics[1])}) as b,
+        production_server(realtime_url=simulator.url, redis_url=layer, extra_env={**shared, "PARLA_METRICS_PORT": str(metrics[0])}) as a,
+        production_server(realtime_url=simulator.url, redis_url=layer, extra_env={**shared, "PARLA_METRICS_PORT": str(metrics[1])}) as b,
         nginx_proxy([int(a.rsplit(":", 1)[1]), int(b.rsplit(":", 1)[1])]) as proxy,
     ):
         async def scenario():

@@ -1,5 +1,6 @@
 """A deploy moves placements instead of ending them: nginx (deploy/nginx/parla.conf) in front of two
-Daphne processes on Redis and PostgreSQL, learners driven through the proxy as the page does it.
+Parla processes served as in production (`python -m tutor.serve`, Uvicorn) on Redis and
+PostgreSQL, learners driven through the proxy as the page does it.
 
 SIGTERM to one process while placements run on both: at its drain deadline each placement still
 running there is handed over (detached, 4012), its page reconnects through the proxy, lands on the
@@ -18,7 +19,7 @@ import pytest
 
 from assessments.models import Assessment, TutorSession
 from tutor.realtime.wire import CLOSE_SERVICE_RESTART
-from tutor.tests.live import ThreadedSimulator, daphne_server, free_port
+from tutor.tests.live import ThreadedSimulator, free_port, production_server
 from tutor.tests.ops_support import sample, scrape
 from tutor.tests.proxy import nginx_proxy
 from tutor.tests.resume_support import placement
@@ -45,8 +46,8 @@ def test_sigterm_hands_placements_over_to_the_other_process(simulator, make_user
     shared = {"CHANNELS_PREFIX": f"parla-resume-{free_port()}", "PARLA_DRAIN_SECONDS": "2", "PARLA_RESUME_SECONDS": "120"}
 
     with (
-        daphne_server(realtime_url=simulator.url, redis_url=layer, extra_env={**shared, "PARLA_METRICS_PORT": str(metrics[0])}) as a,
-        daphne_server(realtime_url=simulator.url, redis_url=layer, extra_env={**shared, "PARLA_METRICS_PORT": str(metrics[1])}) as b,
+        production_server(realtime_url=simulator.url, redis_url=layer, extra_env={**shared, "PARLA_METRICS_PORT": str(metrics[0])}) as a,
+        production_server(realtime_url=simulator.url, redis_url=layer, extra_env={**shared, "PARLA_METRICS_PORT": str(metrics[1])}) as b,
         nginx_proxy([int(a.rsplit(":", 1)[1]), int(b.rsplit(":", 1)[1])]) as proxy,
     ):
         async def scenario():

@@ -65,4 +65,4 @@ def test_the_application_routes_the_lifespan_scope():
 
     lifespan = application.application_mapping["lifespan"]
     assert isinstance(lifespan, Lifespan) and lifespan.services == services
-    assert {type(s).__name__ for s in services} == {"Sweeper", "LoopWatch", "MetricsServer"}
+    assert {type(s).__name__ for s in services} == {"Sweeper", "LoopWatch", "MetricsServer", "Drain"}

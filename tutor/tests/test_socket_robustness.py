@@ -191,7 +191,8 @@ def rss_kib(pid: int) -> int:
 
 
 @pytest.mark.services
-def test_a_client_that_floods_and_never_reads_is_closed_and_the_server_memory_stays_flat(make_user):
+@pytest.mark.parametrize("server", ["daphne", "production"])
+def test_a_client_that_floods_and_never_reads_is_closed_and_the_server_memory_stays_flat(make_user, server):
     from .test_end_to_end import login_cookie
 
     user = make_user("flooder", learner=True)
@@ -224,7 +225,7 @@ def test_a_client_that_floods_and_never_reads_is_closed_and_the_server_memory_st
         writer.close()
         return head
 
-    with daphne_server(realtime_url="ws://127.0.0.1:9/v1/realtime", redis_url=None) as base_url:
+    with daphne_server(realtime_url="ws://127.0.0.1:9/v1/realtime", redis_url=None, server=server) as base_url:
         asyncio.run(home_responds(base_url))  # warm up: the first request imports the views
         before = rss_kib(base_url.pid)
         code = asyncio.run(flood(base_url))
@@ -295,9 +296,11 @@ def established(sock: socket.socket) -> bool:
 
 
 @pytest.mark.services
-def test_a_client_that_never_reads_while_the_tutor_speaks_is_closed_with_4008_and_released(make_user):
+@pytest.mark.parametrize("server", ["daphne", "production"])
+def test_a_client_that_never_reads_while_the_tutor_speaks_is_closed_with_4008_and_released(make_user, server):
     """The tutor speaks 10 minutes of audio as fast as it can (about 29 MB of PCM); the learner reads
-    nothing. Without a limit on the send queue the server buffers all of it and the session runs on."""
+    nothing. Without a limit on the send queue Daphne buffers all of it and the session runs on;
+    Uvicorn (production) waits inside `send` and the session stops, with its upstream open."""
     from .test_end_to_end import login_cookie
 
     users = [make_user(f"deaf{i}", learner=True) for i in range(2)]
@@ -334,7 +337,7 @@ def test_a_client_that_never_reads_while_the_tutor_speaks_is_closed_with_4008_an
             await ws.close()
 
     with ThreadedSimulator(pace=0.0, seed=3) as sim:
-        with daphne_server(realtime_url=sim.url, redis_url=None, extra_env=limits) as base_url:
+        with daphne_server(realtime_url=sim.url, redis_url=None, extra_env=limits, server=server) as base_url:
             asyncio.run(home_responds(base_url))  # warm up: the first request imports the views
             # and a first session loads the rater's word lists: what is measured is what one learner costs.
             # Its tutor speaks as usual: 29 MB at once to a reader on a loaded machine can fall behind the
