@@ -31,6 +31,26 @@ def _media_in_a_scratch_folder(tmp_path_factory):
         yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _channel_layer_of_this_process():
+    """In-process tests on the Redis layer (REDIS_URL) use a channel-layer prefix of this test
+    process's own: test workers share one Redis, and a teacher's live view in one worker must not
+    receive the sessions another worker's tests announce (the teachers' group is one name). Live
+    servers have prefixes of their own (tutor/tests/live.py). Channels rebuilds its layers when the
+    setting changes (channels/layers.py, ChannelLayerManager._reset_backends)."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    default = settings.CHANNEL_LAYERS.get("default", {})
+    prefix = default.get("CONFIG", {}).get("prefix")
+    if prefix is None:  # the in-memory layer: one process's own already
+        yield
+        return
+    config = {**default["CONFIG"], "prefix": f"{prefix}-test-{os.getpid()}"}
+    with override_settings(CHANNEL_LAYERS={**settings.CHANNEL_LAYERS, "default": {**default, "CONFIG": config}}):
+        yield
+
+
 # --- Test database -------------------------------------------------------------------------------
 
 

@@ -353,9 +353,9 @@ def stop_simulators(sims) -> dict:
     return merged
 
 
-# The ASGI servers a run can compare (--servers). Uvicorn as production serves it, `python -m
-# tutor.serve` (uvloop's event loop, httptools' HTTP parser, the websockets-sansio implementation,
-# Daphne's 1 MiB frame limit, the drain on SIGTERM). A checkout from before tutor/serve.py existed
+# The ASGI servers a run can compare (--servers). Uvicorn as `python -m tutor.serve` serves it
+# (uvloop's event loop, httptools' HTTP parser, the websockets-sansio implementation, Daphne's 1 MiB
+# frame limit, the drain on SIGTERM). A checkout from before tutor/serve.py existed
 # runs the same options through uvicorn's CLI, its graceful shutdown bounded so a process the
 # benchmark stops logs its loop's figures within Children.stop's 10 s.
 SERVER_KINDS = ("daphne", "uvicorn")
@@ -882,7 +882,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "point); refused learners are counted apart")
     parser.add_argument("--servers", default="daphne",
                         help=f"ASGI servers to measure at each step, comma-separated, in turn against the same simulator "
-                             f"and baseline ({', '.join(SERVER_KINDS)}; default daphne)")
+                             f"and baseline ({', '.join(SERVER_KINDS)}; default daphne, the production server)")
     parser.add_argument("--keep-going", action="store_true",
                         help="measure every step of the ladder, also after one that broke (to compare servers at the same N)")
     parser.add_argument("--proxy", action="store_true",

@@ -22,7 +22,7 @@ once (the consumer then ends the session and closes with 4008). Over TLS termina
 (a TLS transport has no `producer`) there is no watch and messages go straight out: the README's
 deployment terminates TLS at the proxy.
 
-Uvicorn (production, `tutor/serve.py`) is the other way round: its `send` waits, without a bound,
+Uvicorn (`python -m tutor.serve`) is the other way round: its `send` waits, without a bound,
 until the transport is writable again (uvicorn/protocols/websockets/websockets_sansio_impl.py,
 `send`: `await self.writable.wait()`, an event its `pause_writing`/`resume_writing` clear and set;
 asyncio's transports call those past the write buffer's high-water mark, 64 KiB). A consumer that
@@ -176,11 +176,12 @@ class UvicornSocket:
         return watch
 
     def unwatch(self) -> None:
+        """The application is done with the connection. An armed abort stays: the application ends
+        as soon as its close frame is written, and the browser may still not read it."""
         if self._hooked is not None:
             for name in ("pause_writing", "resume_writing", "connection_lost"):
                 self.protocol.__dict__.pop(name, None)  # the class's methods again
             self._hooked = None
-        self._cancel_abort()
 
     def close_on_failure(self) -> None:
         """Nothing to do: an oversized or invalid frame already gets its close frame (1009, 1007,

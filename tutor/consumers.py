@@ -281,11 +281,13 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         except Exception:
             if self.runtime is None and not self.session_over:
                 capacity.sessions.give_back()
+                await resumption.let_go(session_id)
             logger.exception("resume failed", extra={"learner_id": self.learner.pk, "session_id": session_id})
             await self._fail()
         except asyncio.CancelledError:
             if self.runtime is None and not self.session_over:
                 capacity.sessions.give_back()
+                await resumption.let_go(session_id)  # the socket went away between the claim and the runtime
             raise
 
     async def _admit(self) -> bool:

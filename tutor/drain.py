@@ -1,9 +1,9 @@
 """A deploy without losing a learner: what a server process does between SIGTERM and its exit.
 
-Both servers Parla runs under end every connection at once on SIGTERM. Uvicorn (production,
-tutor/serve.py) sets `should_exit`, then sends every websocket a 1012 close and its application a
+Both servers Parla runs under end every connection at once on SIGTERM. Uvicorn (tutor/serve.py)
+sets `should_exit`, then sends every websocket a 1012 close and its application a
 disconnect (uvicorn/server.py `handle_exit`, `shutdown`; websockets_sansio_impl.py `shutdown`);
-Daphne (`manage.py runserver`) lets Twisted stop the reactor, and its "before shutdown" trigger
+Daphne (the image's CMD, and `manage.py runserver`) lets Twisted stop the reactor, and its "before shutdown" trigger
 (`Server.kill_all_applications`) cancels every connection's application (daphne/server.py,
 twisted/internet/base.py `sigTerm`). Either way every running placement ended in the same instant.
 So the drain takes SIGTERM first: under Uvicorn `tutor.serve.Server.handle_exit` hands it over

@@ -1,8 +1,9 @@
-"""Parla's production server: `python -m tutor.serve [--host H] [--port P | --fd N]`.
+"""Parla served with Uvicorn: `python -m tutor.serve [--host H] [--port P | --fd N]`.
 
 Uvicorn with uvloop's event loop, httptools' HTTP parser and its websockets-sansio implementation,
-chosen by measurement: `bench/load.py --servers daphne,uvicorn` (docs/benchmarks.md, `servers`;
-the README's "The server process"). `manage.py runserver` (Daphne's) stays the development server.
+the other server `bench/load.py --servers daphne,uvicorn` measures (docs/benchmarks.md, `servers`;
+the README's "The server process"). The image serves with Daphne, measured the faster here; this is
+for a machine where Uvicorn measures faster, with the same limits and the same drain.
 
 What Parla needs of its server beyond ASGI, under Uvicorn:
 - the ASGI lifespan, which starts and stops the process's services (config/asgi.py, tutor/serving.py);

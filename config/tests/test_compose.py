@@ -10,6 +10,7 @@ import yaml
 
 from config.tests.helpers import REPO
 from config.tests.test_readme import config_table
+from tutor.tests.live import production_command
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
@@ -65,7 +66,9 @@ def test_services_and_their_order():
 def test_migration_runs_once_not_in_the_web_command():
     assert SERVICES["migrate"]["command"] == ["python", "manage.py", "migrate", "--noinput"]
     cmd = dockerfile_cmd()
-    assert cmd == ["python", "-m", "tutor.serve", "--host", "0.0.0.0", "--port", "8000"]  # PID 1, no shell
+    assert cmd == ["daphne", "-b", "0.0.0.0", "-p", "8000", "config.asgi:application"]  # PID 1, no shell
+    # The live tests' production server (the proxy, drain and deploy tests) is the image's.
+    assert ["daphne", *production_command(8000)[2:]] == [part.replace("0.0.0.0", "127.0.0.1") for part in cmd]
     for web in WEBS:
         assert "command" not in SERVICES[web]  # the image's CMD
         assert SERVICES[web]["build"] == "."

@@ -90,9 +90,15 @@ class SessionOutcome:
 
     async def end_before_start(self, code: str, message: str, reason: str) -> None:
         """The tutor session could not start: the learner is told in Parla's words (the upstream's own
-        text is in the log), the session ends with `reason`, and none of its tasks is left running."""
+        text is in the log), the session ends with `reason`, and none of its tasks is left running.
+        A resumed placement whose upstream cannot start has its stored answers: with enough rated
+        ones its assessment is made from them and delivered as the tutor's are when it is gone (as
+        text), not thrown away as not rated."""
         await self.learner.send_event(wire.error(code, message))
         self.placement.finish_early(reason)
+        if self.rows.session_id is not None and self.placement.has_evidence(self.config.min_rated_answers):
+            await self.begin()  # its delivery ends the session, then its tasks
+            return
         await self.end_unrated(reason)
         await self.ended()  # the start task is the caller and ends next
 

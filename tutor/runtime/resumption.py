@@ -153,6 +153,22 @@ class DetachWaits:
             del self.waiting[session_id]
 
 
+async def let_go(session_id: int) -> None:
+    """A resume that stopped before a runtime served the session (its socket closed, or it failed):
+    if this process had claimed it, it is detached again, for the learner's next reconnection or,
+    past the window, the recovery sweep. Claimed and served by nobody, it would stay open for as long
+    as this process lives (its lease says it serves it). (A claim still running in the database
+    thread is done first: the thread runs the calls in order.)"""
+    try:
+        detached = await db(reconnection.detach)(session_id, services.process_id())
+    except Exception:  # the database is gone too: the sweep ends it once this process's lease lapses
+        logger.exception("resume stopped: session not detached again", extra={"session_id": session_id})
+        return
+    if detached:
+        metrics.reconnection("detached")
+        logger.info("resume stopped: session detached again", extra={"session_id": session_id})
+
+
 def refusal(claim: reconnection.Claim) -> ClientError:
     return ClientError(claim.outcome, reconnection.REFUSED[claim.outcome])
 

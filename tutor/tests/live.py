@@ -1,8 +1,8 @@
 """Live servers for end-to-end tests: a Parla server process, and the simulator in a thread.
 
 The one live-server helper of the tests (the browser tests' `browser_support.live_server` is built on
-it). `parla_server` starts `daphne config.asgi:application`, the production server (`python -m
-tutor.serve`, Uvicorn) or `manage.py runserver` on an ephemeral port, by default on the test database, so what it stores is what the test reads. The simulator runs
+it). `parla_server` starts `daphne config.asgi:application`, Uvicorn (`python -m tutor.serve`) or
+`manage.py runserver` on an ephemeral port, by default on the test database, so what it stores is what the test reads. The simulator runs
 in the test process (its own thread and event loop) so a test can set the simulated learner's true
 level and see which upstream connections are still open.
 """
@@ -187,14 +187,27 @@ def server_env(*, realtime_url: str, database: str, redis_url: str | None = None
     return env
 
 
+# How a live server is started (the arguments after `python`), by server: Daphne, or Uvicorn as
+# `python -m tutor.serve` runs it.
+SERVERS = {
+    "daphne": lambda port: ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+    "uvicorn": lambda port: ["-m", "tutor.serve", "--host", "127.0.0.1", "--port", str(port)],
+}
+PRODUCTION = "daphne"  # the image's CMD (Dockerfile; config/tests/test_compose.py checks they agree)
+
+
+def production_command(port: int) -> list[str]:
+    return SERVERS[PRODUCTION](port)
+
+
 @contextmanager
 def parla_server(
     *, realtime_url: str, redis_url: str | None = None, extra_env: dict | None = None, runserver=False,
     database: str | None = None, username: str = "", password: str = "", server: str = "daphne",
 ):
-    """Parla served on an ephemeral port by `daphne config.asgi:application`, with
-    `server="production"` by `python -m tutor.serve` (Uvicorn, what the compose file runs), or with
-    `runserver=True` by `manage.py runserver` (Daphne's, without the autoreloader); yields a LiveServer.
+    """Parla served on an ephemeral port by `server` (`SERVERS`: "daphne", "uvicorn", or "production",
+    the image's), or with `runserver=True` by `manage.py runserver` (Daphne's, without the
+    autoreloader); yields a LiveServer.
 
     `database`: a database URL (default: the test database, so what the server stores is what the test
     reads). The log goes to `output_dir()`, kept when the server failed to start or serve.
@@ -244,12 +257,8 @@ def _parla_server_on(
     log_path = output_dir() / f"server-{port}.log"
     if runserver:
         command = ["manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
-    elif server == "production":
-        command = ["-m", "tutor.serve", "--host", "127.0.0.1", "--port", str(port)]
-    elif server == "daphne":
-        command = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
     else:
-        raise ValueError(f"unknown server {server!r}")
+        command = SERVERS[PRODUCTION if server == "production" else server](port)
     try:
         with open(log_path, "w") as log:
             process = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -270,7 +279,7 @@ def _parla_server_on(
 
 @contextmanager
 def daphne_server(*, realtime_url: str, redis_url: str | None, extra_env: dict | None = None, server: str = "daphne"):
-    """Parla served by Daphne (or `server="production"`: tutor.serve) on an ephemeral port; yields its
+    """Parla served by Daphne (or `server`: see parla_server) on an ephemeral port; yields its
     base URL (http://127.0.0.1:PORT), which carries the process id as `.pid` and the path of its log
     as `.log_path` (to measure the server)."""
     with parla_server(realtime_url=realtime_url, redis_url=redis_url, extra_env=extra_env, server=server) as server:
@@ -282,8 +291,7 @@ def daphne_server(*, realtime_url: str, redis_url: str | None, extra_env: dict |
 
 
 def production_server(*, realtime_url: str, redis_url: str | None, extra_env: dict | None = None):
-    """Parla served as the compose file serves it (`python -m tutor.serve`: Uvicorn, the drain on
-    SIGTERM); yields its base URL as `daphne_server` does."""
+    """Parla served as the image serves it (`PRODUCTION`); yields its base URL as `daphne_server` does."""
     return daphne_server(realtime_url=realtime_url, redis_url=redis_url, extra_env=extra_env, server="production")
 
 

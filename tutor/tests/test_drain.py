@@ -1,5 +1,5 @@
 """Health and the drain of a live server process (tutor/health.py, tutor/drain.py): the production
-server (`python -m tutor.serve`, Uvicorn), and Daphne for the drain (`manage.py runserver` is Daphne's).
+server (Daphne, the image's CMD), and the drain under Uvicorn too (`python -m tutor.serve`).
 
 Readiness says why a process should take no learner (capacity, the database, the channel layer,
 draining); liveness only that it answers. On SIGTERM a process is not ready within a second, closes
@@ -113,7 +113,7 @@ def test_unreachable_database_and_channel_layer_make_it_not_ready_but_alive(simu
     assert "; channel layer unreachable (" in body
 
 
-@pytest.mark.parametrize("server", ["production", "daphne"])
+@pytest.mark.parametrize("server", ["daphne", "uvicorn"])
 def test_sigterm_drains_delivers_the_running_placement_and_exits(simulator, make_user, server):
     simulator.set_knobs(true_level="A1")
     running = make_user("mid-placement", learner=True)

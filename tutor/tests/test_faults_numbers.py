@@ -189,9 +189,9 @@ async def close_code(ws, timeout: float = 10) -> int | None:
 
 
 @pytest.mark.services
-@pytest.mark.parametrize("server", ["daphne", "production"])
+@pytest.mark.parametrize("server", ["daphne", "uvicorn"])
 def test_live_numbers_frames_and_refusals_get_the_documented_answers(make_user, server):
-    """Through Daphne and the production server (Uvicorn): a played position of 10**400 is refused and the session goes on; a frame over
+    """Through Daphne and Uvicorn (`python -m tutor.serve`): a played position of 10**400 is refused and the session goes on; a frame over
     1 MiB is closed with 1009 (a close frame, not a dropped connection); a refusal at capacity arrives
     with its close code."""
     cookie = login(make_user, "edges")

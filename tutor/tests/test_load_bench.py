@@ -58,6 +58,7 @@ def test_smallest_run_reports_real_measurements(tmp_path):
     # The server was measured: CPU time per session-minute, memory, and the helpers' own CPU.
     assert row["cpu_s_per_session_minute"] > 0
     assert row["rss_mib_idle"][0] > 10
+    assert row["server"] == "daphne"  # the production server, by default
     assert set(row["cpu_via_parla"]) == {"simulator 0", "daphne 0", "parla driver 0"}
     assert set(row["cpu_baseline"]) == {"simulator 0", "direct driver 0"}
     assert all(cpu["avg_percent"] > 0 for cpu in row["cpu_via_parla"].values())
@@ -65,7 +66,7 @@ def test_smallest_run_reports_real_measurements(tmp_path):
     assert 0 < row["machine_busy_percent"] <= 100
     assert row["daphne_waited_percent"] is not None and 0 <= row["daphne_waited_percent"] < 100
 
-    # The server's own measure of its event loop, logged by Daphne's loop watch when it stopped, and the
+    # The server's own measure of its event loop, logged by its loop watch when it stopped, and the
     # CPU of the loop's thread apart from the process's other threads.
     (lag,) = row["loop_lag"]
     assert lag["ticks"] > 100 and lag["stall_threshold_ms"] == 20
@@ -179,7 +180,7 @@ def test_each_server_kind_serves_on_a_port_or_an_inherited_socket(monkeypatch, t
     assert server_command(server, "daphne", port=8123)[1:] == ["-m", "daphne", "-b", "127.0.0.1", "-p", "8123",
                                                               "config.asgi:application"]
     assert server_command(server, "daphne", fd=7)[1:] == ["-m", "daphne", "--fd", "7", "config.asgi:application"]
-    # Uvicorn as production serves it (tutor/serve.py: its options are test_serve's).
+    # Uvicorn as `python -m tutor.serve` serves it (its options are test_serve's).
     assert server_command(server, "uvicorn", port=8123)[1:] == ["-m", "tutor.serve", "--host", "127.0.0.1", "--port", "8123"]
     assert server_command(server, "uvicorn", fd=7)[1:] == ["-m", "tutor.serve", "--fd", "7"]
     # A checkout from before tutor/serve.py: the same options through uvicorn's CLI. uvloop and

@@ -1,5 +1,5 @@
 """The production shape on this machine: nginx (the Debian package, with deploy/nginx/parla.conf) in
-front of two Parla processes served as in production (`python -m tutor.serve`, Uvicorn) on Redis and PostgreSQL, learners driven through the proxy.
+front of two Parla processes served as the image serves them (Daphne) on Redis and PostgreSQL, learners driven through the proxy.
 
 Sessions land on both processes; a teacher watching on one process sees the sessions of the other;
 SIGTERM to one process while sessions run: its readiness turns 503 within a second, each of its
@@ -30,7 +30,7 @@ from tutor.tests.test_end_to_end import login_cookie, next_json, run_learner, tu
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-LEARNERS = 4
+LEARNERS = int(os.environ.get("PARLA_PROXY_TEST_LEARNERS", "4"))  # the README's deploy figures: 20 (run with -s)
 
 
 @pytest.fixture(scope="module")
@@ -174,4 +174,8 @@ def test_two_processes_behind_nginx_share_learners_and_one_drains(simulator, mak
     watched = {s["session_id"]: s for s in seen}
     for x in on_b:
         assert x.session_id in watched, (x.session_id, sorted(watched))
+    ended_on_b = {x.session.end_reason for x in on_b}
+    print(f"deploy: {len(on_a)} on A, {len(on_b)} on B (ended {sorted(ended_on_b)}); delivered "
+          f"{sum(x.status == Assessment.Status.DELIVERED for x in assessments.values())}/{LEARNERS}; B not ready after "
+          f"{not_ready_after:.3f} s; B exit {b_exit}; upstream left open {open_upstream}")
     assert b_exit == 0 and open_upstream == 0

@@ -47,7 +47,93 @@ def open_session(learner, *, detached_ago: float | None = 5, served_by: str = ""
     return session
 
 
+@pytest.mark.parametrize("refusal", [503, 401])
+async def test_a_resumed_placement_whose_tutor_cannot_start_keeps_the_level_its_answers_earned(
+    make_user, settings, session_cookie_headers, refusal
+):
+    """The page reconnected, the session was claimed and rebuilt, and the upstream refused the new
+    tutor session (busy, or the key revoked meanwhile). Its stored answers sustained A1 twice: that is
+    evidence, so the learner gets "at least A1" (as text: no tutor to speak it), not "not rated"."""
+    from channels.db import database_sync_to_async as db
+    from channels.testing import WebsocketCommunicator
+
+    from config.asgi import application
+    from tutor.testing.realtime_client import start_simulator
+
+    settings.PARLA_RESUME_SECONDS = 120
+    user = await db(make_user)(f"refused-{refusal}", learner=True)
+    session = await db(open_session)(user.learner, probes=[("A1", "sustained"), ("A1", "sustained"), ("A2", "breakdown")])
+    headers = await db(session_cookie_headers)(user)
+    async with start_simulator(refuse_upgrade=refusal) as sim:
+        settings.PARLA_REALTIME_URL = sim.url
+        communicator = WebsocketCommunicator(application, "/ws/tutor/", headers=headers)
+        assert (await communicator.connect())[0]
+        try:
+            assert (await communicator.receive_json_from())["state"] == "ready"
+            await communicator.send_json_to({"type": "session.resume", "session_id": session.pk})
+            events = []
+            async with asyncio.timeout(20):
+                while not (events and events[-1] == {"type": "state", "state": "ended"}):
+                    output = await communicator.receive_output(timeout=20)
+                    if output.get("text"):
+                        events.append(event := json.loads(output["text"]))
+                        if event["type"] == "playback.flush":  # as the page answers it: nothing plays
+                            await communicator.send_json_to({"type": "playback.flushed", "request_id": event["request_id"],
+                                                             "played_ms": 0})
+        finally:
+            await communicator.disconnect()
+    errors = [e["code"] for e in events if e["type"] == "error"]
+    assert errors == ["upstream_busy" if refusal == 503 else "upstream_auth", "summary_unavailable"], errors
+    cards = [e for e in events if e["type"] == "assessment"]
+    assert cards and all(c["level"] == "A1" and c["partial"] and c["status"] != "not_rated" for c in cards), cards
+    assert cards[-1]["summary"]  # the summary, shown as text
+    ended = await db(TutorSession.objects.get)(pk=session.pk)
+    assert ended.ended_at is not None and ended.detached_at is None
+    kept = await db(Assessment.objects.get)(session_id=session.pk)
+    assert kept.level == "A1" and kept.partial and kept.status != Assessment.Status.NOT_RATED
+
+
 # --- the stored rules -------------------------------------------------------------------------------------
+
+
+async def test_a_resume_whose_socket_closes_before_the_session_is_served_leaves_it_resumable(
+    make_user, settings, session_cookie_headers, monkeypatch
+):
+    """The page reconnected and sent `session.resume`; this process claimed the session, and the socket
+    closed before a runtime served it (a phone losing its network again). Claimed and served by
+    nobody, the session would stay open as long as this process lives: no resume could take it (its
+    process is alive) and no sweep would end it. It is detached again instead."""
+    from channels.db import database_sync_to_async as db
+    from channels.testing import WebsocketCommunicator
+
+    from config.asgi import application
+    from tutor.runtime import resumption
+
+    settings.PARLA_RESUME_SECONDS = 120
+    user = await db(make_user)("cut-again", learner=True)
+    session = await db(open_session)(user.learner, probes=[("A1", "sustained")])
+    headers = await db(session_cookie_headers)(user)
+    claimed = asyncio.Event()
+
+    async def rebuilding_forever(session_id, config):  # the claim is done; the rebuild never ends
+        claimed.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(resumption, "load", rebuilding_forever)
+    communicator = WebsocketCommunicator(application, "/ws/tutor/", headers=headers)
+    assert (await communicator.connect())[0]
+    assert (await communicator.receive_json_from())["state"] == "ready"
+    await communicator.send_json_to({"type": "session.resume", "session_id": session.pk})
+    await asyncio.wait_for(claimed.wait(), 10)
+    held = await db(TutorSession.objects.get)(pk=session.pk)
+    assert held.served_by == services.process_id() and held.detached_at is None  # claimed here
+    await communicator.disconnect()
+
+    left = await db(TutorSession.objects.get)(pk=session.pk)
+    assert left.ended_at is None and left.detached_at is not None and left.served_by == ""
+    claim = await db(reconnection.claim)(session.pk, user.learner.pk, "other:1:x")
+    assert claim.outcome == reconnection.RESUMED  # the learner's next reconnection takes it, on any process
+
 
 
 def test_only_its_learner_takes_a_detached_session_back_within_the_window(make_user, settings):

@@ -1,6 +1,6 @@
 """A deploy moves placements instead of ending them: nginx (deploy/nginx/parla.conf) in front of two
-Parla processes served as in production (`python -m tutor.serve`, Uvicorn) on Redis and
-PostgreSQL, learners driven through the proxy as the page does it.
+Parla processes served as the image serves them (Daphne) on Redis and PostgreSQL, learners
+driven through the proxy as the page does it.
 
 SIGTERM to one process while placements run on both: at its drain deadline each placement still
 running there is handed over (detached, 4012), its page reconnects through the proxy, lands on the
@@ -12,6 +12,7 @@ process exits 0 with no upstream session left open.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 
@@ -28,7 +29,7 @@ from tutor.tests.test_proxy import rated_answers, redis_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-LEARNERS = 4
+LEARNERS = int(os.environ.get("PARLA_PROXY_TEST_LEARNERS", "4"))  # the README's deploy figures: 20 (run with -s)
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +94,8 @@ def test_sigterm_hands_placements_over_to_the_other_process(simulator, make_user
         else:  # reached its level within the drain: delivered on B
             assert f":{b.pid}:" in session.served_by
             delivered_on_b += 1
+    print(f"deploy: {LEARNERS - len(on_b)} on A, {len(on_b)} on B; B's moved to A {moved}, delivered on B "
+          f"{delivered_on_b}; B exit {b_exit}; upstream left open {open_upstream}")
     assert moved + delivered_on_b == len(on_b) and moved >= 1, (moved, delivered_on_b)
     assert sample(after_on_a, "parla_session_reconnections_total", event="resumed") == moved
     assert "session resumed" in a_log

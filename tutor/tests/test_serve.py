@@ -1,7 +1,6 @@
-"""The production server's own parts (tutor/serve.py, tutor/backpressure.UvicornSocket), without a
-process: SIGTERM goes to the drain first, and the send queue's watch follows Uvicorn's flow control.
-The live tests serve with it: test_socket_robustness (4008, 4429), test_drain, test_proxy and
-test_resume_proxy (nginx in front of two processes)."""
+"""Serving with Uvicorn (tutor/serve.py, tutor/backpressure.UvicornSocket), without a process: SIGTERM
+goes to the drain first, and the send queue's watch follows Uvicorn's flow control. The live tests
+serve with it too: test_socket_robustness (4008, 4429), test_faults_numbers (1009), test_drain."""
 
 from __future__ import annotations
 
@@ -147,6 +146,14 @@ async def test_a_close_the_browser_does_not_answer_resets_the_connection_after_t
     assert protocol.transport.aborted
     assert struct.unpack("ii", protocol.transport.linger) == (1, 0)  # a reset, not a close behind unread data
 
+    ended = WebSocketsSansIOProtocol()  # the application ended once its close frame was written
+    gone = uvicorn_socket(ended.send)
+    gone.watch()
+    gone.abort_unanswered_close(0.05)
+    gone.unwatch()
+    await asyncio.sleep(0.2)
+    assert ended.transport.aborted  # the browser still had not answered: dropped all the same
+
     answered = WebSocketsSansIOProtocol()
     other = uvicorn_socket(answered.send)
     other.watch()
@@ -154,7 +161,7 @@ async def test_a_close_the_browser_does_not_answer_resets_the_connection_after_t
     answered.connection_lost(None)  # the browser answered the close: the connection ended
     await asyncio.sleep(0.2)
     assert not answered.transport.aborted
-    for one in (protocol, answered):
+    for one in (protocol, ended, answered):
         one.transport.sock.close()
 
 

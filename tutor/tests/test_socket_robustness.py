@@ -191,7 +191,7 @@ def rss_kib(pid: int) -> int:
 
 
 @pytest.mark.services
-@pytest.mark.parametrize("server", ["daphne", "production"])
+@pytest.mark.parametrize("server", ["daphne", "uvicorn"])
 def test_a_client_that_floods_and_never_reads_is_closed_and_the_server_memory_stays_flat(make_user, server):
     from .test_end_to_end import login_cookie
 
@@ -296,11 +296,11 @@ def established(sock: socket.socket) -> bool:
 
 
 @pytest.mark.services
-@pytest.mark.parametrize("server", ["daphne", "production"])
+@pytest.mark.parametrize("server", ["daphne", "uvicorn"])
 def test_a_client_that_never_reads_while_the_tutor_speaks_is_closed_with_4008_and_released(make_user, server):
     """The tutor speaks 10 minutes of audio as fast as it can (about 29 MB of PCM); the learner reads
     nothing. Without a limit on the send queue Daphne buffers all of it and the session runs on;
-    Uvicorn (production) waits inside `send` and the session stops, with its upstream open."""
+    Uvicorn waits inside `send` and the session stops, with its upstream open."""
     from .test_end_to_end import login_cookie
 
     users = [make_user(f"deaf{i}", learner=True) for i in range(2)]
