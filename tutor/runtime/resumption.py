@@ -35,7 +35,7 @@ from assessments import reconnection, services
 from assessments.models import Assessment
 from assessments.placement import Placement
 from assessments.transcript import LEARNER, TUTOR, Transcript
-from tutor import metrics
+from tutor import metrics, recovery
 from tutor.realtime import wire
 from tutor.realtime.relay import LearnerPort
 from tutor.realtime.wire import ClientError, State
@@ -158,7 +158,11 @@ async def let_go(session_id: int) -> None:
     if this process had claimed it, it is detached again, for the learner's next reconnection or,
     past the window, the recovery sweep. Claimed and served by nobody, it would stay open for as long
     as this process lives (its lease says it serves it). (A claim still running in the database
-    thread is done first: the thread runs the calls in order.)"""
+    thread is done first: the thread runs the calls in order.) A session another connection of this
+    process still serves (the resume was waiting for it to let go) is left to that connection: the
+    process id alone does not tell the two apart, its heartbeat does."""
+    if session_id in recovery.heartbeats.sessions:
+        return
     try:
         detached = await db(reconnection.detach)(session_id, services.process_id())
     except Exception:  # the database is gone too: the sweep ends it once this process's lease lapses

@@ -47,6 +47,31 @@ def open_session(learner, *, detached_ago: float | None = 5, served_by: str = ""
     return session
 
 
+async def test_a_stopped_resume_leaves_alone_a_session_another_connection_here_still_serves(make_user):
+    """The resume was waiting for this process's other connection to let go of the session (the page
+    reconnected before the server saw the old socket drop), and its own socket closed: the session
+    names this process either way, and only its heartbeat says a runtime here still serves it."""
+    from channels.db import database_sync_to_async as db
+
+    from tutor import recovery
+    from tutor.runtime import resumption
+
+    user = await db(make_user)("still-served", learner=True)
+    served = await db(open_session)(user.learner, detached_ago=None, served_by=services.process_id())
+    claimed = await db(open_session)(await db(lambda: make_user("claimed-here", learner=True).learner)(),
+                                     detached_ago=None, served_by=services.process_id())
+    recovery.heartbeats.sessions.add(served.pk)  # a runtime of this process serves it
+    try:
+        await resumption.let_go(served.pk)
+        await resumption.let_go(claimed.pk)
+    finally:
+        recovery.heartbeats.sessions.discard(served.pk)
+    served = await db(TutorSession.objects.get)(pk=served.pk)
+    claimed = await db(TutorSession.objects.get)(pk=claimed.pk)
+    assert served.detached_at is None and served.served_by == services.process_id()  # untouched
+    assert claimed.detached_at is not None and claimed.served_by == ""  # claimed by the stopped resume: let go
+
+
 @pytest.mark.parametrize("refusal", [503, 401])
 async def test_a_resumed_placement_whose_tutor_cannot_start_keeps_the_level_its_answers_earned(
     make_user, settings, session_cookie_headers, refusal

@@ -12,7 +12,6 @@ process exits 0 with no upstream session left open.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
 
@@ -25,11 +24,9 @@ from tutor.tests.ops_support import sample, scrape
 from tutor.tests.proxy import nginx_proxy
 from tutor.tests.resume_support import placement
 from tutor.tests.test_end_to_end import login_cookie
-from tutor.tests.test_proxy import rated_answers, redis_url
+from tutor.tests.test_proxy import LEARNERS, rated_answers, redis_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-LEARNERS = int(os.environ.get("PARLA_PROXY_TEST_LEARNERS", "4"))  # the README's deploy figures: 20 (run with -s)
 
 
 @pytest.fixture(scope="module")
