@@ -62,6 +62,7 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         self.inbox = _queue_of(receive)
         self.receive_waiting = receive
         self.closed_for_drain = False
+        self.closing = False  # a close frame is on its way
         self.session_over = False  # the learner was told `state: ended` (one session per connection)
         self.failing: asyncio.Task | None = None  # ending the session after one of its tasks failed
         self.detaches = resumption.DetachWaits()  # a resume waiting for another connection to let go
@@ -199,6 +200,9 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         may never take either: the connection is dropped if the close is not answered within a
         short grace (under Uvicorn the sends themselves wait for a writable transport until then). A
         connection the browser closed meanwhile is not an error: its disconnect is on its way."""
+        if self.closing:  # once (a second close frame is an error under Uvicorn)
+            return
+        self.closing = True
         if self.socket is not None:
             self.socket.abort_unanswered_close(wire.NOT_READING_CLOSE_GRACE_SECONDS)
         if self.outbox is not None:
@@ -281,14 +285,18 @@ class TutorConsumer(AsyncWebsocketConsumer, LearnerPort):
         except Exception:
             if self.runtime is None and not self.session_over:
                 capacity.sessions.give_back()
-                await resumption.let_go(session_id)
+                await self._let_go(session_id)
             logger.exception("resume failed", extra={"learner_id": self.learner.pk, "session_id": session_id})
             await self._fail()
         except asyncio.CancelledError:
             if self.runtime is None and not self.session_over:
                 capacity.sessions.give_back()
-                await resumption.let_go(session_id)  # the socket went away between the claim and the runtime
+                await self._let_go(session_id)  # the socket went away between the claim and the runtime
             raise
+
+    async def _let_go(self, session_id: int) -> None:
+        if session_id in self.detaches.claimed:  # this connection's claim took it: nobody serves it now
+            await resumption.let_go(session_id)
 
     async def _admit(self) -> bool:
         """A new session (or a resumed one) may run here: a capacity slot is taken, or the learner was

@@ -35,7 +35,7 @@ from assessments import reconnection, services
 from assessments.models import Assessment
 from assessments.placement import Placement
 from assessments.transcript import LEARNER, TUTOR, Transcript
-from tutor import metrics, recovery
+from tutor import metrics
 from tutor.realtime import wire
 from tutor.realtime.relay import LearnerPort
 from tutor.realtime.wire import ClientError, State
@@ -126,6 +126,7 @@ class DetachWaits:
 
     def __init__(self) -> None:
         self.waiting: dict[int, asyncio.Event] = {}
+        self.claimed: set[int] = set()  # sessions a claim of this connection took for this process
 
     def detached(self, session_id: int) -> None:
         if session_id in self.waiting:
@@ -136,7 +137,7 @@ class DetachWaits:
         has not seen drop, or one still detaching) is asked to let go, and claimed once it did."""
         detached = self.waiting[session_id] = asyncio.Event()  # before the claim: its news cannot be missed
         try:
-            claim = await db(reconnection.claim)(session_id, learner_id, services.process_id())
+            claim = await self._claim(session_id, learner_id)
             if claim.outcome != reconnection.ATTACHED:
                 return claim
             layer = get_channel_layer()
@@ -147,22 +148,34 @@ class DetachWaits:
                     await detached.wait()
             except TimeoutError:
                 pass  # claimed below all the same if it was detached without word (another process died)
-            claim = await db(reconnection.claim)(session_id, learner_id, services.process_id())
+            claim = await self._claim(session_id, learner_id)
             return claim if claim.outcome != reconnection.ATTACHED else reconnection.Claim("resume_unknown")
         finally:
             del self.waiting[session_id]
 
+    async def _claim(self, session_id: int, learner_id: int) -> reconnection.Claim:
+        """One claim; what it took is recorded even when this connection is cancelled meanwhile (the
+        claim runs on in the database thread: its result is awaited before the cancellation goes on)."""
+        call = asyncio.ensure_future(db(reconnection.claim)(session_id, learner_id, services.process_id()))
+        try:
+            claim = await asyncio.shield(call)
+        except asyncio.CancelledError:
+            self._took(session_id, await call)
+            raise
+        self._took(session_id, claim)
+        return claim
+
+    def _took(self, session_id: int, claim: reconnection.Claim) -> None:
+        if claim.outcome == reconnection.RESUMED:
+            self.claimed.add(session_id)
+
 
 async def let_go(session_id: int) -> None:
-    """A resume that stopped before a runtime served the session (its socket closed, or it failed):
-    if this process had claimed it, it is detached again, for the learner's next reconnection or,
-    past the window, the recovery sweep. Claimed and served by nobody, it would stay open for as long
-    as this process lives (its lease says it serves it). (A claim still running in the database
-    thread is done first: the thread runs the calls in order.) A session another connection of this
-    process still serves (the resume was waiting for it to let go) is left to that connection: the
-    process id alone does not tell the two apart, its heartbeat does."""
-    if session_id in recovery.heartbeats.sessions:
-        return
+    """A resume that claimed the session (DetachWaits.claimed) and stopped before a runtime served it
+    (its socket closed, or it failed): the session is detached again, for the learner's next
+    reconnection or, past the window, the recovery sweep. Claimed and served by nobody, it would stay
+    open for as long as this process lives (its lease says it serves it). Only the connection whose
+    claim took it calls this: the process id alone does not tell it from another connection here."""
     try:
         detached = await db(reconnection.detach)(session_id, services.process_id())
     except Exception:  # the database is gone too: the sweep ends it once this process's lease lapses

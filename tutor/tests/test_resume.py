@@ -47,29 +47,42 @@ def open_session(learner, *, detached_ago: float | None = 5, served_by: str = ""
     return session
 
 
-async def test_a_stopped_resume_leaves_alone_a_session_another_connection_here_still_serves(make_user):
-    """The resume was waiting for this process's other connection to let go of the session (the page
-    reconnected before the server saw the old socket drop), and its own socket closed: the session
-    names this process either way, and only its heartbeat says a runtime here still serves it."""
+async def test_only_what_a_connections_own_claim_took_is_its_to_let_go(make_user, monkeypatch, settings):
+    """A resume that stops lets go of a session only if its own claim took it (DetachWaits.claimed):
+    a session this process's other connection still serves names this process too. A claim cut short
+    by the connection's cancellation is recorded all the same, once the database thread has done it."""
+    import time
+
     from channels.db import database_sync_to_async as db
 
-    from tutor import recovery
     from tutor.runtime import resumption
 
-    user = await db(make_user)("still-served", learner=True)
-    served = await db(open_session)(user.learner, detached_ago=None, served_by=services.process_id())
-    claimed = await db(open_session)(await db(lambda: make_user("claimed-here", learner=True).learner)(),
-                                     detached_ago=None, served_by=services.process_id())
-    recovery.heartbeats.sessions.add(served.pk)  # a runtime of this process serves it
-    try:
-        await resumption.let_go(served.pk)
-        await resumption.let_go(claimed.pk)
-    finally:
-        recovery.heartbeats.sessions.discard(served.pk)
-    served = await db(TutorSession.objects.get)(pk=served.pk)
-    claimed = await db(TutorSession.objects.get)(pk=claimed.pk)
-    assert served.detached_at is None and served.served_by == services.process_id()  # untouched
-    assert claimed.detached_at is not None and claimed.served_by == ""  # claimed by the stopped resume: let go
+    settings.PARLA_RESUME_SECONDS = 120
+    monkeypatch.setattr(resumption, "DETACH_WAIT_SECONDS", 0.05)
+    names = ("waiting-for-me", "served-here", "cut-claim")
+    learners = [await db(lambda n=n: make_user(n, learner=True).learner)() for n in names]
+    detached = await db(open_session)(learners[0])
+    served = await db(open_session)(learners[1], detached_ago=None, served_by=services.process_id())
+    slow = await db(open_session)(learners[2])
+
+    waits = resumption.DetachWaits()
+    assert (await waits.take(learners[0].pk, detached.pk, "me")).outcome == reconnection.RESUMED
+    refused = await waits.take(learners[1].pk, served.pk, "me")  # nobody here lets go within the wait
+    assert refused.outcome == "resume_unknown" and waits.claimed == {detached.pk}
+
+    claim = reconnection.claim
+
+    def slow_claim(*args):
+        time.sleep(0.3)
+        return claim(*args)
+
+    monkeypatch.setattr(reconnection, "claim", slow_claim)
+    taking = asyncio.create_task(waits.take(learners[2].pk, slow.pk, "me"))
+    await asyncio.sleep(0.05)  # the claim is in the database thread
+    taking.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await taking
+    assert waits.claimed == {detached.pk, slow.pk}
 
 
 @pytest.mark.parametrize("refusal", [503, 401])

@@ -21,6 +21,16 @@ class Recorder:
         self.calls: list[str] = []
 
 
+@pytest.fixture(autouse=True)
+def _process_drain_untouched():
+    """serve.Server hands this process's drain its stop: put back what was there."""
+    from tutor import drain
+
+    before = drain.current._stop_server
+    yield
+    drain.current._stop_server = before
+
+
 def server_with(drain: Drain) -> serve.Server:
     server = serve.Server(serve.config(port=0))
     server.drain = drain
@@ -186,3 +196,24 @@ async def test_a_watch_taken_late_starts_from_the_protocols_state(already):
     watch = uvicorn_socket(protocol.send).watch()
     assert watch.paused if already == "paused" else watch.stopped
     protocol.transport.sock.close()
+
+
+async def test_a_second_close_sends_nothing(monkeypatch):
+    """The drain may close a connection whose own close (4008, 4409...) is already on its way; under
+    Uvicorn a second `websocket.close` raises ("Unexpected ASGI message 'websocket.close', after
+    sending 'websocket.close'"), so the consumer sends its close frame once."""
+    from channels.generic.websocket import AsyncWebsocketConsumer
+
+    from tutor.consumers import TutorConsumer
+
+    sent = []
+
+    async def close(self, code=None, reason=None):
+        sent.append(code)
+
+    monkeypatch.setattr(AsyncWebsocketConsumer, "close", close)
+    consumer = TutorConsumer()
+    consumer.closing, consumer.socket, consumer.outbox = False, None, None
+    await consumer.close(code=4008)
+    await consumer.close(code=4012)
+    assert sent == [4008]
