@@ -216,11 +216,6 @@ class UvicornSocket:
             self._abort.cancel()
             self._abort = None
 
-    def inbox(self) -> asyncio.Queue | None:
-        """The connection's queue of received messages (what `receive` takes from)."""
-        queue = getattr(self.protocol, "queue", None)
-        return queue if isinstance(queue, asyncio.Queue) else None
-
 
 def uvicorn_socket(send: Callable) -> UvicornSocket | None:
     """The connection behind Uvicorn's ASGI `send`: the websockets-sansio protocol's bound `send`."""

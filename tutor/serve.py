@@ -56,8 +56,8 @@ class Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def config(*, host: str = "127.0.0.1", port: int = 8000, fd: int | None = None, **overrides) -> uvicorn.Config:
-    return uvicorn.Config("config.asgi:application", host=host, port=port, fd=fd, **{**OPTIONS, **overrides})
+def config(*, host: str = "127.0.0.1", port: int = 8000, fd: int | None = None) -> uvicorn.Config:
+    return uvicorn.Config("config.asgi:application", host=host, port=port, fd=fd, **OPTIONS)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,9 +2,9 @@
 
 The one live-server helper of the tests (the browser tests' `browser_support.live_server` is built on
 it). `parla_server` starts `daphne config.asgi:application`, Uvicorn (`python -m tutor.serve`) or
-`manage.py runserver` on an ephemeral port, by default on the test database, so what it stores is what the test reads. The simulator runs
-in the test process (its own thread and event loop) so a test can set the simulated learner's true
-level and see which upstream connections are still open.
+`manage.py runserver` on an ephemeral port, by default on the test database, so what it stores is
+what the test reads. The simulator runs in the test process (its own thread and event loop) so a
+test can set the simulated learner's true level and see which upstream connections are still open.
 """
 
 from __future__ import annotations
